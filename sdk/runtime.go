@@ -1,0 +1,556 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pluginv1 "github.com/edgehive/edgehive/sdk/proto/plugin/v1"
+)
+
+// runtime is the plugin side of the host protocol. The channel's reader owns
+// the incoming frames, the writer owns the stream's Send, and the handler
+// goroutine runs Module.Handle; they meet in the outbox under mu.
+type runtime struct {
+	pluginv1.UnimplementedPluginServer
+
+	module Module
+	logger hclog.Logger
+
+	mu          sync.Mutex
+	cfg         *Config
+	started     bool
+	channelOpen bool
+	stopping    bool
+	outSends    []*pluginv1.Send
+	outAcks     []uint64
+	nextSeq     uint64
+	pending     map[uint64]chan error    // send seq -> result
+	waiters     map[string]chan *Message // sync request id -> answer
+	kick        chan struct{}
+
+	window  chan struct{} // a slot per outstanding send
+	handleQ chan *pluginv1.Delivery
+	seen    *idSet
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the handler loop has ended
+}
+
+var _ pluginv1.PluginServer = (*runtime)(nil)
+
+func newRuntime(module Module, logger hclog.Logger) *runtime {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &runtime{
+		module:  module,
+		logger:  logger,
+		pending: map[uint64]chan error{},
+		waiters: map[string]chan *Message{},
+		kick:    make(chan struct{}, 1),
+		window:  make(chan struct{}, SendWindow),
+		handleQ: make(chan *pluginv1.Delivery, 2*MaxInFlight),
+		seen:    newIDSet(16384),
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+	}
+}
+
+func (r *runtime) GetInfo(context.Context, *pluginv1.GetInfoRequest) (*pluginv1.GetInfoResponse, error) {
+	info := r.module.Info()
+	resp := &pluginv1.GetInfoResponse{
+		Name: info.Name, Group: info.Group, Version: info.Version,
+		ApiVersions: info.APIVersions, Description: info.Description,
+	}
+	if schema := r.module.ConfigSchema(); schema != nil {
+		if err := schema.Validate(); err != nil {
+			return nil, status.Errorf(codes.Internal, "plugin %s declares a bad schema: %v", info.Name, err)
+		}
+		ps, err := schema.ToProto()
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "%v", err)
+		}
+		resp.ConfigSchema = ps
+	}
+	return resp, nil
+}
+
+func (r *runtime) SetConfig(_ context.Context, req *pluginv1.SetConfigRequest) (*pluginv1.SetConfigResponse, error) {
+	if !slices.Contains(r.module.Info().APIVersions, req.GetApiVersion()) {
+		return nil, status.Errorf(codes.FailedPrecondition, "plugin API version %q not supported (have %v)", req.GetApiVersion(), r.module.Info().APIVersions)
+	}
+	cfg := &Config{
+		APIVersion: req.GetApiVersion(), NodeName: req.GetNodeName(), DataDir: req.GetDataDir(),
+		PluginName: req.GetPluginName(), InstanceID: req.GetInstanceId(), Raw: req.GetConfigJson(),
+	}
+	r.mu.Lock()
+	if r.started {
+		r.mu.Unlock()
+		return nil, status.Error(codes.FailedPrecondition, "already started: config is set once")
+	}
+	r.mu.Unlock()
+	if err := r.module.SetConfig(cfg); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	r.mu.Lock()
+	r.cfg = cfg
+	r.mu.Unlock()
+	return &pluginv1.SetConfigResponse{}, nil
+}
+
+func (r *runtime) Health(ctx context.Context, _ *pluginv1.HealthRequest) (*pluginv1.HealthResponse, error) {
+	if hc, ok := r.module.(HealthChecker); ok {
+		if err := hc.Health(ctx); err != nil {
+			return &pluginv1.HealthResponse{Healthy: false, Message: err.Error()}, nil
+		}
+	}
+	return &pluginv1.HealthResponse{Healthy: true}, nil
+}
+
+func (r *runtime) Shutdown(ctx context.Context, req *pluginv1.ShutdownRequest) (*pluginv1.ShutdownResponse, error) {
+	if ms := req.GetDeadlineUnixMs(); ms > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, time.UnixMilli(ms))
+		defer cancel()
+	}
+	r.stop(ctx)
+	return &pluginv1.ShutdownResponse{}, nil
+}
+
+// stop ends the module: no new deliveries are handled, the current one
+// finishes, Stop runs, and the last acknowledgements are flushed.
+func (r *runtime) stop(ctx context.Context) {
+	r.mu.Lock()
+	if r.stopping {
+		r.mu.Unlock()
+		return
+	}
+	r.stopping = true
+	started := r.started
+	r.mu.Unlock()
+	r.cancel()
+	if started {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+		}
+	}
+	if s, ok := r.module.(Stopper); ok {
+		if err := s.Stop(ctx); err != nil {
+			r.logger.Warn("module stop failed", "error", err)
+		}
+	}
+	r.flushWait(ctx)
+}
+
+// flushWait waits until the writer has sent every queued acknowledgement.
+func (r *runtime) flushWait(ctx context.Context) {
+	for {
+		r.mu.Lock()
+		empty := len(r.outAcks) == 0 && len(r.outSends) == 0
+		open := r.channelOpen
+		r.mu.Unlock()
+		if empty || !open {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// Channel serves the host's stream for the life of the plugin. The module is
+// started when the first channel opens.
+func (r *runtime) Channel(stream pluginv1.Plugin_ChannelServer) error {
+	r.mu.Lock()
+	if r.cfg == nil {
+		r.mu.Unlock()
+		return status.Error(codes.FailedPrecondition, "SetConfig must come before Channel")
+	}
+	if r.channelOpen {
+		r.mu.Unlock()
+		return status.Error(codes.AlreadyExists, "a channel is already open")
+	}
+	r.channelOpen = true
+	startNow := !r.started
+	r.started = true
+	r.mu.Unlock()
+
+	writerDone := make(chan struct{})
+	writerCtx, stopWriter := context.WithCancel(stream.Context())
+	go func() {
+		defer close(writerDone)
+		r.writeLoop(writerCtx, stream)
+	}()
+
+	if startNow {
+		mctx := &moduleContext{rt: r}
+		if err := r.module.Start(r.ctx, mctx); err != nil {
+			r.logger.Error("module failed to start", "error", err)
+			stopWriter()
+			<-writerDone
+			r.loseHost()
+			return status.Errorf(codes.Aborted, "start: %v", err)
+		}
+		go r.handleLoop()
+	}
+
+	err := r.readLoop(stream)
+	stopWriter()
+	<-writerDone
+	r.loseHost()
+	return err
+}
+
+// loseHost fails the outstanding sends and, unless the plugin is stopping on
+// request, exits: a plugin without its host must not linger.
+func (r *runtime) loseHost() {
+	r.mu.Lock()
+	r.channelOpen = false
+	pending := r.pending
+	r.pending = map[uint64]chan error{}
+	r.outSends = nil
+	stopping := r.stopping
+	r.mu.Unlock()
+	for _, ch := range pending {
+		ch <- ErrHostGone
+	}
+	if !stopping {
+		r.logger.Error("host channel closed; exiting")
+		go func() {
+			time.Sleep(100 * time.Millisecond)
+			os.Exit(3)
+		}()
+	}
+}
+
+func (r *runtime) readLoop(stream pluginv1.Plugin_ChannelServer) error {
+	for {
+		frame, err := stream.Recv()
+		if err != nil {
+			if status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		}
+		r.applyResults(frame)
+		for _, d := range frame.GetDeliveries() {
+			r.accept(d)
+		}
+	}
+}
+
+func (r *runtime) applyResults(frame *pluginv1.HostFrame) {
+	if len(frame.GetSendConfirms()) == 0 && len(frame.GetSendErrors()) == 0 {
+		return
+	}
+	r.mu.Lock()
+	var done []chan error
+	var errs []error
+	for _, seq := range frame.GetSendConfirms() {
+		if ch, ok := r.pending[seq]; ok {
+			delete(r.pending, seq)
+			done = append(done, ch)
+			errs = append(errs, nil)
+		}
+	}
+	for _, se := range frame.GetSendErrors() {
+		if ch, ok := r.pending[se.GetSeq()]; ok {
+			delete(r.pending, se.GetSeq())
+			done = append(done, ch)
+			errs = append(errs, sendError(se))
+		}
+	}
+	r.mu.Unlock()
+	for i, ch := range done {
+		ch <- errs[i]
+		<-r.window
+	}
+}
+
+func sendError(se *pluginv1.SendError) error {
+	var base error
+	switch se.GetCode() {
+	case pluginv1.SendError_CODE_UNKNOWN_DESTINATION:
+		base = ErrUnknownDestination
+	case pluginv1.SendError_CODE_QUEUE_FULL:
+		base = ErrQueueFull
+	case pluginv1.SendError_CODE_INVALID:
+		base = ErrInvalidMessage
+	case pluginv1.SendError_CODE_TOO_LARGE:
+		base = ErrTooLarge
+	case pluginv1.SendError_CODE_NO_WAITER:
+		base = ErrNoWaiter
+	case pluginv1.SendError_CODE_SHUTTING_DOWN:
+		base = ErrShuttingDown
+	default:
+		return fmt.Errorf("host refused message: %s", se.GetMessage())
+	}
+	return fmt.Errorf("%w: %s", base, se.GetMessage())
+}
+
+// accept takes one delivery: an answer to a waiting SendSync goes straight to
+// its caller; anything else is queued for the handler.
+func (r *runtime) accept(d *pluginv1.Delivery) {
+	m := d.GetMessage()
+	if pid := m.GetParentId(); pid != "" {
+		r.mu.Lock()
+		ch, ok := r.waiters[pid]
+		if ok {
+			delete(r.waiters, pid)
+		}
+		r.mu.Unlock()
+		if ok {
+			ch <- MessageFromProto(m)
+			r.ack(d.GetSeq())
+			return
+		}
+	}
+	r.handleQ <- d
+}
+
+func (r *runtime) handleLoop() {
+	defer close(r.done)
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case d := <-r.handleQ:
+			r.handleOne(d)
+		}
+	}
+}
+
+func (r *runtime) handleOne(d *pluginv1.Delivery) {
+	defer r.ack(d.GetSeq())
+	id := d.GetMessage().GetId()
+	if !r.seen.add(id) {
+		r.logger.Debug("dropping duplicate delivery", "msg_id", id)
+		return
+	}
+	msg := MessageFromProto(d.GetMessage())
+	defer func() {
+		if p := recover(); p != nil {
+			r.logger.Error("handler panicked; message acknowledged to avoid a poison loop", "msg_id", id, "panic", fmt.Sprint(p))
+		}
+	}()
+	if err := r.module.Handle(r.ctx, msg); err != nil {
+		r.logger.Warn("handler returned an error", "msg_id", id, "operation", msg.Router.Operation, "resource", msg.Router.Resource, "error", err)
+	}
+}
+
+func (r *runtime) ack(seq uint64) {
+	r.mu.Lock()
+	r.outAcks = append(r.outAcks, seq)
+	r.mu.Unlock()
+	r.wake()
+}
+
+func (r *runtime) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop drains the outbox into frames: everything queued since the last
+// frame goes at once, split only at BatchBytes.
+func (r *runtime) writeLoop(ctx context.Context, stream pluginv1.Plugin_ChannelServer) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+		}
+		for {
+			r.mu.Lock()
+			frame, more := r.takeFrameLocked()
+			r.mu.Unlock()
+			if frame == nil {
+				break
+			}
+			if err := stream.Send(frame); err != nil {
+				r.logger.Debug("channel send failed", "error", err)
+				return
+			}
+			if !more {
+				break
+			}
+		}
+	}
+}
+
+func (r *runtime) takeFrameLocked() (*pluginv1.PluginFrame, bool) {
+	if len(r.outAcks) == 0 && len(r.outSends) == 0 {
+		return nil, false
+	}
+	frame := &pluginv1.PluginFrame{Acks: r.outAcks}
+	r.outAcks = nil
+	size := 0
+	n := 0
+	for n < len(r.outSends) {
+		size += len(r.outSends[n].GetMessage().GetContent()) + 128
+		n++
+		if size >= BatchBytes {
+			break
+		}
+	}
+	frame.Sends = r.outSends[:n:n]
+	r.outSends = r.outSends[n:]
+	if len(r.outSends) == 0 {
+		r.outSends = nil
+	}
+	return frame, len(r.outSends) > 0
+}
+
+// send puts one message on the channel and waits for the host's verdict.
+func (r *runtime) send(ctx context.Context, kind pluginv1.Send_Kind, target string, msg *Message, syncTimeout time.Duration) error {
+	if msg == nil {
+		return fmt.Errorf("%w: nil message", ErrInvalidMessage)
+	}
+	if len(msg.Content) > MaxSendBytes {
+		return fmt.Errorf("%w: content is %d bytes, the channel takes at most %d", ErrTooLarge, len(msg.Content), MaxSendBytes)
+	}
+	select {
+	case r.window <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("send to %s: waiting for a send slot: %w", target, ctx.Err())
+	}
+	result := make(chan error, 1)
+	r.mu.Lock()
+	if !r.channelOpen {
+		r.mu.Unlock()
+		<-r.window
+		return ErrHostGone
+	}
+	r.nextSeq++
+	seq := r.nextSeq
+	r.pending[seq] = result
+	s := &pluginv1.Send{Seq: seq, Kind: kind, Target: target, Message: msg.ToProto()}
+	if syncTimeout > 0 {
+		s.SyncTimeoutMs = max(syncTimeout.Milliseconds(), 1)
+	}
+	r.outSends = append(r.outSends, s)
+	r.mu.Unlock()
+	r.wake()
+	select {
+	case err := <-result:
+		return err
+	case <-ctx.Done():
+		// The slot is released when the verdict arrives; the message may still be delivered.
+		return fmt.Errorf("send to %s: %w", target, ctx.Err())
+	}
+}
+
+func (r *runtime) sendSync(ctx context.Context, module string, msg *Message) (*Message, error) {
+	timeout := 30 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return nil, fmt.Errorf("sync send to %s: %w", module, context.DeadlineExceeded)
+		}
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	msg.Header.Sync = true
+	answer := make(chan *Message, 1)
+	r.mu.Lock()
+	r.waiters[msg.Header.ID] = answer
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.waiters, msg.Header.ID)
+		r.mu.Unlock()
+	}()
+	if err := r.send(ctx, pluginv1.Send_KIND_MODULE, module, msg, timeout); err != nil {
+		return nil, err
+	}
+	select {
+	case resp := <-answer:
+		return resp, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("sync send to %s: no answer to %s: %w", module, msg.Header.ID, ctx.Err())
+	}
+}
+
+// watchParent exits when the host process is gone and this process has been
+// re-parented: the host's SIGKILL must not leave plugins behind.
+func (r *runtime) watchParent(ppid int, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for range t.C {
+		if os.Getppid() != ppid {
+			r.logger.Error("host process is gone; exiting", "old_ppid", ppid)
+			os.Exit(4)
+		}
+	}
+}
+
+type moduleContext struct {
+	rt *runtime
+}
+
+var _ Context = (*moduleContext)(nil)
+
+func (c *moduleContext) Send(ctx context.Context, module string, msg *Message) error {
+	return c.rt.send(ctx, pluginv1.Send_KIND_MODULE, module, msg, 0)
+}
+
+func (c *moduleContext) SendToGroup(ctx context.Context, group string, msg *Message) error {
+	return c.rt.send(ctx, pluginv1.Send_KIND_GROUP, group, msg, 0)
+}
+
+func (c *moduleContext) SendSync(ctx context.Context, module string, msg *Message) (*Message, error) {
+	return c.rt.sendSync(ctx, module, msg)
+}
+
+func (c *moduleContext) Response(ctx context.Context, resp *Message) error {
+	if resp.Header.ParentID == "" {
+		return fmt.Errorf("%w: a response needs parent_msg_id", ErrInvalidMessage)
+	}
+	return c.rt.send(ctx, pluginv1.Send_KIND_RESPONSE, "", resp, 0)
+}
+
+func (c *moduleContext) Logger() hclog.Logger { return c.rt.logger }
+func (c *moduleContext) Name() string         { return c.rt.cfg.PluginName }
+func (c *moduleContext) NodeName() string     { return c.rt.cfg.NodeName }
+func (c *moduleContext) DataDir() string      { return c.rt.cfg.DataDir }
+
+// idSet remembers the last n message ids, to drop redeliveries of messages
+// already handled by this process.
+type idSet struct {
+	ring []string
+	pos  int
+	set  map[string]struct{}
+}
+
+func newIDSet(n int) *idSet {
+	return &idSet{ring: make([]string, n), set: make(map[string]struct{}, n)}
+}
+
+// add returns false when id was already present. Only the handler goroutine calls it.
+func (s *idSet) add(id string) bool {
+	if _, ok := s.set[id]; ok {
+		return false
+	}
+	if old := s.ring[s.pos]; old != "" {
+		delete(s.set, old)
+	}
+	s.ring[s.pos] = id
+	s.set[id] = struct{}{}
+	s.pos = (s.pos + 1) % len(s.ring)
+	return true
+}

@@ -1,0 +1,92 @@
+package sdk
+
+import (
+	"context"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	pluginv1 "github.com/edgehive/edgehive/sdk/proto/plugin/v1"
+)
+
+// Handshake is go-plugin's handshake between the edgehive host and its
+// plugins. ProtocolVersion is go-plugin's; plugin API versions are negotiated
+// separately through GetInfo and SetConfig.
+var Handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  1,
+	MagicCookieKey:   "EDGEHIVE_PLUGIN",
+	MagicCookieValue: "b6c3f0a4-edgehive-module",
+}
+
+// PluginKey is the name under which the module is dispensed.
+const PluginKey = "module"
+
+// Environment variables the host sets for a plugin.
+const (
+	EnvPluginName = "EDGEHIVE_PLUGIN_NAME" // the name of the plugin block
+	EnvLogLevel   = "EDGEHIVE_LOG_LEVEL"
+)
+
+// GRPCPlugin adapts a Module to go-plugin. The host uses it with a nil Module
+// to obtain a client.
+type GRPCPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	runtime *runtime
+}
+
+// GRPCServer registers the plugin service.
+func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	pluginv1.RegisterPluginServer(s, p.runtime)
+	return nil
+}
+
+// GRPCClient returns the host's client.
+func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (interface{}, error) {
+	return pluginv1.NewPluginClient(c), nil
+}
+
+// NewLogger returns the logger a plugin should use: JSON lines on stderr, which
+// the host parses, re-levels and prefixes with the plugin's name.
+func NewLogger(name string) hclog.Logger {
+	level := hclog.LevelFromString(os.Getenv(EnvLogLevel))
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       name,
+		Level:      level,
+		Output:     os.Stderr,
+		JSONFormat: true,
+	})
+}
+
+// Serve runs module as an edgehive plugin; it returns when the host stops the
+// plugin. Call it from main.
+func Serve(module Module) {
+	name := os.Getenv(EnvPluginName)
+	if name == "" {
+		name = module.Info().Name
+	}
+	logger := NewLogger(name)
+	rt := newRuntime(module, logger)
+	go rt.watchParent(os.Getppid(), 500*time.Millisecond)
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: Handshake,
+		Plugins:         plugin.PluginSet{PluginKey: &GRPCPlugin{runtime: rt}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			opts = append(opts, grpc.MaxRecvMsgSize(MaxFrameBytes), grpc.MaxSendMsgSize(MaxFrameBytes))
+			return grpc.NewServer(opts...)
+		},
+		Logger: logger.Named("go-plugin"),
+	})
+}
+
+// IsPluginProcess reports whether this process was started by a host as a
+// plugin; a multi-call binary uses it to choose between its roles.
+func IsPluginProcess() bool {
+	return strings.TrimSpace(os.Getenv(Handshake.MagicCookieKey)) == Handshake.MagicCookieValue
+}
