@@ -269,7 +269,7 @@ func (r *runtime) applyResults(frame *pluginv1.HostFrame) {
 		if ch, ok := r.pending[se.GetSeq()]; ok {
 			delete(r.pending, se.GetSeq())
 			done = append(done, ch)
-			errs = append(errs, sendError(se))
+			errs = append(errs, ErrorFromSendError(se))
 		}
 	}
 	r.mu.Unlock()
@@ -279,7 +279,9 @@ func (r *runtime) applyResults(frame *pluginv1.HostFrame) {
 	}
 }
 
-func sendError(se *pluginv1.SendError) error {
+// ErrorFromSendError turns the host's refusal into an error that matches the
+// package's sentinel errors with errors.Is.
+func ErrorFromSendError(se *pluginv1.SendError) error {
 	var base error
 	switch se.GetCode() {
 	case pluginv1.SendError_CODE_UNKNOWN_DESTINATION:
