@@ -301,4 +301,3 @@ func (a *Attachment) SendNow(s *pluginv1.Send) error {
 	}
 	return sdk.ErrorFromSendError(se)
 }
-
