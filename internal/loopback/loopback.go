@@ -38,7 +38,8 @@ type Forward struct {
 	To        string `json:"to"`
 	Kind      string `json:"kind"` // module (default) or group
 	Operation string `json:"operation"`
-	Size      int    `json:"size"` // content bytes
+	Size      int    `json:"size"`       // content bytes
+	TimeoutMs int    `json:"timeout_ms"` // for OpCall; default 5000
 }
 
 // Flood is a traffic order.
@@ -198,7 +199,11 @@ func (m *Module) Handle(ctx context.Context, msg *sdk.Message) error {
 		if err := msg.DecodeContent(&f); err != nil {
 			return err
 		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		timeout := 5 * time.Second
+		if f.TimeoutMs > 0 {
+			timeout = time.Duration(f.TimeoutMs) * time.Millisecond
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		req := m.newMessage(OpEcho, json.RawMessage(`{"call":true}`))
 		answer, err := m.host.SendSync(cctx, f.To, req)
