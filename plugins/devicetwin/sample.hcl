@@ -1,0 +1,4 @@
+config {
+  db_file             = "/var/lib/edgehive/devicetwin/devicetwin.db"
+  sync_retry_interval = "10s"
+}

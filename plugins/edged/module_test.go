@@ -1,0 +1,69 @@
+package edged
+
+import (
+	"testing"
+
+	"github.com/edgehive/edgehive/plugins/internal/plugintest"
+	"github.com/edgehive/edgehive/sdk"
+	"github.com/edgehive/edgehive/sdk/sdktest"
+)
+
+func newModule() sdk.Module { return New() }
+
+func TestModule(t *testing.T) {
+	plugintest.Run(t, plugintest.Case{New: newModule, Name: "edged", Group: "edged", Version: Version, Sample: "sample.hcl"})
+}
+
+func TestDefaults(t *testing.T) {
+	plugintest.DefaultsAgree(t, schema(), defaultConfig())
+}
+
+func TestConfig(t *testing.T) {
+	m := New()
+	sdktest.New(t, m, sdktest.Options{ConfigJSON: `{"cgroup_driver":"cgroupfs","cluster_dns":["10.96.0.10"],"image_gc_low_threshold":70,"node_status_update_frequency":"1m"}`})
+	if m.cfg.CgroupDriver != "cgroupfs" || m.cfg.ClusterDNS[0] != "10.96.0.10" || m.cfg.ImageGCLowThreshold != 70 ||
+		m.cfg.NodeStatusUpdateFrequency.D().Minutes() != 1 || m.cfg.SandboxImage != defaultSandboxImage {
+		t.Fatalf("config = %+v", m.cfg)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	plugintest.RejectsBadConfig(t, newModule, map[string]string{
+		`{"runtime_endpoint":"http://x"}`:             "runtime_endpoint",
+		`{"runtime_endpoint":"unix://relative.sock"}`: "runtime_endpoint",
+		`{"sandbox_image":""}`:                        "sandbox_image",
+		`{"static_pod_dir":"manifests"}`:              "static_pod_dir",
+		`{"cgroup_driver":"cgroup"}`:                  "cgroup_driver",
+		`{"http_address":"0.0.0.0:10350"}`:            "http_address",
+		`{"http_address":"127.0.0.1"}`:                "http_address",
+		`{"node_status_update_frequency":"0s"}`:       "node_status_update_frequency",
+		`{"node_status_update_frequency":"often"}`:    "node_status_update_frequency",
+		`{"image_gc_high_threshold":101}`:             "image_gc_high_threshold",
+		`{"image_gc_low_threshold":90}`:               "image_gc_low_threshold",
+		`{"max_dead_containers_per_pod":-1}`:          "max_dead_containers_per_pod",
+		`{"max_dead_containers_per_pod":1.5}`:         "max_dead_containers_per_pod",
+		`{"cluster_dns":["dns.local"]}`:               "cluster_dns",
+		`{"register_node":"yes"}`:                     "register_node",
+		`{"runtime":"x"}`:                             "runtime",
+	})
+}
+
+func TestUnhandledCounted(t *testing.T) {
+	m := New()
+	h := sdktest.New(t, m, sdktest.Options{})
+	msg := sdk.NewMessage("").BuildRouter("metamanager", sdk.GroupMeta, "default/pod/nginx", sdk.OpInsert)
+	for range 2 {
+		if err := h.Deliver(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.Deliver(sdk.NewMessage("").BuildRouter("metamanager", sdk.GroupMeta, "default/pod/web", sdk.OpDelete)); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.unhandled.Load(); got != 2 {
+		t.Fatalf("unhandled = %d, want 2 (the redelivery is dropped)", got)
+	}
+	if len(h.Sent()) != 0 {
+		t.Fatalf("sent %+v", h.Sent())
+	}
+}

@@ -1,0 +1,87 @@
+package edgehub
+
+import (
+	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
+	"github.com/edgehive/edgehive/sdk"
+)
+
+// Defaults, from KubeEdge's edgehub defaults.
+const (
+	defaultServer             = "127.0.0.1:10000"
+	defaultProjectID          = "e632aba927ea4ac2b575ec1603d56f10"
+	defaultHeartbeat          = "15s"
+	defaultTLSCAFile          = "/etc/kubeedge/ca/rootCA.crt"
+	defaultTLSCertFile        = "/etc/kubeedge/certs/server.crt"
+	defaultTLSPrivateKeyFile  = "/etc/kubeedge/certs/server.key"
+	defaultHTTPSServer        = "https://127.0.0.1:10002"
+	defaultRotateCertificates = true
+	defaultMaxFrameBytes      = 8 << 20
+)
+
+type config struct {
+	Server             string       `json:"server"`
+	ProjectID          string       `json:"project_id"`
+	Token              string       `json:"token"`
+	Heartbeat          sdk.Duration `json:"heartbeat"`
+	TLSCAFile          string       `json:"tls_ca_file"`
+	TLSCertFile        string       `json:"tls_cert_file"`
+	TLSPrivateKeyFile  string       `json:"tls_private_key_file"`
+	HTTPSServer        string       `json:"https_server"`
+	RotateCertificates bool         `json:"rotate_certificates"`
+	MaxFrameBytes      int          `json:"max_frame_bytes"`
+}
+
+func defaultConfig() config {
+	return config{
+		Server:             defaultServer,
+		ProjectID:          defaultProjectID,
+		Heartbeat:          pluginkit.MustDuration(defaultHeartbeat),
+		TLSCAFile:          defaultTLSCAFile,
+		TLSCertFile:        defaultTLSCertFile,
+		TLSPrivateKeyFile:  defaultTLSPrivateKeyFile,
+		HTTPSServer:        defaultHTTPSServer,
+		RotateCertificates: defaultRotateCertificates,
+		MaxFrameBytes:      defaultMaxFrameBytes,
+	}
+}
+
+func schema() *sdk.Schema {
+	return &sdk.Schema{Attributes: []sdk.Attribute{
+		{Name: "server", Type: sdk.TypeString, Default: defaultServer,
+			Description: "cloudhub websocket address, host:port"},
+		{Name: "project_id", Type: sdk.TypeString, Default: defaultProjectID,
+			Description: "project id in the websocket path and project_id header"},
+		{Name: "token", Type: sdk.TypeString, Default: "",
+			Description: "bootstrap token for the first node certificate"},
+		{Name: "heartbeat", Type: sdk.TypeDuration, Default: defaultHeartbeat,
+			Description: "keepalive interval on the cloud link"},
+		{Name: "tls_ca_file", Type: sdk.TypeString, Default: defaultTLSCAFile,
+			Description: "cloud CA certificate (fetched from https_server when absent)"},
+		{Name: "tls_cert_file", Type: sdk.TypeString, Default: defaultTLSCertFile,
+			Description: "node certificate (obtained with the token when absent)"},
+		{Name: "tls_private_key_file", Type: sdk.TypeString, Default: defaultTLSPrivateKeyFile,
+			Description: "node private key"},
+		{Name: "https_server", Type: sdk.TypeString, Default: defaultHTTPSServer,
+			Description: "cloudhub certificate service (/ca.crt, /edge.crt)"},
+		{Name: "rotate_certificates", Type: sdk.TypeBool, Default: defaultRotateCertificates,
+			Description: "renew the node certificate before it expires"},
+		{Name: "max_frame_bytes", Type: sdk.TypeNumber, Default: defaultMaxFrameBytes,
+			Description: "largest websocket frame accepted from the cloud"},
+	}}
+}
+
+func (c *config) validate() error {
+	var ck pluginkit.Checks
+	ck.HostPort("server", c.Server)
+	ck.NotEmpty("project_id", c.ProjectID)
+	ck.PositiveDuration("heartbeat", c.Heartbeat)
+	ck.NotEmpty("tls_ca_file", c.TLSCAFile)
+	ck.AbsPath("tls_ca_file", c.TLSCAFile)
+	ck.NotEmpty("tls_cert_file", c.TLSCertFile)
+	ck.AbsPath("tls_cert_file", c.TLSCertFile)
+	ck.NotEmpty("tls_private_key_file", c.TLSPrivateKeyFile)
+	ck.AbsPath("tls_private_key_file", c.TLSPrivateKeyFile)
+	ck.URL("https_server", c.HTTPSServer, "https")
+	ck.Range("max_frame_bytes", c.MaxFrameBytes, 1, sdk.MaxSendBytes)
+	return ck.Err(Name)
+}

@@ -1,0 +1,35 @@
+package edgehub
+
+import (
+	"testing"
+
+	"github.com/edgehive/edgehive/plugins/internal/plugintest"
+	"github.com/edgehive/edgehive/sdk/sdktest"
+)
+
+func TestConfig(t *testing.T) {
+	m := New()
+	sdktest.New(t, m, sdktest.Options{ConfigJSON: `{"server":"cloud:10000","heartbeat":"30s","token":"abc"}`})
+	if m.cfg.Server != "cloud:10000" || m.cfg.Heartbeat.D().Seconds() != 30 || m.cfg.Token != "abc" || m.cfg.ProjectID != defaultProjectID {
+		t.Fatalf("config = %+v", m.cfg)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	plugintest.RejectsBadConfig(t, newModule, map[string]string{
+		`{"server":"cloud"}`:                     "server",
+		`{"server":"cloud:0"}`:                   "server",
+		`{"project_id":""}`:                      "project_id",
+		`{"heartbeat":"-1s"}`:                    "heartbeat",
+		`{"heartbeat":15}`:                       "heartbeat",
+		`{"tls_ca_file":"rootCA.crt"}`:           "tls_ca_file",
+		`{"tls_cert_file":""}`:                   "tls_cert_file",
+		`{"tls_private_key_file":"k"}`:           "tls_private_key_file",
+		`{"https_server":"http://cloud:10002"}`:  "https_server",
+		`{"https_server":"https://"}`:            "https_server",
+		`{"max_frame_bytes":0}`:                  "max_frame_bytes",
+		`{"max_frame_bytes":1000000000}`:         "max_frame_bytes",
+		`{"rotate_certificates":1}`:              "rotate_certificates",
+		`{"websocket":{"url":"wss://x/events"}}`: "websocket",
+	})
+}

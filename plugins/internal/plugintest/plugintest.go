@@ -1,0 +1,256 @@
+// Package plugintest is the test suite every built-in module runs: identity,
+// schema, sample config, and the message behaviour they share.
+package plugintest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+
+	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
+	"github.com/edgehive/edgehive/sdk"
+	"github.com/edgehive/edgehive/sdk/sdktest"
+)
+
+// Case describes the module under test.
+type Case struct {
+	New     func() sdk.Module
+	Name    string
+	Group   string
+	Version string
+	Sample  string // path of sample.hcl
+}
+
+// Run runs the shared suite.
+func Run(t *testing.T, c Case) {
+	t.Helper()
+	t.Run("info", func(t *testing.T) {
+		info := c.New().Info()
+		if info.Name != c.Name || info.Group != c.Group || info.Version != c.Version || info.Description == "" {
+			t.Fatalf("Info() = %+v", info)
+		}
+		if !slices.Equal(info.APIVersions, []string{sdk.APIVersion1}) {
+			t.Fatalf("APIVersions = %v", info.APIVersions)
+		}
+	})
+	t.Run("schema", func(t *testing.T) {
+		s := c.New().ConfigSchema()
+		if s == nil {
+			t.Fatal("no schema")
+		}
+		if err := s.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range s.Attributes {
+			if a.Description == "" || (a.Default == nil && !a.Required) {
+				t.Errorf("attribute %q needs a description and a default", a.Name)
+			}
+		}
+	})
+	t.Run("sample", func(t *testing.T) {
+		raw, keys := SampleJSON(t, c.Sample)
+		var want []string
+		for _, a := range c.New().ConfigSchema().Attributes {
+			want = append(want, a.Name)
+		}
+		sort.Strings(want)
+		if !slices.Equal(keys, want) {
+			t.Fatalf("%s sets %v, want every key of the schema %v", c.Sample, keys, want)
+		}
+		m := c.New()
+		cfg, err := sdktest.BuildConfig(m, sdktest.Options{ConfigJSON: raw, DataDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.SetConfig(cfg); err != nil {
+			t.Fatalf("SetConfig(sample) = %v", err)
+		}
+	})
+	t.Run("defaults", func(t *testing.T) {
+		sdktest.New(t, c.New(), sdktest.Options{})
+	})
+	t.Run("unknown key", func(t *testing.T) {
+		m := c.New()
+		cfg, err := sdktest.BuildConfig(m, sdktest.Options{ConfigJSON: `{"no_such_key":1}`, RawConfig: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.SetConfig(cfg); err == nil {
+			t.Fatal("SetConfig accepted an unknown key")
+		}
+	})
+	t.Run("messages", func(t *testing.T) {
+		h := sdktest.New(t, c.New(), sdktest.Options{})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+
+		tests := []struct {
+			name    string
+			sync    bool
+			op, res string
+			want    string // handled text in the answer; "" means no answer
+		}{
+			{"sync query", true, sdk.OpQuery, "default/pod/nginx", sdk.OpQuery + " default/pod/nginx"},
+			{"sync without resource", true, sdk.OpKeepalive, "", sdk.OpKeepalive},
+			{"async insert", false, sdk.OpInsert, "default/pod/nginx", ""},
+			{"async query", false, sdk.OpQuery, "default/pod/nginx", ""},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				before := len(h.Sent())
+				msg := sdk.NewMessage("").BuildRouter("tester", sdk.GroupUser, tt.res, tt.op)
+				msg.Header.Sync = tt.sync
+				if err := h.Deliver(msg); err != nil {
+					t.Fatalf("Deliver: %v", err)
+				}
+				if tt.want == "" {
+					if got := h.Sent(); len(got) != before {
+						t.Fatalf("an async message was answered: %+v", got[before:])
+					}
+					return
+				}
+				sent, ok := h.WaitSent(ctx, sdktest.ResponseTo(msg.Header.ID))
+				if !ok {
+					t.Fatal("no answer")
+				}
+				var reply pluginkit.Reply
+				if err := sent.Message.DecodeContent(&reply); err != nil {
+					t.Fatal(err)
+				}
+				want := pluginkit.Reply{Module: c.Name, Version: c.Version, Handled: tt.want}
+				if reply != want || sent.Message.Router.Operation != sdk.OpResponse {
+					t.Fatalf("answer %s %+v, want %+v", sent.Message, reply, want)
+				}
+				// A redelivery of the same message is not answered twice.
+				if err := h.Deliver(msg); err != nil {
+					t.Fatal(err)
+				}
+				if n := countResponses(h.Sent(), msg.Header.ID); n != 1 {
+					t.Fatalf("%d answers after a redelivery, want 1", n)
+				}
+			})
+		}
+	})
+	t.Run("health", func(t *testing.T) {
+		h := sdktest.New(t, c.New(), sdktest.Options{})
+		if err := h.Health(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func countResponses(sent []sdktest.Sent, parent string) int {
+	n := 0
+	for _, s := range sent {
+		if s.Kind == sdktest.KindResponse && s.Target == parent {
+			n++
+		}
+	}
+	return n
+}
+
+// SampleJSON parses a sample.hcl holding one config block of attributes and
+// returns the block as the JSON the host would pass, and its sorted keys.
+func SampleJSON(t testing.TB, path string) (string, []string) {
+	t.Helper()
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, keys, err := sampleJSON(src, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, keys
+}
+
+func sampleJSON(src []byte, path string) (string, []string, error) {
+	file, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
+	if diags.HasErrors() {
+		return "", nil, diags
+	}
+	body := file.Body.(*hclsyntax.Body)
+	if len(body.Attributes) != 0 || len(body.Blocks) != 1 || body.Blocks[0].Type != "config" {
+		return "", nil, fmt.Errorf("%s: want exactly one config { ... } block", path)
+	}
+	inner := body.Blocks[0].Body
+	if len(inner.Blocks) != 0 {
+		return "", nil, fmt.Errorf("%s: nested blocks are not expected", path)
+	}
+	out := map[string]json.RawMessage{}
+	var keys []string
+	for name, attr := range inner.Attributes {
+		v, diags := attr.Expr.Value(nil)
+		if diags.HasErrors() {
+			return "", nil, diags
+		}
+		b, err := ctyjson.SimpleJSONValue{Value: v}.MarshalJSON()
+		if err != nil {
+			return "", nil, fmt.Errorf("%s: %s: %w", path, name, err)
+		}
+		out[name] = b
+		keys = append(keys, name)
+	}
+	sort.Strings(keys)
+	b, err := json.Marshal(out)
+	if err != nil {
+		return "", nil, err
+	}
+	return string(b), keys, nil
+}
+
+// DefaultsAgree checks that the schema's defaults, filled in as the host fills
+// them and decoded into a zero T, give want: the module's own defaults.
+func DefaultsAgree[T any](t *testing.T, schema *sdk.Schema, want T) {
+	t.Helper()
+	raw, err := sdktest.ApplySchema(schema, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got T
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&got); err != nil {
+		t.Fatalf("decode schema defaults %s: %v", raw, err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("schema defaults decode to\n%+v\nthe module's defaults are\n%+v", got, want)
+	}
+}
+
+// RejectsBadConfig passes each config block (JSON, the key of cases) through
+// the host's checks and SetConfig and requires an error containing the
+// text it maps to (usually the key's name).
+func RejectsBadConfig(t *testing.T, newModule func() sdk.Module, cases map[string]string) {
+	t.Helper()
+	blocks := make([]string, 0, len(cases))
+	for b := range cases {
+		blocks = append(blocks, b)
+	}
+	sort.Strings(blocks)
+	for _, block := range blocks {
+		want := cases[block]
+		t.Run(block, func(t *testing.T) {
+			m := newModule()
+			cfg, err := sdktest.BuildConfig(m, sdktest.Options{ConfigJSON: block, DataDir: t.TempDir()})
+			if err == nil {
+				err = m.SetConfig(cfg)
+			}
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("got %v, want an error containing %q", err, want)
+			}
+		})
+	}
+}
