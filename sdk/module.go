@@ -81,7 +81,7 @@ type Context interface {
 	// SendToGroup queues msg for every module of group.
 	SendToGroup(ctx context.Context, group string, msg *Message) error
 	// SendSync sends msg to module and waits for the message whose parent id
-	// is msg's id, until ctx is done.
+	// is msg's id, until ctx is done. It marks msg as sync (header.sync).
 	SendSync(ctx context.Context, module string, msg *Message) (*Message, error)
 	// Response routes resp to whoever waits for resp.Header.ParentID.
 	Response(ctx context.Context, resp *Message) error

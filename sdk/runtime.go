@@ -225,6 +225,7 @@ func (r *runtime) loseHost() {
 	r.mu.Unlock()
 	for _, ch := range pending {
 		ch <- ErrHostGone
+		<-r.window
 	}
 	if !stopping {
 		r.logger.Error("host channel closed; exiting")
@@ -337,7 +338,7 @@ func (r *runtime) handleLoop() {
 func (r *runtime) handleOne(d *pluginv1.Delivery) {
 	defer r.ack(d.GetSeq())
 	id := d.GetMessage().GetId()
-	if !r.seen.add(id) {
+	if id != "" && !r.seen.add(id) {
 		r.logger.Debug("dropping duplicate delivery", "msg_id", id)
 		return
 	}
@@ -456,6 +457,9 @@ func (r *runtime) send(ctx context.Context, kind pluginv1.Send_Kind, target stri
 }
 
 func (r *runtime) sendSync(ctx context.Context, module string, msg *Message) (*Message, error) {
+	if msg == nil {
+		return nil, fmt.Errorf("%w: nil message", ErrInvalidMessage)
+	}
 	timeout := 30 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
@@ -520,7 +524,7 @@ func (c *moduleContext) SendSync(ctx context.Context, module string, msg *Messag
 }
 
 func (c *moduleContext) Response(ctx context.Context, resp *Message) error {
-	if resp.Header.ParentID == "" {
+	if resp == nil || resp.Header.ParentID == "" {
 		return fmt.Errorf("%w: a response needs parent_msg_id", ErrInvalidMessage)
 	}
 	return c.rt.send(ctx, pluginv1.Send_KIND_RESPONSE, "", resp, 0)
