@@ -224,6 +224,7 @@ func parse(filename string, src []byte, o Options) (*Config, hcl.Diagnostics) {
 	d := &decoder{opts: o}
 	cfg := d.decodeRoot(f.Body)
 	diags = append(diags, d.diags...)
+	sortDiags(diags)
 	if diags.HasErrors() {
 		return nil, diags
 	}

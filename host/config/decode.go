@@ -304,7 +304,9 @@ func (d *decoder) decodePlugin(b *hcl.Block) *PluginConfig {
 	if a := attrs["env"]; a != nil {
 		if v := d.value(a, cty.Map(cty.String)); !v.IsNull() {
 			p.Env = map[string]string{}
-			for k, e := range v.AsValueMap() {
+			m := v.AsValueMap()
+			for _, k := range sortedKeys(m) {
+				e := m[k]
 				switch {
 				case k == "" || strings.ContainsAny(k, "=\x00"):
 					d.errorf(a.Expr.Range().Ptr(), "Invalid environment variable name", "Name %q must be non-empty and contain no '=' or NUL.", k)
@@ -553,7 +555,7 @@ func posString(r hcl.Range) string {
 	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
 }
 
-func sortedKeys(m map[string]string) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

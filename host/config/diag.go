@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -49,4 +50,22 @@ func FormatDiagnostic(d *hcl.Diagnostic) string {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// sortDiags orders diagnostics by file position (stable, so diagnostics at
+// the same position keep their order). hcldec decodes object specs in map
+// order; sorting makes the output deterministic and reads top to bottom.
+func sortDiags(diags hcl.Diagnostics) {
+	sort.SliceStable(diags, func(i, j int) bool {
+		a, b := diags[i].Subject, diags[j].Subject
+		switch {
+		case a == nil || b == nil:
+			return a == nil && b != nil
+		case a.Filename != b.Filename:
+			return a.Filename < b.Filename
+		case a.Start.Line != b.Start.Line:
+			return a.Start.Line < b.Start.Line
+		}
+		return a.Start.Column < b.Start.Column
+	})
 }

@@ -49,6 +49,7 @@ func DecodePluginConfig(p *PluginConfig, schema *sdk.Schema) (json.RawMessage, h
 			d.Subject = p.DeclRange.Ptr()
 		}
 	}
+	sortDiags(diags)
 	if diags.HasErrors() {
 		return nil, diags
 	}
