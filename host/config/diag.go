@@ -52,8 +52,7 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// sortDiags orders diagnostics by file position (stable, so diagnostics at
-// the same position keep their order). hcldec decodes object specs in map
+// sortDiags orders diagnostics by file position, then summary and detail. hcldec decodes object specs in map
 // order; sorting makes the output deterministic and reads top to bottom.
 func sortDiags(diags hcl.Diagnostics) {
 	sort.SliceStable(diags, func(i, j int) bool {
@@ -65,7 +64,11 @@ func sortDiags(diags hcl.Diagnostics) {
 			return a.Filename < b.Filename
 		case a.Start.Line != b.Start.Line:
 			return a.Start.Line < b.Start.Line
+		case a.Start.Column != b.Start.Column:
+			return a.Start.Column < b.Start.Column
+		case diags[i].Summary != diags[j].Summary:
+			return diags[i].Summary < diags[j].Summary
 		}
-		return a.Start.Column < b.Start.Column
+		return diags[i].Detail < diags[j].Detail
 	})
 }
