@@ -85,7 +85,7 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, *diagPrinter, bo
 	)
 	if path == "" {
 		name, src = configs.DefaultFilename, configs.Default
-		cfg, diags = config.Parse(name, src, config.Options{BaseDir: exeDir, DefaultPluginDir: filepath.Join(exeDir, "plugins")})
+		cfg, diags = config.Parse(name, src, config.WithOptions(config.Options{BaseDir: exeDir, DefaultPluginDir: filepath.Join(exeDir, "plugins")}))
 	} else {
 		var err error
 		src, err = os.ReadFile(path)
@@ -94,9 +94,9 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, *diagPrinter, bo
 			return nil, nil, false
 		}
 		name = path
-		cfg, diags = config.Parse(path, src, config.Options{BaseDir: filepath.Dir(path), DefaultPluginDir: filepath.Join(exeDir, "plugins")})
+		cfg, diags = config.Parse(path, src, config.WithOptions(config.Options{BaseDir: filepath.Dir(path), DefaultPluginDir: filepath.Join(exeDir, "plugins")}))
 	}
-	dp := &diagPrinter{files: map[string][]byte{name: src}}
+	dp := &diagPrinter{}
 	if diags.HasErrors() {
 		dp.print(stderr, diags)
 		return nil, dp, false
@@ -104,12 +104,10 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, *diagPrinter, bo
 	return cfg, dp, true
 }
 
-type diagPrinter struct {
-	files map[string][]byte
-}
+type diagPrinter struct{}
 
 func (d *diagPrinter) print(w io.Writer, diags hcl.Diagnostics) {
-	config.FormatDiagnostics(w, diags)
+	_ = config.FormatDiagnostics(w, diags)
 }
 
 func newLogger(cfg *config.Config, w io.Writer) hclog.Logger {
@@ -222,9 +220,13 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *asJSON {
-		admin.WriteStatusJSON(stdout, plugins)
+		err = admin.WriteStatusJSON(stdout, plugins)
 	} else {
-		admin.WriteStatusTable(stdout, plugins)
+		err = admin.WriteStatusTable(stdout, plugins)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "edgehive: status: %v\n", err)
+		return 1
 	}
 	return 0
 }
@@ -271,6 +273,8 @@ func cmdPlugin(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "edgehive: plugin %s %s: %v\n", verb, name, err)
 		return 1
 	}
-	admin.WriteStatusTable(stdout, []admin.PluginStatus{st})
+	if err := admin.WriteStatusTable(stdout, []admin.PluginStatus{st}); err != nil {
+		return 1
+	}
 	return 0
 }

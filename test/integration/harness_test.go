@@ -136,7 +136,7 @@ func startHost(t *testing.T, body string) *testHost {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, diags := config.Parse(path, src, config.Options{BaseDir: filepath.Dir(path), DefaultPluginDir: filepath.Join(binDir, "plugins")})
+	cfg, diags := config.Parse(path, src, config.WithOptions(config.Options{BaseDir: filepath.Dir(path), DefaultPluginDir: filepath.Join(binDir, "plugins")}))
 	if diags.HasErrors() {
 		t.Fatalf("config: %s", diags.Error())
 	}

@@ -1,0 +1,9 @@
+node_name = "edge-1"
+
+plugin "edgehub" {
+  path = "bin/edgehub"
+  config {
+    server    = "wss://cloud.example:10000"
+    heartbeat = "15 s"
+  }
+}
