@@ -222,7 +222,7 @@ func (h *Host) Run(ctx context.Context, stopTimeout time.Duration) error {
 			h.Discard()
 			return fmt.Errorf("admin API: %w", err)
 		}
-		srv := admin.New(h, h.reg, h.logger.Named("admin"))
+		srv := admin.New(h, h.reg, h.logger)
 		go func() { adminDone <- srv.Serve(runCtx, l) }()
 		h.logger.Info("admin API listening", "socket", h.cfg.Admin.Socket, "address", h.cfg.Admin.Address)
 	} else {

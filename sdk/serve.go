@@ -3,7 +3,9 @@ package sdk
 import (
 	"context"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -74,6 +76,15 @@ func Serve(module Module) {
 	logger := NewLogger(name)
 	rt := newRuntime(module, logger)
 	go rt.watchParent(os.Getppid(), 500*time.Millisecond)
+	// The host stops its plugins in order; a terminal's or a service
+	// manager's signal to the whole process group must not cut in.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		for sig := range signals {
+			logger.Debug("ignoring signal: the host stops this plugin", "signal", sig.String())
+		}
+	}()
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         plugin.PluginSet{PluginKey: &GRPCPlugin{runtime: rt}},

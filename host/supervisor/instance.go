@@ -177,6 +177,15 @@ func (i *Instance) Configure(ctx context.Context, req *pluginv1.SetConfigRequest
 	if _, err := i.rpc.SetConfig(cctx, req); err != nil {
 		return fmt.Errorf("plugin %s: SetConfig: %w", i.Info.GetName(), err)
 	}
+	// A plugin may derive its group or version from its config: read them again.
+	info, err := i.rpc.GetInfo(cctx, &pluginv1.GetInfoRequest{})
+	if err != nil {
+		return fmt.Errorf("plugin %s: GetInfo after SetConfig: %w", i.Info.GetName(), err)
+	}
+	if info.GetName() != i.Info.GetName() {
+		return fmt.Errorf("plugin %s: renamed itself to %q after SetConfig", i.Info.GetName(), info.GetName())
+	}
+	i.Info = info
 	return nil
 }
 

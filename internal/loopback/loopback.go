@@ -61,13 +61,14 @@ type FloodResult struct {
 
 // Stats is the answer to OpStats.
 type Stats struct {
-	Received int64  `json:"received"`
-	Recorded int64  `json:"recorded"` // flood messages seen
-	Version  string `json:"version"`
-	PID      int    `json:"pid"`
-	P50Us    int64  `json:"p50_us"`
-	P99Us    int64  `json:"p99_us"`
-	P999Us   int64  `json:"p999_us"`
+	Received int64            `json:"received"`
+	Recorded int64            `json:"recorded"` // flood messages seen
+	Ops      map[string]int64 `json:"ops"`      // messages received by operation
+	Version  string           `json:"version"`
+	PID      int              `json:"pid"`
+	P50Us    int64            `json:"p50_us"`
+	P99Us    int64            `json:"p99_us"`
+	P999Us   int64            `json:"p999_us"`
 }
 
 // Payload is the content of flood messages: the send time, for latency.
@@ -91,6 +92,7 @@ type Module struct {
 	ctx      context.Context
 	received atomic.Int64
 	hung     atomic.Bool
+	ops      sync.Map // operation -> *atomic.Int64
 
 	latMu     sync.Mutex
 	latencies []int64 // nanoseconds, flood messages only
@@ -172,6 +174,8 @@ func (m *Module) Health(ctx context.Context) error {
 // Handle runs one command.
 func (m *Module) Handle(ctx context.Context, msg *sdk.Message) error {
 	m.received.Add(1)
+	counter, _ := m.ops.LoadOrStore(msg.Router.Operation, new(atomic.Int64))
+	counter.(*atomic.Int64).Add(1)
 	switch msg.Router.Operation {
 	case OpEcho:
 		if msg.Header.Sync {
@@ -241,6 +245,11 @@ func (m *Module) Handle(ctx context.Context, msg *sdk.Message) error {
 	case OpStats:
 		st := Stats{Received: m.received.Load(), Version: m.Info().Version, PID: os.Getpid()}
 		st.Recorded, st.P50Us, st.P99Us, st.P999Us = m.latencyStats()
+		st.Ops = map[string]int64{}
+		m.ops.Range(func(k, v any) bool {
+			st.Ops[k.(string)] = v.(*atomic.Int64).Load()
+			return true
+		})
 		return m.report(ctx, msg, "stats", st)
 	case OpMalformed:
 		return m.malformed(ctx, msg)
