@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	goruntime "runtime"
 	"slices"
 	"sync"
 	"time"
@@ -376,6 +377,9 @@ func (r *runtime) writeLoop(ctx context.Context, stream pluginv1.Plugin_ChannelS
 			return
 		case <-r.kick:
 		}
+		// Let the goroutines that just woke us add to the batch: one
+		// scheduler pass instead of a syscall per message under load.
+		goruntime.Gosched()
 		for {
 			r.mu.Lock()
 			frame, more := r.takeFrameLocked()

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -74,6 +75,9 @@ func Serve(module Module) {
 		name = module.Info().Name
 	}
 	logger := NewLogger(name)
+	// Message ids come from a buffered random pool: one getrandom call per
+	// many ids instead of one per message.
+	uuid.EnableRandPool()
 	rt := newRuntime(module, logger)
 	go rt.watchParent(os.Getppid(), 500*time.Millisecond)
 	// The host stops its plugins in order; a terminal's or a service

@@ -1,11 +1,54 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
+
+	"github.com/edgehive/edgehive/internal/bench"
 )
 
 func cmdBench(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "edgehive: bench: not built yet")
-	return 2
+	if len(args) == 0 {
+		fmt.Fprint(stderr, "usage: edgehive bench route|restart|footprint [flags]\n")
+		return 2
+	}
+	fs := flag.NewFlagSet("bench "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var err error
+	switch args[0] {
+	case "route":
+		var o bench.RouteOptions
+		fs.DurationVar(&o.Duration, "duration", 5e9, "how long to send")
+		fs.IntVar(&o.Size, "size", 256, "content bytes per message")
+		fs.Float64Var(&o.Rate, "rate", 0, "messages per second (0: as fast as possible)")
+		fs.IntVar(&o.Concurrency, "concurrency", 0, "sending goroutines (default 64, or 8 with -rate)")
+		fs.BoolVar(&o.NoBaseline, "no-baseline", false, "skip the in-process baseline")
+		cpuProfile := fs.String("cpuprofile", "", "write the host's CPU profile here")
+		if fs.Parse(args[1:]) != nil {
+			return 2
+		}
+		if *cpuProfile != "" {
+			f, ferr := os.Create(*cpuProfile)
+			if ferr != nil {
+				fmt.Fprintln(stderr, ferr)
+				return 1
+			}
+			defer f.Close()
+			if perr := pprof.StartCPUProfile(f); perr == nil {
+				defer pprof.StopCPUProfile()
+			}
+		}
+		err = bench.Route(o, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "edgehive: unknown benchmark %q\n", args[0])
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "edgehive: bench %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
 }

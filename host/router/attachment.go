@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -72,6 +73,8 @@ func (a *Attachment) Run(ctx context.Context) error {
 			return nil
 		case <-a.kick:
 		}
+		// One scheduler pass lets concurrent producers join this frame.
+		runtime.Gosched()
 		for {
 			frame, more := a.takeFrame()
 			if frame == nil {

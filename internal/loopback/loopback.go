@@ -4,11 +4,13 @@
 package loopback
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -364,8 +366,7 @@ func (m *Module) flood(f Flood) {
 				}
 				out := sdk.NewMessage("")
 				out.BuildRouter(m.name(), "loopback", "loopback/flood/x", OpRecord)
-				raw, _ := json.Marshal(Payload{SentNs: time.Now().UnixNano(), Seq: n, Pad: pad})
-				out.Content = raw
+				out.Content = AppendPayload(nil, time.Now().UnixNano(), n, pad)
 				if err := m.host.Send(ctx, f.To, out); err != nil {
 					errs.Add(1)
 					lastErr.Store(err.Error())
@@ -390,11 +391,11 @@ func (f Flood) String() string { return fmt.Sprintf("flood to %s x%d", f.To, f.C
 
 // observe records the latency of a flood message.
 func (m *Module) observe(msg *sdk.Message) {
-	var p Payload
-	if json.Unmarshal(msg.Content, &p) != nil || p.SentNs == 0 {
+	sent, ok := PayloadSentNs(msg.Content)
+	if !ok {
 		return
 	}
-	lat := time.Now().UnixNano() - p.SentNs
+	lat := time.Now().UnixNano() - sent
 	m.latMu.Lock()
 	m.recorded++
 	if len(m.latencies) < maxSamples {
@@ -417,4 +418,34 @@ func (m *Module) latencyStats() (n, p50, p99, p999 int64) {
 		return samples[i] / 1000
 	}
 	return n, at(0.50), at(0.99), at(0.999)
+}
+
+// AppendPayload writes the JSON of a Payload without reflection: the
+// benchmark should measure the message plane, not encoding/json.
+func AppendPayload(b []byte, sentNs, seq int64, pad string) []byte {
+	b = append(b, `{"t":`...)
+	b = strconv.AppendInt(b, sentNs, 10)
+	b = append(b, `,"n":`...)
+	b = strconv.AppendInt(b, seq, 10)
+	if pad != "" {
+		b = append(b, `,"p":"`...)
+		b = append(b, pad...)
+		b = append(b, '"')
+	}
+	return append(b, '}')
+}
+
+// PayloadSentNs reads the send time from content written by AppendPayload.
+func PayloadSentNs(content []byte) (int64, bool) {
+	const prefix = `{"t":`
+	if !bytes.HasPrefix(content, []byte(prefix)) {
+		return 0, false
+	}
+	rest := content[len(prefix):]
+	end := bytes.IndexAny(rest, ",}")
+	if end <= 0 {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(string(rest[:end]), 10, 64)
+	return v, err == nil && v > 0
 }
