@@ -78,6 +78,10 @@ type Context interface {
 	// Send queues msg for the module named module; it returns once the host has
 	// queued it, or with an error (unknown module, queue full past ctx's deadline).
 	Send(ctx context.Context, module string, msg *Message) error
+	// SendBatch queues msgs for module, in order, with one round trip to the
+	// host for the whole batch. It returns nil if every message was queued,
+	// else a *BatchError saying which were not.
+	SendBatch(ctx context.Context, module string, msgs []*Message) error
 	// SendToGroup queues msg for every module of group.
 	SendToGroup(ctx context.Context, group string, msg *Message) error
 	// SendSync sends msg to module and waits for the message whose parent id
@@ -116,3 +120,41 @@ const (
 	// BatchBytes is the size at which a sender closes a batch.
 	BatchBytes = 1 << 20
 )
+
+// BatchError reports the messages of a SendBatch that were not queued.
+type BatchError struct {
+	Errs []error // one per message, nil for those queued
+}
+
+func (e *BatchError) Error() string {
+	failed, first := 0, error(nil)
+	for _, err := range e.Errs {
+		if err != nil {
+			failed++
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	return fmt.Sprintf("%d of %d messages not queued; first: %v", failed, len(e.Errs), first)
+}
+
+// Unwrap lets errors.Is and errors.As look at every failure.
+func (e *BatchError) Unwrap() []error {
+	var out []error
+	for _, err := range e.Errs {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
+}
+
+func batchError(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return &BatchError{Errs: errs}
+		}
+	}
+	return nil
+}

@@ -34,9 +34,12 @@ type runtime struct {
 	outSends    []*pluginv1.Send
 	outAcks     []uint64
 	nextSeq     uint64
-	pending     map[uint64]chan error    // send seq -> result
+	pending     map[uint64]pendingSend   // send seq -> waiting sender
 	waiters     map[string]chan *Message // sync request id -> answer
 	kick        chan struct{}
+	stream      pluginv1.Plugin_ChannelServer
+
+	writeMu sync.Mutex // held while frames are written to the stream
 
 	window  chan struct{} // a slot per outstanding send
 	handleQ chan *pluginv1.Delivery
@@ -54,7 +57,7 @@ func newRuntime(module Module, logger hclog.Logger) *runtime {
 	return &runtime{
 		module:  module,
 		logger:  logger,
-		pending: map[uint64]chan error{},
+		pending: map[uint64]pendingSend{},
 		waiters: map[string]chan *Message{},
 		kick:    make(chan struct{}, 1),
 		window:  make(chan struct{}, SendWindow),
@@ -188,11 +191,14 @@ func (r *runtime) Channel(stream pluginv1.Plugin_ChannelServer) error {
 	r.started = true
 	r.mu.Unlock()
 
+	r.mu.Lock()
+	r.stream = stream
+	r.mu.Unlock()
 	writerDone := make(chan struct{})
 	writerCtx, stopWriter := context.WithCancel(stream.Context())
 	go func() {
 		defer close(writerDone)
-		r.writeLoop(writerCtx, stream)
+		r.writeLoop(writerCtx)
 	}()
 
 	if startNow {
@@ -210,6 +216,9 @@ func (r *runtime) Channel(stream pluginv1.Plugin_ChannelServer) error {
 	err := r.readLoop(stream)
 	stopWriter()
 	<-writerDone
+	r.mu.Lock()
+	r.stream = nil
+	r.mu.Unlock()
 	r.loseHost()
 	return err
 }
@@ -220,12 +229,12 @@ func (r *runtime) loseHost() {
 	r.mu.Lock()
 	r.channelOpen = false
 	pending := r.pending
-	r.pending = map[uint64]chan error{}
+	r.pending = map[uint64]pendingSend{}
 	r.outSends = nil
 	stopping := r.stopping
 	r.mu.Unlock()
-	for _, ch := range pending {
-		ch <- ErrHostGone
+	for _, p := range pending {
+		p.ch <- sendResult{idx: p.idx, err: ErrHostGone}
 		<-r.window
 	}
 	if !stopping {
@@ -258,25 +267,25 @@ func (r *runtime) applyResults(frame *pluginv1.HostFrame) {
 		return
 	}
 	r.mu.Lock()
-	var done []chan error
+	var done []pendingSend
 	var errs []error
 	for _, seq := range frame.GetSendConfirms() {
-		if ch, ok := r.pending[seq]; ok {
+		if p, ok := r.pending[seq]; ok {
 			delete(r.pending, seq)
-			done = append(done, ch)
+			done = append(done, p)
 			errs = append(errs, nil)
 		}
 	}
 	for _, se := range frame.GetSendErrors() {
-		if ch, ok := r.pending[se.GetSeq()]; ok {
+		if p, ok := r.pending[se.GetSeq()]; ok {
 			delete(r.pending, se.GetSeq())
-			done = append(done, ch)
+			done = append(done, p)
 			errs = append(errs, ErrorFromSendError(se))
 		}
 	}
 	r.mu.Unlock()
-	for i, ch := range done {
-		ch <- errs[i]
+	for i, p := range done {
+		p.ch <- sendResult{idx: p.idx, err: errs[i]} // buffered for the whole batch
 		<-r.window
 	}
 }
@@ -368,9 +377,9 @@ func (r *runtime) wake() {
 	}
 }
 
-// writeLoop drains the outbox into frames: everything queued since the last
-// frame goes at once, split only at BatchBytes.
-func (r *runtime) writeLoop(ctx context.Context, stream pluginv1.Plugin_ChannelServer) {
+// writeLoop drains the outbox into frames until ctx is done: everything
+// queued since the last frame goes at once, split only at BatchBytes.
+func (r *runtime) writeLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -380,20 +389,28 @@ func (r *runtime) writeLoop(ctx context.Context, stream pluginv1.Plugin_ChannelS
 		// Let the goroutines that just woke us add to the batch: one
 		// scheduler pass instead of a syscall per message under load.
 		goruntime.Gosched()
-		for {
-			r.mu.Lock()
-			frame, more := r.takeFrameLocked()
-			r.mu.Unlock()
-			if frame == nil {
-				break
-			}
-			if err := stream.Send(frame); err != nil {
-				r.logger.Debug("channel send failed", "error", err)
-				return
-			}
-			if !more {
-				break
-			}
+		r.writeMu.Lock()
+		err := r.drainLocked()
+		r.writeMu.Unlock()
+		if err != nil {
+			r.logger.Debug("channel send failed", "error", err)
+			return
+		}
+	}
+}
+
+// drainLocked sends frames until the outbox is empty; writeMu is held.
+func (r *runtime) drainLocked() error {
+	for {
+		r.mu.Lock()
+		stream := r.stream
+		frame, _ := r.takeFrameLocked()
+		r.mu.Unlock()
+		if frame == nil || stream == nil {
+			return nil
+		}
+		if err := stream.Send(frame); err != nil {
+			return err
 		}
 	}
 }
@@ -421,43 +438,89 @@ func (r *runtime) takeFrameLocked() (*pluginv1.PluginFrame, bool) {
 	return frame, len(r.outSends) > 0
 }
 
+type sendResult struct {
+	idx int
+	err error
+}
+
+type pendingSend struct {
+	ch  chan sendResult
+	idx int
+}
+
 // send puts one message on the channel and waits for the host's verdict.
 func (r *runtime) send(ctx context.Context, kind pluginv1.Send_Kind, target string, msg *Message, syncTimeout time.Duration) error {
-	if msg == nil {
-		return fmt.Errorf("%w: nil message", ErrInvalidMessage)
-	}
-	if len(msg.Content) > MaxSendBytes {
-		return fmt.Errorf("%w: content is %d bytes, the channel takes at most %d", ErrTooLarge, len(msg.Content), MaxSendBytes)
-	}
-	select {
-	case r.window <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("send to %s: waiting for a send slot: %w", target, ctx.Err())
-	}
-	result := make(chan error, 1)
-	r.mu.Lock()
-	if !r.channelOpen {
+	return r.sendBatch(ctx, kind, target, []*Message{msg}, syncTimeout)[0]
+}
+
+// sendBatch puts messages on the channel in order and waits once for all the
+// host's verdicts: the cost of a round trip is shared by the batch.
+func (r *runtime) sendBatch(ctx context.Context, kind pluginv1.Send_Kind, target string, msgs []*Message, syncTimeout time.Duration) []error {
+	errs := make([]error, len(msgs))
+	resolved := make([]bool, len(msgs))
+	result := make(chan sendResult, len(msgs))
+	outstanding := 0
+	for i, msg := range msgs {
+		if msg == nil {
+			errs[i], resolved[i] = fmt.Errorf("%w: nil message", ErrInvalidMessage), true
+			continue
+		}
+		if len(msg.Content) > MaxSendBytes {
+			errs[i], resolved[i] = fmt.Errorf("%w: content is %d bytes, the channel takes at most %d", ErrTooLarge, len(msg.Content), MaxSendBytes), true
+			continue
+		}
+		select {
+		case r.window <- struct{}{}:
+		default:
+			r.wake() // what is queued must go out before we wait for room
+			select {
+			case r.window <- struct{}{}:
+			case <-ctx.Done():
+				for j := i; j < len(msgs); j++ {
+					errs[j], resolved[j] = fmt.Errorf("send to %s: waiting for a send slot: %w", target, ctx.Err()), true
+				}
+			}
+		}
+		if resolved[i] {
+			break
+		}
+		r.mu.Lock()
+		if !r.channelOpen {
+			r.mu.Unlock()
+			<-r.window
+			errs[i], resolved[i] = ErrHostGone, true
+			continue
+		}
+		r.nextSeq++
+		seq := r.nextSeq
+		r.pending[seq] = pendingSend{ch: result, idx: i}
+		s := &pluginv1.Send{Seq: seq, Kind: kind, Target: target, Message: msg.ToProto()}
+		if syncTimeout > 0 {
+			s.SyncTimeoutMs = max(syncTimeout.Milliseconds(), 1)
+		}
+		r.outSends = append(r.outSends, s)
 		r.mu.Unlock()
-		<-r.window
-		return ErrHostGone
+		outstanding++
 	}
-	r.nextSeq++
-	seq := r.nextSeq
-	r.pending[seq] = result
-	s := &pluginv1.Send{Seq: seq, Kind: kind, Target: target, Message: msg.ToProto()}
-	if syncTimeout > 0 {
-		s.SyncTimeoutMs = max(syncTimeout.Milliseconds(), 1)
+	if outstanding > 0 {
+		r.wake()
 	}
-	r.outSends = append(r.outSends, s)
-	r.mu.Unlock()
-	r.wake()
-	select {
-	case err := <-result:
-		return err
-	case <-ctx.Done():
-		// The slot is released when the verdict arrives; the message may still be delivered.
-		return fmt.Errorf("send to %s: %w", target, ctx.Err())
+	for outstanding > 0 {
+		select {
+		case res := <-result:
+			errs[res.idx], resolved[res.idx] = res.err, true
+			outstanding--
+		case <-ctx.Done():
+			// Slots are released when the verdicts arrive; the messages may still be delivered.
+			for i := range errs {
+				if !resolved[i] {
+					errs[i] = fmt.Errorf("send to %s: %w", target, ctx.Err())
+				}
+			}
+			return errs
+		}
 	}
+	return errs
 }
 
 func (r *runtime) sendSync(ctx context.Context, module string, msg *Message) (*Message, error) {
@@ -517,6 +580,10 @@ var _ Context = (*moduleContext)(nil)
 
 func (c *moduleContext) Send(ctx context.Context, module string, msg *Message) error {
 	return c.rt.send(ctx, pluginv1.Send_KIND_MODULE, module, msg, 0)
+}
+
+func (c *moduleContext) SendBatch(ctx context.Context, module string, msgs []*Message) error {
+	return batchError(c.rt.sendBatch(ctx, pluginv1.Send_KIND_MODULE, module, msgs, 0))
 }
 
 func (c *moduleContext) SendToGroup(ctx context.Context, group string, msg *Message) error {

@@ -12,6 +12,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
+
+	"github.com/edgehive/edgehive/internal/grpcbuf"
 
 	pluginv1 "github.com/edgehive/edgehive/sdk/proto/plugin/v1"
 )
@@ -93,7 +96,8 @@ func Serve(module Module) {
 		HandshakeConfig: Handshake,
 		Plugins:         plugin.PluginSet{PluginKey: &GRPCPlugin{runtime: rt}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			opts = append(opts, grpc.MaxRecvMsgSize(MaxFrameBytes), grpc.MaxSendMsgSize(MaxFrameBytes))
+			opts = append(opts, grpc.MaxRecvMsgSize(MaxFrameBytes), grpc.MaxSendMsgSize(MaxFrameBytes),
+				experimental.BufferPool(grpcbuf.New()))
 			return grpc.NewServer(opts...)
 		},
 		Logger: logger.Named("go-plugin"),

@@ -45,6 +45,8 @@ type Attachment struct {
 	ingress chan []*pluginv1.Send
 	done    chan struct{}
 
+	ingressBusy atomic.Int32 // batches handed to ingressLoop and not yet routed
+
 	acked     atomic.Uint64
 	lastAckNs atomic.Int64
 }
@@ -261,13 +263,51 @@ func (a *Attachment) Close() int {
 	return returned
 }
 
-// Submit hands the instance's sends to the router. They are routed in order
-// by the attachment's own goroutine, so a full destination never stops the
-// caller from reading acknowledgements.
+// Submit hands the instance's sends to the router, in order. Sends that can
+// be queued at once are routed right here (no hand-off on the way through the
+// host); from the first one that would wait, the rest go to the attachment's
+// own goroutine, so a full destination never stops the caller from reading
+// acknowledgements. Only one goroutine may call Submit.
 func (a *Attachment) Submit(sends []*pluginv1.Send) {
-	if len(sends) > 0 {
-		a.ingress <- sends
+	if len(sends) == 0 {
+		return
 	}
+	if a.ingressBusy.Load() == 0 {
+		var confirms []uint64
+		var errs []*pluginv1.SendError
+		i := 0
+		for ; i < len(sends); i++ {
+			se, wouldBlock := a.router.routeMaybeWait(a, sends[i], false)
+			if wouldBlock {
+				break
+			}
+			if se != nil {
+				errs = append(errs, se)
+			} else {
+				confirms = append(confirms, sends[i].GetSeq())
+			}
+		}
+		a.addResults(confirms, errs)
+		if i == len(sends) {
+			return
+		}
+		sends = sends[i:]
+	}
+	a.ingressBusy.Add(1)
+	a.ingress <- sends
+}
+
+func (a *Attachment) addResults(confirms []uint64, errs []*pluginv1.SendError) {
+	if len(confirms) == 0 && len(errs) == 0 {
+		return
+	}
+	a.mb.mu.Lock()
+	if !a.closed {
+		a.confirms = append(a.confirms, confirms...)
+		a.sendErrs = append(a.sendErrs, errs...)
+	}
+	a.mb.mu.Unlock()
+	a.wake()
 }
 
 // EndIngress tells the attachment no more sends will be submitted; sends
@@ -285,13 +325,8 @@ func (a *Attachment) ingressLoop() {
 				confirms = append(confirms, s.GetSeq())
 			}
 		}
-		a.mb.mu.Lock()
-		if !a.closed {
-			a.confirms = append(a.confirms, confirms...)
-			a.sendErrs = append(a.sendErrs, errs...)
-		}
-		a.mb.mu.Unlock()
-		a.wake()
+		a.addResults(confirms, errs)
+		a.ingressBusy.Add(-1)
 	}
 }
 

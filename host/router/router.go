@@ -231,13 +231,21 @@ func (r *Router) Attach(name, instanceID string, sink Sink, active bool) (*Attac
 // route sends one message from a module and returns nil once it is queued
 // for every destination.
 func (r *Router) route(from *Attachment, s *pluginv1.Send) *pluginv1.SendError {
+	se, _ := r.routeMaybeWait(from, s, true)
+	return se
+}
+
+// routeMaybeWait routes one message. With wait false it never blocks: a
+// module send to a full mailbox, and every group send, report wouldBlock
+// instead, having changed nothing.
+func (r *Router) routeMaybeWait(from *Attachment, s *pluginv1.Send, wait bool) (se *pluginv1.SendError, wouldBlock bool) {
 	msg := s.GetMessage()
 	if err := sdk.ValidateEnvelope(msg); err != nil {
-		return r.refuse(from, s, pluginv1.SendError_CODE_INVALID, "invalid", err.Error())
+		return r.refuse(from, s, pluginv1.SendError_CODE_INVALID, "invalid", err.Error()), false
 	}
 	if n := len(msg.GetContent()); n > r.opts.MaxMessageBytes {
 		return r.refuse(from, s, pluginv1.SendError_CODE_TOO_LARGE, "too_large",
-			fmt.Sprintf("message %s is %d bytes, the limit is %d", msg.GetId(), n, r.opts.MaxMessageBytes))
+			fmt.Sprintf("message %s is %d bytes, the limit is %d", msg.GetId(), n, r.opts.MaxMessageBytes)), false
 	}
 	fromName := ""
 	if from != nil {
@@ -248,24 +256,41 @@ func (r *Router) route(from *Attachment, s *pluginv1.Send) *pluginv1.SendError {
 		mb := r.lookup(s.GetTarget())
 		if mb == nil {
 			return r.refuse(from, s, pluginv1.SendError_CODE_UNKNOWN_DESTINATION, "unknown_destination",
-				fmt.Sprintf("no module named %q", s.GetTarget()))
+				fmt.Sprintf("no module named %q", s.GetTarget())), false
 		}
 		if s.GetSyncTimeoutMs() > 0 && from != nil {
 			r.addPending(msg.GetId(), from, time.Duration(s.GetSyncTimeoutMs())*time.Millisecond)
 		}
-		if err := r.put(mb, &entry{msg: msg, from: fromName}); err != nil {
+		e := &entry{msg: msg, from: fromName}
+		if !wait {
+			ok, err := mb.tryPut(e)
+			if err == nil && !ok {
+				r.dropPending(msg.GetId())
+				return nil, true
+			}
+			if err != nil {
+				r.dropPending(msg.GetId())
+				return r.refuseErr(from, s, mb.name, err), false
+			}
+			r.opts.Metrics.Routed("module")
+			return nil, false
+		}
+		if err := r.put(mb, e); err != nil {
 			r.dropPending(msg.GetId())
-			return r.refuseErr(from, s, mb.name, err)
+			return r.refuseErr(from, s, mb.name, err), false
 		}
 		r.opts.Metrics.Routed("module")
-		return nil
+		return nil, false
 	case pluginv1.Send_KIND_GROUP:
+		if !wait {
+			return nil, true
+		}
 		r.mu.RLock()
 		members := r.groups[s.GetTarget()]
 		r.mu.RUnlock()
 		if len(members) == 0 {
 			return r.refuse(from, s, pluginv1.SendError_CODE_UNKNOWN_DESTINATION, "unknown_destination",
-				fmt.Sprintf("no module in group %q", s.GetTarget()))
+				fmt.Sprintf("no module in group %q", s.GetTarget())), false
 		}
 		var failed []string
 		var lastErr error
@@ -279,21 +304,21 @@ func (r *Router) route(from *Attachment, s *pluginv1.Send) *pluginv1.SendError {
 			se := r.refuseErr(from, s, s.GetTarget(), lastErr)
 			se.Message = fmt.Sprintf("group %q: not queued for %v (queued for the other %d): %s",
 				s.GetTarget(), failed, len(members)-len(failed), se.Message)
-			return se
+			return se, false
 		}
 		r.opts.Metrics.Routed("group")
-		return nil
+		return nil, false
 	case pluginv1.Send_KIND_RESPONSE:
 		pc := r.takePending(msg.GetParentId())
 		if pc == nil {
 			return r.refuse(from, s, pluginv1.SendError_CODE_NO_WAITER, "no_waiter",
-				fmt.Sprintf("no caller waits for an answer to %q", msg.GetParentId()))
+				fmt.Sprintf("no caller waits for an answer to %q", msg.GetParentId())), false
 		}
 		pc.caller.putAnswer(&entry{msg: msg, from: fromName, answer: true}, pc.att)
 		r.opts.Metrics.Routed("response")
-		return nil
+		return nil, false
 	default:
-		return r.refuse(from, s, pluginv1.SendError_CODE_INVALID, "invalid", fmt.Sprintf("unknown send kind %d", s.GetKind()))
+		return r.refuse(from, s, pluginv1.SendError_CODE_INVALID, "invalid", fmt.Sprintf("unknown send kind %d", s.GetKind())), false
 	}
 }
 

@@ -22,6 +22,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
+
+	"github.com/edgehive/edgehive/internal/grpcbuf"
 
 	"github.com/edgehive/edgehive/host/router"
 	"github.com/edgehive/edgehive/sdk"
@@ -112,6 +115,7 @@ func Launch(ctx context.Context, spec LaunchSpec, id string, logger hclog.Logger
 		return nil, fmt.Errorf("plugin %s: binary %s: %w", spec.Name, spec.Path, err)
 	}
 	plog := logger.Named("plugin")
+	bufPool := grpcbuf.New()
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		Plugins:          plugin.PluginSet{sdk.PluginKey: &sdk.GRPCPlugin{}},
@@ -123,8 +127,10 @@ func Launch(ctx context.Context, spec LaunchSpec, id string, logger hclog.Logger
 		StartTimeout:     20 * time.Second,
 		SyncStdout:       lineLogger(plog, "stdout"),
 		SyncStderr:       lineLogger(plog, "stderr"),
-		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(sdk.MaxFrameBytes), grpc.MaxCallSendMsgSize(sdk.MaxFrameBytes))},
+		GRPCDialOptions: []grpc.DialOption{
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sdk.MaxFrameBytes), grpc.MaxCallSendMsgSize(sdk.MaxFrameBytes)),
+			experimental.WithBufferPool(bufPool),
+		},
 	})
 	inst := &Instance{ID: id, Path: spec.Path, client: client, logger: logger, dead: make(chan struct{}), started: time.Now()}
 	rpcClient, err := client.Client()

@@ -45,6 +45,7 @@ func loopbackHCL(exe, name, group, reportTo string) string {
 plugin %q {
   path = %q
   args = ["__serve", "loopback"]
+  gogc = 400
   restart {
     delay     = "20ms"
     max_delay = "1s"

@@ -23,6 +23,7 @@ type RouteOptions struct {
 	Size        int     // content bytes per message
 	Rate        float64 // messages per second; 0 for as fast as possible
 	Concurrency int     // sending goroutines in the sender plugin
+	Batch       int     // messages per SendBatch in the sender (1: Send per message)
 	NoBaseline  bool    // skip the in-process baseline
 }
 
@@ -33,6 +34,7 @@ type RouteResult struct {
 	SizeBytes         int     `json:"size_bytes"`
 	RateTarget        float64 `json:"rate_target,omitempty"`
 	Concurrency       int     `json:"concurrency"`
+	Batch             int     `json:"batch"`
 	Sent              int64   `json:"sent"`
 	Received          int64   `json:"received"`
 	MsgsPerS          float64 `json:"msgs_per_s"`
@@ -56,9 +58,15 @@ func Route(opts RouteOptions, out, logOut io.Writer) error {
 		opts.Size = 64
 	}
 	if opts.Concurrency <= 0 {
-		opts.Concurrency = 64
+		opts.Concurrency = 16
 		if opts.Rate > 0 {
 			opts.Concurrency = 8
+		}
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = 32
+		if opts.Rate > 0 {
+			opts.Batch = 1 // at a fixed rate every message is sent on its own
 		}
 	}
 	exe, err := os.Executable()
@@ -73,10 +81,10 @@ func Route(opts RouteOptions, out, logOut io.Writer) error {
 	if err := r.waitRunning(30*time.Second, "bench-src", "bench-dst"); err != nil {
 		return err
 	}
-	res := RouteResult{Mode: "plugin-host-plugin", DurationS: opts.Duration.Seconds(), SizeBytes: opts.Size, RateTarget: opts.Rate, Concurrency: opts.Concurrency}
+	res := RouteResult{Mode: "plugin-host-plugin", DurationS: opts.Duration.Seconds(), SizeBytes: opts.Size, RateTarget: opts.Rate, Concurrency: opts.Concurrency, Batch: opts.Batch}
 	start := time.Now()
 	if _, err := r.order("bench-src", loopback.OpFlood, loopback.Flood{
-		To: "bench-dst", Duration: opts.Duration.String(), Rate: opts.Rate, Size: opts.Size, Concurrency: opts.Concurrency,
+		To: "bench-dst", Duration: opts.Duration.String(), Rate: opts.Rate, Size: opts.Size, Concurrency: opts.Concurrency, Batch: opts.Batch,
 	}, 0); err != nil {
 		return err
 	}

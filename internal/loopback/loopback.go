@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -52,6 +53,7 @@ type Flood struct {
 	Rate        float64 `json:"rate"`        // messages per second, 0 for as fast as possible
 	Size        int     `json:"size"`        // content bytes
 	Concurrency int     `json:"concurrency"` // senders in parallel
+	Batch       int     `json:"batch"`       // messages per SendBatch (0 or 1: Send)
 }
 
 // FloodResult reports a flood.
@@ -344,35 +346,58 @@ func (m *Module) flood(f Flood) {
 	if f.Rate > 0 {
 		interval = time.Duration(float64(time.Second) * float64(workers) / f.Rate)
 	}
+	batch := max(f.Batch, 1)
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			next := time.Now()
+			msgs := make([]*sdk.Message, 0, batch)
 			for ctx.Err() == nil {
-				n := seq.Add(1)
-				if f.Count > 0 && n > int64(f.Count) {
-					return
-				}
-				if !deadline.IsZero() && time.Now().After(deadline) {
-					return
-				}
 				if interval > 0 {
-					next = next.Add(interval)
+					next = next.Add(interval * time.Duration(batch))
 					if d := time.Until(next); d > 0 {
 						time.Sleep(d)
 					}
 				}
-				out := sdk.NewMessage("")
-				out.BuildRouter(m.name(), "loopback", "loopback/flood/x", OpRecord)
-				out.Content = AppendPayload(nil, time.Now().UnixNano(), n, pad)
-				if err := m.host.Send(ctx, f.To, out); err != nil {
-					errs.Add(1)
-					lastErr.Store(err.Error())
+				msgs = msgs[:0]
+				for len(msgs) < batch {
+					n := seq.Add(1)
+					if f.Count > 0 && n > int64(f.Count) {
+						break
+					}
+					out := sdk.NewMessage("")
+					out.BuildRouter(m.name(), "loopback", "loopback/flood/x", OpRecord)
+					out.Content = AppendPayload(nil, time.Now().UnixNano(), n, pad)
+					msgs = append(msgs, out)
+				}
+				if len(msgs) == 0 || !deadline.IsZero() && time.Now().After(deadline) {
+					return
+				}
+				var err error
+				if len(msgs) == 1 {
+					err = m.host.Send(ctx, f.To, msgs[0])
+				} else {
+					err = m.host.SendBatch(ctx, f.To, msgs)
+				}
+				if err == nil {
+					sent.Add(int64(len(msgs)))
 					continue
 				}
-				sent.Add(1)
+				lastErr.Store(err.Error())
+				var be *sdk.BatchError
+				if errors.As(err, &be) {
+					for _, e := range be.Errs {
+						if e != nil {
+							errs.Add(1)
+						} else {
+							sent.Add(1)
+						}
+					}
+				} else {
+					errs.Add(int64(len(msgs)))
+				}
 			}
 		}()
 	}

@@ -34,6 +34,22 @@ func (c *hostContext) Send(ctx context.Context, module string, msg *sdk.Message)
 	return nil
 }
 
+// SendBatch sends each message like Send, in order, and reports failures the
+// way the real runtime does (a *sdk.BatchError).
+func (c *hostContext) SendBatch(ctx context.Context, module string, msgs []*sdk.Message) error {
+	errs := make([]error, len(msgs))
+	failed := false
+	for i, m := range msgs {
+		if errs[i] = c.Send(ctx, module, m); errs[i] != nil {
+			failed = true
+		}
+	}
+	if failed {
+		return &sdk.BatchError{Errs: errs}
+	}
+	return nil
+}
+
 func (c *hostContext) SendToGroup(ctx context.Context, group string, msg *sdk.Message) error {
 	if err := c.precheck(ctx, "send to group "+group, msg); err != nil {
 		return err
