@@ -43,6 +43,21 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		err = bench.Route(o, stdout, stderr)
+	case "restart":
+		var o bench.RestartOptions
+		fs.Float64Var(&o.Rate, "rate", 5000, "messages per second while the receiver is killed")
+		fs.DurationVar(&o.Duration, "duration", 4e9, "length of the run; the kill comes at a third of it")
+		if fs.Parse(args[1:]) != nil {
+			return 2
+		}
+		err = bench.Restart(o, stdout, stderr)
+	case "footprint":
+		var o bench.FootprintOptions
+		fs.DurationVar(&o.Settle, "settle", 3e9, "idle time before measuring")
+		if fs.Parse(args[1:]) != nil {
+			return 2
+		}
+		err = bench.Footprint(o, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "edgehive: unknown benchmark %q\n", args[0])
 		return 2
