@@ -88,8 +88,8 @@ func TestMessageJSONGolden(t *testing.T) {
 			name:   "ack: string content, sync false omitted",
 			golden: "message_ack.json",
 			msg: Message{
-				Header: MessageHeader{ID: "11111111-2222-4333-8444-555555555555", ParentID: "66666666-7777-4888-9999-aaaaaaaaaaaa", Timestamp: 1},
-				Router: MessageRoute{Source: "metamanager", Group: "resource", Operation: "response", Resource: "default/pod/nginx"},
+				Header:  MessageHeader{ID: "11111111-2222-4333-8444-555555555555", ParentID: "66666666-7777-4888-9999-aaaaaaaaaaaa", Timestamp: 1},
+				Router:  MessageRoute{Source: "metamanager", Group: "resource", Operation: "response", Resource: "default/pod/nginx"},
 				Content: json.RawMessage(`"OK"`),
 			},
 			absent: []string{"resourceversion", "sync", "type", "destination"},
@@ -154,8 +154,8 @@ func TestMessageEmptyContent(t *testing.T) {
 // TestMessageJSONFieldOrder pins the key order KubeEdge's struct produces.
 func TestMessageJSONFieldOrder(t *testing.T) {
 	m := Message{
-		Header: MessageHeader{ID: "i", ParentID: "p", Timestamp: 3, ResourceVersion: "r", Sync: true, MessageType: "t"},
-		Router: MessageRoute{Source: "s", Destination: "d", Group: "g", Operation: "o", Resource: "res"},
+		Header:  MessageHeader{ID: "i", ParentID: "p", Timestamp: 3, ResourceVersion: "r", Sync: true, MessageType: "t"},
+		Router:  MessageRoute{Source: "s", Destination: "d", Group: "g", Operation: "o", Resource: "res"},
 		Content: json.RawMessage(`1`),
 	}
 	got, err := json.Marshal(m)
@@ -292,8 +292,8 @@ func TestNewMessage(t *testing.T) {
 
 func testRequest() *Message {
 	return &Message{
-		Header: MessageHeader{ID: "req-1", Timestamp: 100, ResourceVersion: "77", Sync: true, MessageType: "t"},
-		Router: MessageRoute{Source: "edgecontroller", Destination: "dst", Group: "resource", Operation: OpInsert, Resource: "default/pod/nginx"},
+		Header:  MessageHeader{ID: "req-1", Timestamp: 100, ResourceVersion: "77", Sync: true, MessageType: "t"},
+		Router:  MessageRoute{Source: "edgecontroller", Destination: "dst", Group: "resource", Operation: OpInsert, Resource: "default/pod/nginx"},
 		Content: json.RawMessage(`{"a":1}`),
 	}
 }
