@@ -49,6 +49,8 @@ type runtime struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the handler loop has ended
+
+	exit func(code int) // os.Exit; tests replace it
 }
 
 var _ pluginv1.PluginServer = (*runtime)(nil)
@@ -67,6 +69,7 @@ func newRuntime(module Module, logger hclog.Logger) *runtime {
 		ctx:     ctx,
 		cancel:  cancel,
 		done:    make(chan struct{}),
+		exit:    os.Exit,
 	}
 }
 
@@ -249,7 +252,7 @@ func (r *runtime) loseHost() {
 		r.logger.Error("host channel closed; exiting")
 		go func() {
 			time.Sleep(100 * time.Millisecond)
-			os.Exit(3)
+			r.exit(3)
 		}()
 	}
 }
@@ -575,7 +578,7 @@ func (r *runtime) watchParent(ppid int, every time.Duration) {
 	for range t.C {
 		if os.Getppid() != ppid {
 			r.logger.Error("host process is gone; exiting", "old_ppid", ppid)
-			os.Exit(4)
+			r.exit(4)
 		}
 	}
 }
