@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -231,7 +230,6 @@ func (h *Host) Run(ctx context.Context, stopTimeout time.Duration) error {
 	}
 	h.start(runCtx)
 	h.logger.Info("edgehive running", "node", h.cfg.NodeName, "plugins", len(h.sups))
-	debug.FreeOSMemory() // start-up garbage back to the kernel: the host idles small
 
 	<-ctx.Done()
 	h.logger.Info("stopping plugins", "timeout", stopTimeout)

@@ -18,6 +18,16 @@ type Message struct {
 	Content json.RawMessage `json:"content"`
 }
 
+// MarshalJSON writes an empty content as null, as KubeEdge does for a nil one.
+func (m Message) MarshalJSON() ([]byte, error) {
+	type plain Message // without this method
+	p := plain(m)
+	if len(p.Content) == 0 {
+		p.Content = nil
+	}
+	return json.Marshal(p)
+}
+
 // MessageHeader carries the identity and correlation of a message.
 type MessageHeader struct {
 	ID              string `json:"msg_id"`

@@ -127,17 +127,13 @@ func TestMessageJSONGolden(t *testing.T) {
 	}
 }
 
-// TestMessageEmptyContent: content that is empty but not nil should marshal
-// as null like nil content does. Today json.RawMessage{} makes json.Marshal
-// fail ("unexpected end of JSON input"); the SDK never builds such a message
-// itself (FillBody refuses it, MessageFromProto and Clone keep nil), but a
-// module assigning Content directly can. The test skips while that holds and
-// asserts null once it is fixed.
+// TestMessageEmptyContent: content that is empty but not nil marshals as
+// null like nil content does (a module may assign Content directly).
 func TestMessageEmptyContent(t *testing.T) {
 	m := Message{Header: MessageHeader{ID: "a", Timestamp: 2}, Content: json.RawMessage{}}
 	got, err := json.Marshal(&m)
 	if err != nil {
-		t.Skipf("known bug: a message with empty non-nil content does not marshal: %v", err)
+		t.Fatalf("a message with empty non-nil content does not marshal: %v", err)
 	}
 	if want := `{"header":{"msg_id":"a","timestamp":2},"route":{},"content":null}`; string(got) != want {
 		t.Errorf("got %s, want %s", got, want)

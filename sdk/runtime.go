@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	goruntime "runtime"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -205,6 +204,10 @@ func (r *runtime) Channel(stream pluginv1.Plugin_ChannelServer) error {
 		r.writeLoop(writerCtx)
 	}()
 
+	// Read before starting the module: a Send inside Start needs the host's
+	// confirmation, which arrives on this stream.
+	readErr := make(chan error, 1)
+	go func() { readErr <- r.readLoop(stream) }()
 	if startNow {
 		mctx := &moduleContext{rt: r}
 		if err := r.module.Start(r.ctx, mctx); err != nil {
@@ -215,16 +218,9 @@ func (r *runtime) Channel(stream pluginv1.Plugin_ChannelServer) error {
 			return status.Errorf(codes.Aborted, "start: %v", err)
 		}
 		go r.handleLoop()
-		// Start-up garbage (handshake, TLS keys, config decoding) is returned
-		// to the kernel now rather than by the slow background scavenger:
-		// seven processes on a small node pay for every idle megabyte.
-		go func() {
-			time.Sleep(time.Second)
-			debug.FreeOSMemory()
-		}()
 	}
 
-	err := r.readLoop(stream)
+	err := <-readErr
 	stopWriter()
 	<-writerDone
 	r.mu.Lock()

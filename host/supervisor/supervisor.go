@@ -347,11 +347,14 @@ func Backoff(delay, maxDelay time.Duration, n int, rnd func() float64) time.Dura
 	if n < 1 {
 		n = 1
 	}
+	if maxDelay <= 0 {
+		maxDelay = time.Hour // no cap asked for: still bounded
+	}
 	d := delay
 	for i := 1; i < n && d < maxDelay; i++ {
 		d *= 2
 	}
-	if maxDelay > 0 && d > maxDelay {
+	if d > maxDelay {
 		d = maxDelay
 	}
 	half := d / 2
