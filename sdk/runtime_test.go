@@ -748,11 +748,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // TestRuntimeSendInsideStart: a module that sends from Start itself, before
-// returning, should get its verdict like any other sender. Today it cannot:
-// Channel runs Module.Start before it starts reading the stream, so the
-// host's send_confirms is not read until Start returns, and a Send inside
-// Start waits until its context ends (forever with Start's own context). The
-// test skips while that holds and asserts success once it is fixed.
+// returning, gets its verdict like any other sender (the channel is read
+// before Start runs).
 func TestRuntimeSendInsideStart(t *testing.T) {
 	mod := newTestModule()
 	result := make(chan error, 1)
