@@ -616,13 +616,15 @@ func (c *moduleContext) DataDir() string      { return c.rt.cfg.DataDir }
 // idSet remembers the last n message ids, to drop redeliveries of messages
 // already handled by this process.
 type idSet struct {
-	ring []string
-	pos  int
-	set  map[string]struct{}
+	limit int
+	ring  []string
+	pos   int
+	set   map[string]struct{}
 }
 
+// newIDSet grows to n ids as messages arrive: an idle plugin pays nothing.
 func newIDSet(n int) *idSet {
-	return &idSet{ring: make([]string, n), set: make(map[string]struct{}, n)}
+	return &idSet{limit: n, set: map[string]struct{}{}}
 }
 
 // add returns false when id was already present. Only the handler goroutine calls it.
@@ -630,11 +632,13 @@ func (s *idSet) add(id string) bool {
 	if _, ok := s.set[id]; ok {
 		return false
 	}
-	if old := s.ring[s.pos]; old != "" {
-		delete(s.set, old)
-	}
-	s.ring[s.pos] = id
 	s.set[id] = struct{}{}
+	if len(s.ring) < s.limit {
+		s.ring = append(s.ring, id)
+		return true
+	}
+	delete(s.set, s.ring[s.pos])
+	s.ring[s.pos] = id
 	s.pos = (s.pos + 1) % len(s.ring)
 	return true
 }
