@@ -143,6 +143,34 @@ func TestHostRunsSixPluginsAndHello(t *testing.T) {
 		t.Fatalf("admin socket mode: %v %v", fi.Mode(), err)
 	}
 
+	// plugin restart and plugin upgrade through the CLI
+	if out, err := exec.Command(edgehiveBin(), "plugin", "restart", "hello", "-admin", hp.sock).CombinedOutput(); err != nil {
+		t.Fatalf("plugin restart: %v\n%s", err, out)
+	}
+	newHello := t.TempDir() + "/hello-v2"
+	src, err := os.ReadFile(binDir + "/plugins/hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(newHello, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(edgehiveBin(), "plugin", "upgrade", "hello", "-path", newHello, "-admin", hp.sock).CombinedOutput(); err != nil {
+		t.Fatalf("plugin upgrade: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(edgehiveBin(), "plugin", "upgrade", "nosuch", "-path", newHello, "-admin", hp.sock).CombinedOutput(); err == nil {
+		t.Fatalf("upgrade of an unknown plugin succeeded:\n%s", out)
+	}
+	st = hp.waitStates(t, allRunning(7))
+	for _, p := range st {
+		if p.Name != "hello" {
+			continue
+		}
+		if p.Path != newHello || p.Restarts != 1 || p.PID == names["hello"].PID {
+			t.Fatalf("hello after restart and upgrade: %+v", p)
+		}
+	}
+
 	// SIGTERM stops everything gracefully.
 	if err := hp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
