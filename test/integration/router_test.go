@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -183,5 +184,30 @@ func TestMalformedAndHugeMessagesRefused(t *testing.T) {
 	}
 	if st := th.h.Supervisor("bad").Status(); st.PID != pidBefore || st.Restarts != 0 {
 		t.Fatalf("sender was restarted: %+v", st)
+	}
+}
+
+// The third-party example plugin, built on its own against the SDK, answers
+// through the host like any module.
+func TestHelloExampleAnswers(t *testing.T) {
+	th := startHost(t, fmt.Sprintf("plugin \"hello\" {\n  path = %q\n  config {\n    greeting = \"hi\"\n  }\n}\n", binDir+"/plugins/hello"))
+	th.waitRunning("hello")
+	req, err := th.send(pluginv1.Send_KIND_MODULE, "hello", "greet", map[string]string{"name": "ada"}, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := th.waitFor(10*time.Second, byParent(req.GetId()))
+	if got := string(d.GetMessage().GetContent()); got != `{"greeting":"hi, ada"}` || d.GetMessage().GetOperation() != "response" {
+		t.Fatalf("hello answered %s %s", d.GetMessage().GetOperation(), got)
+	}
+	async, err := th.send(pluginv1.Send_KIND_MODULE, "hello", "greet", map[string]string{"name": "bob"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := th.waitFor(10*time.Second, func(d *pluginv1.Delivery) bool {
+		return d.GetMessage().GetOperation() == "greeted" && d.GetFrom() == "hello"
+	})
+	if got := string(g.GetMessage().GetContent()); got != `{"greeting":"hi, bob"}` {
+		t.Fatalf("async greeting %s (request %s)", got, async.GetId())
 	}
 }
