@@ -299,26 +299,39 @@ func (s *Supervisor) recover(ctx context.Context) *Instance {
 			return nil
 		case <-time.After(delay):
 		}
-		s.mu.Lock()
-		path, sha := s.path, s.sha
-		s.mu.Unlock()
-		inst, err := s.launch(ctx, path, sha)
-		if err == nil {
-			if err = s.bringUp(ctx, inst, true); err != nil {
-				inst.Stop(context.Background(), false)
-			}
-		}
+		inst, err := s.relaunch(ctx)
 		if err != nil {
 			s.recordFailure(err)
 			continue
 		}
-		s.mu.Lock()
-		s.restarts++
-		s.mu.Unlock()
-		s.opts.Metrics.PluginRestarted(s.name)
-		s.setCurrent(inst)
+		s.restarted(inst)
 		return inst
 	}
+}
+
+// relaunch starts and connects a new instance from the current binary.
+func (s *Supervisor) relaunch(ctx context.Context) (*Instance, error) {
+	s.mu.Lock()
+	path, sha := s.path, s.sha
+	s.mu.Unlock()
+	inst, err := s.launch(ctx, path, sha)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.bringUp(ctx, inst, true); err != nil {
+		inst.Stop(context.Background(), false)
+		return nil, err
+	}
+	return inst, nil
+}
+
+// restarted makes inst, which replaced a dead or stopped instance, current.
+func (s *Supervisor) restarted(inst *Instance) {
+	s.mu.Lock()
+	s.restarts++
+	s.mu.Unlock()
+	s.opts.Metrics.PluginRestarted(s.name)
+	s.setCurrent(inst)
 }
 
 func (s *Supervisor) failureCount() (int, bool) {
@@ -369,25 +382,13 @@ func (s *Supervisor) handle(ctx context.Context, cur *Instance, cmd command) *In
 		if cur != nil {
 			cur.Stop(ctx, true)
 		}
-		s.mu.Lock()
-		path, sha := s.path, s.sha
-		s.mu.Unlock()
-		inst, err := s.launch(ctx, path, sha)
-		if err == nil {
-			if err = s.bringUp(ctx, inst, true); err != nil {
-				inst.Stop(context.Background(), false)
-			}
-		}
+		inst, err := s.relaunch(ctx)
 		if err != nil {
 			s.recordFailure(err)
 			cmd.reply <- err
 			return nil // the loop falls back to the restart policy
 		}
-		s.mu.Lock()
-		s.restarts++
-		s.mu.Unlock()
-		s.opts.Metrics.PluginRestarted(s.name)
-		s.setCurrent(inst)
+		s.restarted(inst)
 		cmd.reply <- nil
 		return inst
 	case "upgrade":

@@ -4,12 +4,8 @@
 package devicetwin
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
-	"sync/atomic"
-
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
 	"github.com/edgehive/edgehive/sdk"
@@ -24,11 +20,8 @@ const (
 
 // DeviceTwin is the devicetwin module.
 type DeviceTwin struct {
-	cfg    config
-	host   sdk.Context
-	logger hclog.Logger
-
-	unhandled atomic.Uint64 // messages received that nothing acts on yet
+	pluginkit.Placeholder
+	cfg config
 }
 
 var (
@@ -37,17 +30,8 @@ var (
 )
 
 // New returns an unconfigured module.
-func New() *DeviceTwin { return &DeviceTwin{} }
-
-// Info identifies the module.
-func (d *DeviceTwin) Info() sdk.PluginInfo {
-	return sdk.PluginInfo{
-		Name:        Name,
-		Group:       Group,
-		Version:     Version,
-		APIVersions: []string{sdk.APIVersion1},
-		Description: "device twins in SQLite, synced with the cloud",
-	}
+func New() *DeviceTwin {
+	return &DeviceTwin{Placeholder: pluginkit.NewPlaceholder(Name, Group, Version, "device twins in SQLite, synced with the cloud")}
 }
 
 // ConfigSchema declares the config block.
@@ -71,26 +55,3 @@ func (d *DeviceTwin) SetConfig(cfg *sdk.Config) error {
 	d.cfg = c
 	return nil
 }
-
-// Start keeps the host context; devicetwin starts no work yet.
-func (d *DeviceTwin) Start(_ context.Context, host sdk.Context) error {
-	d.host = host
-	d.logger = host.Logger()
-	d.logger.Debug("started", "version", Version, "sync_retry_interval", d.cfg.SyncRetryInterval.D())
-	return nil
-}
-
-// Handle answers sync messages with a placeholder and counts the rest.
-func (d *DeviceTwin) Handle(ctx context.Context, msg *sdk.Message) error {
-	if msg.Header.Sync {
-		return pluginkit.Answer(ctx, d.host, Name, Version, msg)
-	}
-	n := d.unhandled.Add(1)
-	if d.logger != nil {
-		d.logger.Debug("message not handled yet", "msg_id", msg.Header.ID, "operation", msg.Router.Operation, "resource", msg.Router.Resource, "unhandled", n)
-	}
-	return nil
-}
-
-// Health reports the module healthy; it has nothing that can fail yet.
-func (d *DeviceTwin) Health(context.Context) error { return nil }

@@ -47,23 +47,3 @@ func TestBadConfig(t *testing.T) {
 		`{"runtime":"x"}`:                             "runtime",
 	})
 }
-
-func TestUnhandledCounted(t *testing.T) {
-	m := New()
-	h := sdktest.New(t, m, sdktest.Options{})
-	msg := sdk.NewMessage("").BuildRouter("metamanager", sdk.GroupMeta, "default/pod/nginx", sdk.OpInsert)
-	for range 2 {
-		if err := h.Deliver(msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := h.Deliver(sdk.NewMessage("").BuildRouter("metamanager", sdk.GroupMeta, "default/pod/web", sdk.OpDelete)); err != nil {
-		t.Fatal(err)
-	}
-	if got := m.unhandled.Load(); got != 2 {
-		t.Fatalf("unhandled = %d, want 2 (the redelivery is dropped)", got)
-	}
-	if len(h.Sent()) != 0 {
-		t.Fatalf("sent %+v", h.Sent())
-	}
-}

@@ -4,11 +4,6 @@
 package eventbus
 
 import (
-	"context"
-	"sync/atomic"
-
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -22,11 +17,8 @@ const (
 
 // EventBus is the eventbus module.
 type EventBus struct {
-	cfg    config
-	host   sdk.Context
-	logger hclog.Logger
-
-	unhandled atomic.Uint64 // messages received that nothing acts on yet
+	pluginkit.Placeholder
+	cfg config
 }
 
 var (
@@ -35,17 +27,8 @@ var (
 )
 
 // New returns an unconfigured module.
-func New() *EventBus { return &EventBus{} }
-
-// Info identifies the module.
-func (b *EventBus) Info() sdk.PluginInfo {
-	return sdk.PluginInfo{
-		Name:        Name,
-		Group:       Group,
-		Version:     Version,
-		APIVersions: []string{sdk.APIVersion1},
-		Description: "MQTT bridge to an external or embedded broker",
-	}
+func New() *EventBus {
+	return &EventBus{Placeholder: pluginkit.NewPlaceholder(Name, Group, Version, "MQTT bridge to an external or embedded broker")}
 }
 
 // ConfigSchema declares the config block.
@@ -63,26 +46,3 @@ func (b *EventBus) SetConfig(cfg *sdk.Config) error {
 	b.cfg = c
 	return nil
 }
-
-// Start keeps the host context; eventbus starts no work yet.
-func (b *EventBus) Start(_ context.Context, host sdk.Context) error {
-	b.host = host
-	b.logger = host.Logger()
-	b.logger.Debug("started", "version", Version, "mode", b.cfg.Mode)
-	return nil
-}
-
-// Handle answers sync messages with a placeholder and counts the rest.
-func (b *EventBus) Handle(ctx context.Context, msg *sdk.Message) error {
-	if msg.Header.Sync {
-		return pluginkit.Answer(ctx, b.host, Name, Version, msg)
-	}
-	n := b.unhandled.Add(1)
-	if b.logger != nil {
-		b.logger.Debug("message not handled yet", "msg_id", msg.Header.ID, "operation", msg.Router.Operation, "resource", msg.Router.Resource, "unhandled", n)
-	}
-	return nil
-}
-
-// Health reports the module healthy; it has nothing that can fail yet.
-func (b *EventBus) Health(context.Context) error { return nil }

@@ -5,12 +5,8 @@
 package metamanager
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
-	"sync/atomic"
-
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
 	"github.com/edgehive/edgehive/sdk"
@@ -25,11 +21,8 @@ const (
 
 // MetaManager is the metamanager module.
 type MetaManager struct {
-	cfg    config
-	host   sdk.Context
-	logger hclog.Logger
-
-	unhandled atomic.Uint64 // messages received that nothing acts on yet
+	pluginkit.Placeholder
+	cfg config
 }
 
 var (
@@ -38,17 +31,8 @@ var (
 )
 
 // New returns an unconfigured module.
-func New() *MetaManager { return &MetaManager{} }
-
-// Info identifies the module.
-func (m *MetaManager) Info() sdk.PluginInfo {
-	return sdk.PluginInfo{
-		Name:        Name,
-		Group:       Group,
-		Version:     Version,
-		APIVersions: []string{sdk.APIVersion1},
-		Description: "SQLite metadata store and local MetaServer",
-	}
+func New() *MetaManager {
+	return &MetaManager{Placeholder: pluginkit.NewPlaceholder(Name, Group, Version, "SQLite metadata store and local MetaServer")}
 }
 
 // ConfigSchema declares the config block.
@@ -72,26 +56,3 @@ func (m *MetaManager) SetConfig(cfg *sdk.Config) error {
 	m.cfg = c
 	return nil
 }
-
-// Start keeps the host context; metamanager starts no work yet.
-func (m *MetaManager) Start(_ context.Context, host sdk.Context) error {
-	m.host = host
-	m.logger = host.Logger()
-	m.logger.Debug("started", "version", Version, "db_file", m.cfg.DBFile)
-	return nil
-}
-
-// Handle answers sync messages with a placeholder and counts the rest.
-func (m *MetaManager) Handle(ctx context.Context, msg *sdk.Message) error {
-	if msg.Header.Sync {
-		return pluginkit.Answer(ctx, m.host, Name, Version, msg)
-	}
-	n := m.unhandled.Add(1)
-	if m.logger != nil {
-		m.logger.Debug("message not handled yet", "msg_id", msg.Header.ID, "operation", msg.Router.Operation, "resource", msg.Router.Resource, "unhandled", n)
-	}
-	return nil
-}
-
-// Health reports the module healthy; it has nothing that can fail yet.
-func (m *MetaManager) Health(context.Context) error { return nil }

@@ -5,11 +5,6 @@
 package servicebus
 
 import (
-	"context"
-	"sync/atomic"
-
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -23,11 +18,8 @@ const (
 
 // ServiceBus is the servicebus module.
 type ServiceBus struct {
-	cfg    config
-	host   sdk.Context
-	logger hclog.Logger
-
-	unhandled atomic.Uint64 // messages received that nothing acts on yet
+	pluginkit.Placeholder
+	cfg config
 }
 
 var (
@@ -36,17 +28,8 @@ var (
 )
 
 // New returns an unconfigured module.
-func New() *ServiceBus { return &ServiceBus{} }
-
-// Info identifies the module.
-func (s *ServiceBus) Info() sdk.PluginInfo {
-	return sdk.PluginInfo{
-		Name:        Name,
-		Group:       Group,
-		Version:     Version,
-		APIVersions: []string{sdk.APIVersion1},
-		Description: "HTTP bridge from the cloud to applications on the node",
-	}
+func New() *ServiceBus {
+	return &ServiceBus{Placeholder: pluginkit.NewPlaceholder(Name, Group, Version, "HTTP bridge from the cloud to applications on the node")}
 }
 
 // ConfigSchema declares the config block.
@@ -64,26 +47,3 @@ func (s *ServiceBus) SetConfig(cfg *sdk.Config) error {
 	s.cfg = c
 	return nil
 }
-
-// Start keeps the host context; servicebus starts no work yet.
-func (s *ServiceBus) Start(_ context.Context, host sdk.Context) error {
-	s.host = host
-	s.logger = host.Logger()
-	s.logger.Debug("started", "version", Version, "listen", s.cfg.Listen)
-	return nil
-}
-
-// Handle answers sync messages with a placeholder and counts the rest.
-func (s *ServiceBus) Handle(ctx context.Context, msg *sdk.Message) error {
-	if msg.Header.Sync {
-		return pluginkit.Answer(ctx, s.host, Name, Version, msg)
-	}
-	n := s.unhandled.Add(1)
-	if s.logger != nil {
-		s.logger.Debug("message not handled yet", "msg_id", msg.Header.ID, "operation", msg.Router.Operation, "resource", msg.Router.Resource, "unhandled", n)
-	}
-	return nil
-}
-
-// Health reports the module healthy; it has nothing that can fail yet.
-func (s *ServiceBus) Health(context.Context) error { return nil }

@@ -45,6 +45,10 @@ func Run(t *testing.T, c Case) {
 			t.Fatalf("APIVersions = %v", info.APIVersions)
 		}
 	})
+	// Modules still on the placeholder count what they do not handle.
+	if _, ok := c.New().(interface{ Unhandled() uint64 }); ok {
+		t.Run("unhandled messages are counted once", func(t *testing.T) { checkUnhandled(t, c) })
+	}
 	t.Run("schema", func(t *testing.T) {
 		s := c.New().ConfigSchema()
 		if s == nil {
@@ -252,5 +256,26 @@ func RejectsBadConfig(t *testing.T, newModule func() sdk.Module, cases map[strin
 				t.Fatalf("got %v, want an error containing %q", err, want)
 			}
 		})
+	}
+}
+
+func checkUnhandled(t *testing.T, c Case) {
+	m := c.New()
+	counter := m.(interface{ Unhandled() uint64 })
+	h := sdktest.New(t, m, sdktest.Options{DataDir: t.TempDir()})
+	msg := sdk.NewMessage("").BuildRouter("metamanager", sdk.GroupUser, "default/thing/a", sdk.OpUpdate)
+	for range 2 { // the second delivery is a duplicate and is dropped
+		if err := h.Deliver(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.Deliver(sdk.NewMessage("").BuildRouter("metamanager", sdk.GroupUser, "default/thing/b", sdk.OpDelete)); err != nil {
+		t.Fatal(err)
+	}
+	if got := counter.Unhandled(); got != 2 {
+		t.Fatalf("unhandled = %d, want 2", got)
+	}
+	if len(h.Sent()) != 0 {
+		t.Fatalf("sent %+v", h.Sent())
 	}
 }
