@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/hcl/v2"
 
 	"github.com/edgehive/edgehive/configs"
 	"github.com/edgehive/edgehive/host"
@@ -74,40 +73,25 @@ func goVersion() string {
 
 // loadConfig reads FILE, or the embedded default when path is empty, and
 // prints diagnostics with file:line:col.
-func loadConfig(path string, stderr io.Writer) (*config.Config, *diagPrinter, bool) {
+func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
 	exe, _ := os.Executable()
 	exeDir := filepath.Dir(exe)
-	var (
-		cfg   *config.Config
-		diags hcl.Diagnostics
-		name  string
-		src   []byte
-	)
-	if path == "" {
-		name, src = configs.DefaultFilename, configs.Default
-		cfg, diags = config.Parse(name, src, config.WithOptions(config.Options{BaseDir: exeDir, DefaultPluginDir: filepath.Join(exeDir, "plugins")}))
-	} else {
+	// Paths in a file are relative to it; in the embedded default, to the binary.
+	name, src, baseDir := configs.DefaultFilename, configs.Default, exeDir
+	if path != "" {
 		var err error
-		src, err = os.ReadFile(path)
-		if err != nil {
+		if src, err = os.ReadFile(path); err != nil {
 			fmt.Fprintf(stderr, "edgehive: %v\n", err)
-			return nil, nil, false
+			return nil, false
 		}
-		name = path
-		cfg, diags = config.Parse(path, src, config.WithOptions(config.Options{BaseDir: filepath.Dir(path), DefaultPluginDir: filepath.Join(exeDir, "plugins")}))
+		name, baseDir = path, filepath.Dir(path)
 	}
-	dp := &diagPrinter{}
+	cfg, diags := config.Parse(name, src, config.WithOptions(config.Options{BaseDir: baseDir, DefaultPluginDir: filepath.Join(exeDir, "plugins")}))
 	if diags.HasErrors() {
-		dp.print(stderr, diags)
-		return nil, dp, false
+		_ = config.FormatDiagnostics(stderr, diags)
+		return nil, false
 	}
-	return cfg, dp, true
-}
-
-type diagPrinter struct{}
-
-func (d *diagPrinter) print(w io.Writer, diags hcl.Diagnostics) {
-	_ = config.FormatDiagnostics(w, diags)
+	return cfg, true
 }
 
 func newLogger(cfg *config.Config, w io.Writer) hclog.Logger {
@@ -127,7 +111,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, _, ok := loadConfig(*cfgPath, stderr)
+	cfg, ok := loadConfig(*cfgPath, stderr)
 	if !ok {
 		return 1
 	}
@@ -157,12 +141,12 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, dp, ok := loadConfig(*cfgPath, stderr)
+	cfg, ok := loadConfig(*cfgPath, stderr)
 	if !ok {
 		return 1
 	}
 	if diags := config.CheckPluginPaths(cfg); diags.HasErrors() {
-		dp.print(stderr, diags)
+		_ = config.FormatDiagnostics(stderr, diags)
 		return 1
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "edgehive", Level: hclog.Warn, Output: stderr})
@@ -176,7 +160,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	diags := h.Prepare(ctx)
 	h.Discard()
 	if diags.HasErrors() {
-		dp.print(stderr, diags)
+		_ = config.FormatDiagnostics(stderr, diags)
 		return 1
 	}
 	fmt.Fprintf(stdout, "configuration is valid: %d plugins\n", len(cfg.Plugins))
@@ -197,7 +181,7 @@ func adminClient(fs *flag.FlagSet, args []string, stderr io.Writer) (*admin.Clie
 		}
 		return admin.NewClient("", *sock), rest, true
 	}
-	cfg, _, ok := loadConfig(*cfgPath, stderr)
+	cfg, ok := loadConfig(*cfgPath, stderr)
 	if !ok {
 		return nil, nil, false
 	}
