@@ -320,22 +320,20 @@ func mapBusy(err error) error {
 	return err
 }
 
-// diagError turns diagnostics into one error whose text names file:line:col.
-func diagError(diags hcl.Diagnostics) error {
-	var b strings.Builder
-	for i, d := range diags {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		if d.Subject != nil {
-			fmt.Fprintf(&b, "%s: ", d.Subject.String())
-		}
-		b.WriteString(d.Summary)
-		if d.Detail != "" {
-			b.WriteString(": " + d.Detail)
-		}
-	}
-	return errors.New(b.String())
+// ConfigError carries config diagnostics; its text is one
+// FILE:LINE:COL line per diagnostic.
+type ConfigError struct {
+	Diags hcl.Diagnostics
 }
+
+func (e *ConfigError) Error() string {
+	lines := make([]string, 0, len(e.Diags))
+	for _, d := range e.Diags {
+		lines = append(lines, config.FormatDiagnostic(d))
+	}
+	return strings.Join(lines, "\n")
+}
+
+func diagError(diags hcl.Diagnostics) error { return &ConfigError{Diags: diags} }
 
 var _ admin.Backend = (*Host)(nil)

@@ -128,6 +128,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := h.Run(ctx, *stopTimeout); err != nil && !errors.Is(err, context.Canceled) {
+		var cfgErr *host.ConfigError
+		if errors.As(err, &cfgErr) {
+			_ = config.FormatDiagnostics(stderr, cfgErr.Diags)
+			return 1
+		}
 		logger.Error("host stopped with an error", "error", err)
 		return 1
 	}
