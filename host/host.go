@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc/status"
 
 	"github.com/edgehive/edgehive/host/admin"
 	"github.com/edgehive/edgehive/host/config"
@@ -24,6 +26,7 @@ import (
 	"github.com/edgehive/edgehive/host/router"
 	"github.com/edgehive/edgehive/host/supervisor"
 	"github.com/edgehive/edgehive/sdk"
+	pluginv1 "github.com/edgehive/edgehive/sdk/proto/plugin/v1"
 )
 
 // Host ties the parts together. Create it with New, then Prepare and Start,
@@ -153,6 +156,38 @@ func (h *Host) Prepare(ctx context.Context) hcl.Diagnostics {
 		if _, err := supervisor.NegotiateAPIVersion(inst.Info.GetApiVersions()); err != nil {
 			rng := pc.DeclRange
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Incompatible plugin", Detail: err.Error(), Subject: &rng})
+		}
+	}
+	return diags
+}
+
+// CheckPluginConfigs hands every plugin Prepare launched its decoded config,
+// as a start would, so that the checks a plugin's SetConfig makes show up in
+// validate too. Each plugin gets a scratch data directory under scratchDir.
+func (h *Host) CheckPluginConfigs(ctx context.Context, scratchDir string) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for _, sup := range h.sups {
+		inst, ok := h.first[sup.Name()]
+		if !ok {
+			continue
+		}
+		pc := h.pluginConfig(sup.Name())
+		raw, d := config.DecodePluginConfig(pc, inst.Schema)
+		if d.HasErrors() {
+			continue // Prepare reported these
+		}
+		err := inst.Configure(ctx, &pluginv1.SetConfigRequest{
+			ConfigJson: raw, NodeName: h.cfg.NodeName, PluginName: sup.Name(),
+			DataDir: filepath.Join(scratchDir, sup.Name()),
+		})
+		if err != nil {
+			rng := pc.DeclRange
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Plugin rejected its config",
+				Detail:   status.Convert(errors.Unwrap(err)).Message(),
+				Subject:  &rng,
+			})
 		}
 	}
 	return diags

@@ -163,6 +163,16 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	diags := h.Prepare(ctx)
+	if !diags.HasErrors() {
+		scratch, err := os.MkdirTemp("", "edgehive-validate-")
+		if err != nil {
+			h.Discard()
+			fmt.Fprintf(stderr, "edgehive: %v\n", err)
+			return 1
+		}
+		diags = h.CheckPluginConfigs(ctx, scratch)
+		defer os.RemoveAll(scratch)
+	}
 	h.Discard()
 	if diags.HasErrors() {
 		_ = config.FormatDiagnostics(stderr, diags)

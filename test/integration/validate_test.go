@@ -68,6 +68,10 @@ func TestValidateDiagnostics(t *testing.T) {
 			body: fmt.Sprintf("\nplugin \"hello\" {\n  path = %q\n  config {\n    colour = \"red\"\n  }\n}\n", hello),
 		},
 		{
+			name: "plugin_rejects_config",
+			body: fmt.Sprintf("\nplugin \"hello\" {\n  path = %q\n  config {\n    greeting = \"\"\n  }\n}\n", hello),
+		},
+		{
 			name: "missing_plugin_binary",
 			body: "\nplugin \"hello\" {\n  path = \"$DIR/nope\"\n}\n",
 		},
