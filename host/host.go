@@ -68,7 +68,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 		if !p.Enabled {
 			h.disabled = append(h.disabled, p.Name)
 			r.SetAvailable(p.Name, false, "plugin disabled in config")
-			m.SetPluginState(p.Name, supervisor.StateDisabled)
+			m.SetPluginState(p.Name, metrics.StateDisabled)
 			continue
 		}
 		pc := p
@@ -314,7 +314,7 @@ func (h *Host) Plugins() []admin.PluginStatus {
 		out = append(out, ps)
 	}
 	for _, name := range h.disabled {
-		out = append(out, admin.PluginStatus{Name: name, State: supervisor.StateDisabled})
+		out = append(out, admin.PluginStatus{Name: name, State: metrics.StateDisabled})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -323,7 +323,7 @@ func (h *Host) Plugins() []admin.PluginStatus {
 // Ready implements admin.Backend: every enabled plugin is running.
 func (h *Host) Ready() bool {
 	for _, sup := range h.sups {
-		if sup.Status().State != supervisor.StateRunning {
+		if sup.Status().State != metrics.StateRunning {
 			return false
 		}
 	}

@@ -24,17 +24,6 @@ type Backend interface {
 	Upgrade(ctx context.Context, name, path, sha256 string) error
 }
 
-// Plugin states, as found in PluginStatus.State.
-const (
-	StateStarting   = "starting"
-	StateRunning    = "running"
-	StateRestarting = "restarting"
-	StateUpgrading  = "upgrading"
-	StateFailed     = "failed"
-	StateStopped    = "stopped"
-	StateDisabled   = "disabled"
-)
-
 // PluginStatus is one plugin as the host sees it, the element of the
 // /v1/plugins answer.
 type PluginStatus struct {

@@ -297,7 +297,7 @@ func TestClientErrors(t *testing.T) {
 
 	fb.mu.Lock()
 	fb.ready = false
-	fb.plugins[1].State = StateRestarting
+	fb.plugins[1].State = metrics.StateRestarting
 	fb.mu.Unlock()
 	err = c.Readyz(ctx)
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 || !strings.Contains(apiErr.Message, "metamanager (restarting)") {

@@ -17,6 +17,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edgehive/edgehive/host/metrics"
 )
 
 const (
@@ -163,7 +165,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	var notRunning []string
 	for _, p := range s.backend.Plugins() {
-		if p.State != StateRunning && p.State != StateDisabled {
+		if p.State != metrics.StateRunning && p.State != metrics.StateDisabled {
 			notRunning = append(notRunning, p.Name+" ("+p.State+")")
 		}
 	}

@@ -36,10 +36,10 @@ func newFakeBackend() *fakeBackend {
 	return &fakeBackend{
 		ready: true,
 		plugins: []PluginStatus{
-			{Name: "edged", Group: "edged", State: StateRunning, Version: "1.0.0", APIVersion: "v1",
+			{Name: "edged", Group: "edged", State: metrics.StateRunning, Version: "1.0.0", APIVersion: "v1",
 				Path: "/opt/edgehive/plugins/edged", PID: 1234, Restarts: 1, StartedAt: started,
 				UptimeSeconds: 3723.9, QueueDepth: 3, InFlight: 1},
-			{Name: "metamanager", Group: "meta", State: StateRunning, Version: "1.0.0", APIVersion: "v1",
+			{Name: "metamanager", Group: "meta", State: metrics.StateRunning, Version: "1.0.0", APIVersion: "v1",
 				Path: "/opt/edgehive/plugins/metamanager", PID: 1235, StartedAt: started, UptimeSeconds: 59},
 		},
 	}
@@ -125,8 +125,8 @@ func TestRoutes(t *testing.T) {
 			name: "readyz not ready",
 			setup: func(f *fakeBackend) {
 				f.ready = false
-				f.plugins[0].State = StateFailed
-				f.plugins = append(f.plugins, PluginStatus{Name: "off", State: StateDisabled})
+				f.plugins[0].State = metrics.StateFailed
+				f.plugins = append(f.plugins, PluginStatus{Name: "off", State: metrics.StateDisabled})
 			},
 			method: "GET", path: "/readyz", want: 503, wantBody: "plugins not running: edged (failed)",
 		},

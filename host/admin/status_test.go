@@ -5,14 +5,16 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/edgehive/edgehive/host/metrics"
 )
 
 func TestWriteStatusTable(t *testing.T) {
 	plugins := newFakeBackend().plugins
 	plugins = append(plugins,
-		PluginStatus{Name: "devicetwin", Group: "twin", State: StateFailed, Restarts: 10,
+		PluginStatus{Name: "devicetwin", Group: "twin", State: metrics.StateFailed, Restarts: 10,
 			LastError: "exit status 2:\tpanic: nil map\nwrite\n" + strings.Repeat("x", 80)},
-		PluginStatus{Name: "servicebus", State: StateDisabled},
+		PluginStatus{Name: "servicebus", State: metrics.StateDisabled},
 	)
 	var buf bytes.Buffer
 	if err := WriteStatusTable(&buf, plugins); err != nil {

@@ -13,20 +13,10 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/edgehive/edgehive/host/metrics"
 	"github.com/edgehive/edgehive/host/router"
 	"github.com/edgehive/edgehive/sdk"
 	pluginv1 "github.com/edgehive/edgehive/sdk/proto/plugin/v1"
-)
-
-// Plugin states as shown in status.
-const (
-	StateStarting   = "starting"
-	StateRunning    = "running"
-	StateRestarting = "restarting"
-	StateUpgrading  = "upgrading"
-	StateFailed     = "failed"
-	StateStopped    = "stopped"
-	StateDisabled   = "disabled"
 )
 
 // RestartPolicy bounds restarts: at most Attempts failures within Interval,
@@ -131,12 +121,12 @@ func New(opts Options) *Supervisor {
 		logger:   opts.Logger.Named(opts.Launch.Name),
 		name:     opts.Launch.Name,
 		cmds:     make(chan command),
-		state:    StateStarting,
+		state:    metrics.StateStarting,
 		path:     opts.Launch.Path,
 		sha:      opts.Launch.SHA256,
 		loopDone: make(chan struct{}),
 	}
-	opts.Metrics.SetPluginState(s.name, StateStarting)
+	opts.Metrics.SetPluginState(s.name, metrics.StateStarting)
 	return s
 }
 
@@ -177,7 +167,7 @@ func (s *Supervisor) Start(ctx context.Context, first *Instance) error {
 // waits for an operator's restart or upgrade.
 func (s *Supervisor) Fail(ctx context.Context, err error) {
 	s.recordFailure(err)
-	s.setState(StateFailed)
+	s.setState(metrics.StateFailed)
 	s.opts.Router.SetAvailable(s.name, false, "plugin failed: "+err.Error())
 	go s.loop(ctx, nil, true)
 }
@@ -216,7 +206,7 @@ func (s *Supervisor) setCurrent(inst *Instance) {
 	s.path = inst.Path
 	s.mu.Unlock()
 	s.opts.Router.SetAvailable(s.name, true, "")
-	s.setState(StateRunning)
+	s.setState(metrics.StateRunning)
 	s.logger.Info("plugin running", "instance", inst.ID, "pid", inst.PID, "version", inst.Info.GetVersion(), "path", inst.Path)
 }
 
@@ -286,12 +276,12 @@ func (s *Supervisor) recover(ctx context.Context) *Instance {
 	for {
 		n, exceeded := s.failureCount()
 		if exceeded {
-			s.setState(StateFailed)
+			s.setState(metrics.StateFailed)
 			s.opts.Router.SetAvailable(s.name, false, "plugin failed: "+s.lastError())
 			s.logger.Error("restart policy exhausted; plugin stays failed", "failures", n, "interval", s.opts.Restart.Interval)
 			return nil
 		}
-		s.setState(StateRestarting)
+		s.setState(metrics.StateRestarting)
 		delay := Backoff(s.opts.Restart.Delay, s.opts.Restart.MaxDelay, n, rand.Float64)
 		s.logger.Info("restarting plugin", "in", delay, "failures", n)
 		select {
@@ -378,7 +368,7 @@ func Backoff(delay, maxDelay time.Duration, n int, rnd func() float64) time.Dura
 func (s *Supervisor) handle(ctx context.Context, cur *Instance, cmd command) *Instance {
 	switch cmd.kind {
 	case "restart":
-		s.setState(StateRestarting)
+		s.setState(metrics.StateRestarting)
 		if cur != nil {
 			cur.Stop(ctx, true)
 		}
@@ -405,7 +395,7 @@ func (s *Supervisor) handle(ctx context.Context, cur *Instance, cmd command) *In
 // cannot start, the old one keeps serving.
 func (s *Supervisor) upgrade(ctx context.Context, cur *Instance, path, sha string) (*Instance, error) {
 	prev := s.currentState()
-	s.setState(StateUpgrading)
+	s.setState(metrics.StateUpgrading)
 	inst, err := s.launch(ctx, path, sha)
 	if err == nil {
 		if err = s.bringUp(ctx, inst, cur == nil); err != nil {
@@ -415,7 +405,7 @@ func (s *Supervisor) upgrade(ctx context.Context, cur *Instance, path, sha strin
 	if err != nil {
 		s.setState(prev)
 		if cur == nil {
-			s.setState(StateFailed)
+			s.setState(metrics.StateFailed)
 		}
 		return cur, fmt.Errorf("upgrade %s to %s: %w", s.name, path, err)
 	}
@@ -488,7 +478,7 @@ func (s *Supervisor) Stop(ctx context.Context) {
 		inst.Stop(ctx, true)
 	}
 	s.opts.Router.SetAvailable(s.name, false, "host stopping")
-	s.setState(StateStopped)
+	s.setState(metrics.StateStopped)
 }
 
 // Current returns the serving instance, if any.
@@ -504,7 +494,7 @@ func (s *Supervisor) Status() Status {
 	st := Status{Name: s.name, State: s.state, Path: s.path, Restarts: s.restarts, LastError: s.lastErr, APIVersion: s.apiVersion}
 	inst := s.cur
 	s.mu.Unlock()
-	if inst != nil && (st.State == StateRunning || st.State == StateUpgrading) {
+	if inst != nil && (st.State == metrics.StateRunning || st.State == metrics.StateUpgrading) {
 		st.PID = inst.PID
 		st.Version = inst.Info.GetVersion()
 		st.Group = inst.Info.GetGroup()
