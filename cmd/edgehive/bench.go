@@ -25,7 +25,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		fs.IntVar(&o.Size, "size", 256, "content bytes per message")
 		fs.Float64Var(&o.Rate, "rate", 0, "messages per second (0: as fast as possible)")
 		fs.IntVar(&o.Concurrency, "concurrency", 0, "sending goroutines in the sending plugin (default 16, or 8 with -rate)")
-		fs.IntVar(&o.Batch, "batch", 0, "messages per SendBatch in the sending plugin (default 32, or 1 with -rate)")
+		fs.IntVar(&o.Batch, "batch", 0, "messages per SendBatch in the sending plugin (default 128, or 1 with -rate)")
 		fs.BoolVar(&o.NoBaseline, "no-baseline", false, "skip the in-process baseline")
 		cpuProfile := fs.String("cpuprofile", "", "write the host's CPU profile here")
 		if fs.Parse(args[1:]) != nil {

@@ -64,7 +64,7 @@ func Route(opts RouteOptions, out, logOut io.Writer) error {
 		}
 	}
 	if opts.Batch <= 0 {
-		opts.Batch = 32
+		opts.Batch = 128
 		if opts.Rate > 0 {
 			opts.Batch = 1 // at a fixed rate every message is sent on its own
 		}
