@@ -43,7 +43,7 @@ func schema() *sdk.Schema {
 
 func (c *config) validate() error {
 	var ck pluginkit.Checks
-	ck.HostPort("listen", c.Listen)
+	ck.Loopback("listen", c.Listen)
 	for _, a := range c.Allow {
 		ck.HostPort("allow", a)
 	}

@@ -106,9 +106,11 @@ func (c *Checks) HostPort(key, v string) bool {
 	return true
 }
 
-// Loopback requires "host:port" whose host is a loopback address or localhost.
+// Loopback requires a listen address "host:port" whose host is a loopback
+// address or localhost; port 0 asks for an ephemeral port.
 func (c *Checks) Loopback(key, v string) {
-	if !c.HostPort(key, v) {
+	if err := hostPortMin(v, 0); err != nil {
+		c.Fail(key, "%v", err)
 		return
 	}
 	host, _, _ := net.SplitHostPort(v)
@@ -151,7 +153,9 @@ func (c *Checks) AbsPath(key, v string) {
 	}
 }
 
-func hostPort(v string) error {
+func hostPort(v string) error { return hostPortMin(v, 1) }
+
+func hostPortMin(v string, minPort int) error {
 	host, port, err := net.SplitHostPort(v)
 	if err != nil {
 		return fmt.Errorf("%q is not host:port: %v", v, err)
@@ -160,8 +164,8 @@ func hostPort(v string) error {
 		return fmt.Errorf("%q has no host", v)
 	}
 	n, err := strconv.Atoi(port)
-	if err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("%q: port must be a number in 1..65535", v)
+	if err != nil || n < minPort || n > 65535 {
+		return fmt.Errorf("%q: port must be a number in %d..65535", v, minPort)
 	}
 	return nil
 }
