@@ -12,9 +12,11 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -93,7 +95,18 @@ func (s *ServiceBus) Start(_ context.Context, host sdk.Context) error {
 	s.host = host
 	s.logger = host.Logger()
 	s.client = newTargetClient(s.cfg.Timeout.D(), s.allowed)
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	// SO_REUSEPORT lets a new instance bind during a live upgrade while the
+	// old one finishes its requests.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("%s: listen %s: %w", Name, s.cfg.Listen, err)
 	}
