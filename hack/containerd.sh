@@ -149,6 +149,8 @@ start() {
     log "already running (pid $(cat "$pidfile"))"
     return 0
   fi
+  # No pod of an earlier run can be alive: drop its IP reservations.
+  rm -rf "$dir/cni-state"
   local snap
   snap=$(pick_snapshotter)
   write_config "$snap"
@@ -184,7 +186,7 @@ start() {
 # started for this containerd carry its socket in their command line.
 shim_pids() {
   local p
-  for p in $(pgrep -x containerd-shim 2>/dev/null; pgrep -f '^/usr/bin/containerd-shim-runc-v2' 2>/dev/null); do
+  for p in $(pgrep -f '^/usr/bin/containerd-shim-runc-v2 ' 2>/dev/null); do
     if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- "-address $sock"; then
       echo "$p"
     fi
@@ -195,10 +197,15 @@ stop() {
   if running; then
     local pid
     pid=$(cat "$pidfile")
-    # Leave no pod behind: remove every sandbox (and its containers) first.
-    if command -v crictl >/dev/null 2>&1; then
-      crictl --runtime-endpoint "unix://$sock" rmp -fa >/dev/null 2>&1 || true
-    fi
+    # Leave no container behind: kill and delete every task (a test that
+    # died mid-way leaves pods running), so their shims exit cleanly.
+    local ns t
+    for ns in $(ctr --address "$sock" namespaces ls -q 2>/dev/null); do
+      for t in $(ctr --address "$sock" -n "$ns" tasks ls -q 2>/dev/null); do
+        ctr --address "$sock" -n "$ns" tasks delete --force "$t" >/dev/null 2>&1 || \
+          log "could not delete task $ns/$t"
+      done
+    done
     kill "$pid" 2>/dev/null || true
     local i
     for i in $(seq 1 100); do
