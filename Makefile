@@ -8,8 +8,11 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 VERSION       ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS       := -s -w -X main.version=$(VERSION)
 TEST_FLAGS    ?= -race -count=1 -timeout 20m
+CONTAINERD_DIR := $(CURDIR)/_output/containerd
+IMAGES_DIR     := $(CURDIR)/_output/images
 
-.PHONY: all build run test unit-test integration-test bench proto proto-check lint setup clean
+.PHONY: all build run test unit-test integration-test bench proto proto-check lint setup clean \
+        containerd-up containerd-down test-cri
 
 all: build
 
@@ -28,9 +31,33 @@ run: build
 setup:
 	@bash hack/setup.sh
 
-## test: set up, check generated code and formatting, run every test with -race
+## test: set up, check generated code and formatting, run every test with -race, then the CRI tests
 test: setup proto-check lint build
 	$(GO) test $(TEST_FLAGS) ./...
+	$(MAKE) --no-print-directory test-cri
+
+## containerd-up: a private containerd in _output/containerd with the test images imported
+containerd-up:
+	bash hack/containerd.sh start $(CONTAINERD_DIR)
+	$(GO) run ./hack/images -out $(IMAGES_DIR) -address $(CONTAINERD_DIR)/containerd.sock \
+	  -snapshotter $$(cat $(CONTAINERD_DIR)/snapshotter)
+
+## containerd-down: stop it and unmount what it left
+containerd-down:
+	bash hack/containerd.sh stop $(CONTAINERD_DIR)
+
+## test-cri: the CRI client's integration tests against the private containerd (stopped even on failure)
+test-cri:
+	@rc=0; \
+	  $(MAKE) --no-print-directory containerd-up || rc=$$?; \
+	  if [ $$rc -eq 0 ]; then \
+	    env $$(bash hack/containerd.sh env $(CONTAINERD_DIR)) \
+	      $(GO) test $(TEST_FLAGS) -tags containerd -v ./plugins/edged/cri/ || rc=$$?; \
+	  fi; \
+	  if [ $$rc -ne 0 ] && [ -f $(CONTAINERD_DIR)/containerd.log ]; then \
+	    echo "--- last lines of $(CONTAINERD_DIR)/containerd.log"; tail -20 $(CONTAINERD_DIR)/containerd.log; fi; \
+	  $(MAKE) --no-print-directory containerd-down || rc=$$?; \
+	  exit $$rc
 
 ## bench: the message-plane benchmarks (figures in docs/benchmarks.md)
 bench: build
@@ -65,6 +92,9 @@ lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
 	  if [ -n "$$bad" ]; then echo "gofmt would change:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags containerd ./plugins/edged/cri/
 
 clean:
 	rm -rf $(BIN) .tools
+	@if [ -f $(CONTAINERD_DIR)/containerd.pid ]; then bash hack/containerd.sh stop $(CONTAINERD_DIR); fi
+	rm -rf _output

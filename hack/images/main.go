@@ -1,0 +1,190 @@
+// Command images builds the test images — a busybox image and a pause image —
+// as OCI image archives from Debian's busybox-static, and optionally imports
+// them into a containerd (namespace k8s.io, for its CRI plugin) and tags the
+// usual upstream names as local aliases. Nothing is pulled from a registry.
+//
+//	go run ./hack/images -out _output/images
+//	go run ./hack/images -out _output/images -address _output/containerd/containerd.sock -snapshotter overlayfs
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+)
+
+// Names of the images; the tests and edged's default config use these.
+const (
+	BusyboxImage = "edgehive.local/busybox:1.36"
+	PauseImage   = "edgehive.local/pause:3.10"
+)
+
+// aliases are extra names given to the images once imported, so that the
+// default upstream names resolve locally and are never pulled.
+var aliases = map[string][]string{
+	BusyboxImage: {"docker.io/library/busybox:1.36"},
+	PauseImage:   {"registry.k8s.io/pause:3.10"},
+}
+
+// busyboxApplets are linked in the busybox image's /bin.
+var busyboxApplets = []string{
+	"sh", "sleep", "cat", "echo", "ls", "wget", "nc", "httpd", "env", "true", "false",
+	"id", "hostname", "mount", "ps", "kill",
+	// a few more that tests commonly reach for
+	"grep", "head", "tail", "mkdir", "rm", "touch", "test", "[", "date", "uname", "whoami",
+	"printf", "sed", "awk", "wc", "ip", "ping", "nslookup", "top", "df", "stat", "umount", "timeout",
+}
+
+func hostPlatform() platform {
+	p := platform{OS: "linux", Architecture: runtime.GOARCH}
+	switch runtime.GOARCH {
+	case "arm":
+		p.Variant = "v7"
+	case "arm64":
+		p.Variant = "v8"
+	}
+	return p
+}
+
+func main() {
+	busybox := flag.String("busybox", "/bin/busybox", "static busybox binary (Debian's busybox-static)")
+	out := flag.String("out", "_output/images", "directory for the OCI archives")
+	address := flag.String("address", "", "containerd socket to import into (no import when empty)")
+	namespace := flag.String("namespace", "k8s.io", "containerd namespace to import into")
+	snapshotter := flag.String("snapshotter", "", "snapshotter to unpack with (containerd's default when empty)")
+	ctrBin := flag.String("ctr", "ctr", "the ctr binary")
+	flag.Parse()
+
+	if err := run(*busybox, *out, *address, *namespace, *snapshotter, *ctrBin); err != nil {
+		fmt.Fprintln(os.Stderr, "images:", err)
+		os.Exit(1)
+	}
+}
+
+func run(busybox, out, address, namespace, snapshotter, ctrBin string) error {
+	if err := checkBusybox(busybox); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	imgs := []struct {
+		file string
+		img  Image
+	}{
+		{"busybox.tar", Image{Name: BusyboxImage, Cmd: []string{"sh"}, Applets: busyboxApplets, Busybox: busybox, Platform: hostPlatform()}},
+		// The pause container only has to live as long as its sandbox; the CRI
+		// plugin stops it with SIGKILL.
+		{"pause.tar", Image{Name: PauseImage, Cmd: []string{"sleep", "infinity"}, Applets: []string{"sh", "sleep"}, Busybox: busybox, Platform: hostPlatform()}},
+	}
+	var files []string
+	for _, it := range imgs {
+		p := filepath.Join(out, it.file)
+		if err := writeFile(p, it.img); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		fmt.Printf("images: wrote %s (%s)\n", p, it.img.Name)
+		files = append(files, p)
+	}
+	if address == "" {
+		return nil
+	}
+
+	ctr := func(args ...string) (string, error) {
+		full := append([]string{"--address", address, "-n", namespace}, args...)
+		cmd := exec.Command(ctrBin, full...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		b, err := cmd.Output()
+		if err != nil {
+			return "", fmt.Errorf("ctr %s: %w: %s", strings.Join(full, " "), err, strings.TrimSpace(stderr.String()))
+		}
+		return string(b), nil
+	}
+	for _, f := range files {
+		args := []string{"images", "import", "--all-platforms"}
+		if snapshotter != "" {
+			args = append(args, "--snapshotter", snapshotter)
+		}
+		if _, err := ctr(append(args, f)...); err != nil {
+			return err
+		}
+	}
+	want := []string{BusyboxImage, PauseImage}
+	for _, src := range []string{BusyboxImage, PauseImage} {
+		for _, dst := range aliases[src] {
+			if _, err := ctr("images", "tag", "--force", src, dst); err != nil {
+				return err
+			}
+			want = append(want, dst)
+		}
+	}
+	list, err := ctr("images", "ls", "-q")
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	sc := bufio.NewScanner(strings.NewReader(list))
+	for sc.Scan() {
+		have[strings.TrimSpace(sc.Text())] = true
+	}
+	for _, w := range want {
+		if !have[w] {
+			return fmt.Errorf("image %s missing after import; ctr images ls -q says:\n%s", w, list)
+		}
+	}
+	fmt.Printf("images: imported into %s (namespace %s): %s\n", address, namespace, strings.Join(want, ", "))
+	return nil
+}
+
+// checkBusybox refuses a dynamically linked busybox: it would not run in an
+// image without a libc.
+func checkBusybox(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("%w (install Debian's busybox-static)", err)
+	}
+	defer f.Close()
+	hdr := make([]byte, 4)
+	if _, err := f.Read(hdr); err != nil || string(hdr) != "\x7fELF" {
+		return fmt.Errorf("%s is not an ELF binary", p)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	if bytes.Contains(b, []byte("/lib64/ld-linux")) || bytes.Contains(b, []byte("/lib/ld-linux")) {
+		return fmt.Errorf("%s is dynamically linked; install Debian's busybox-static", p)
+	}
+	return nil
+}
+
+func writeFile(p string, img Image) error {
+	tmp := p + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	if err := WriteArchive(w, img); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, p)
+}

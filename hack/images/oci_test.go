@@ -1,0 +1,105 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestWriteArchive checks the layout: every blob is named by its digest,
+// the index names the image, and the config's diff_id is the digest of the
+// uncompressed layer.
+func TestWriteArchive(t *testing.T) {
+	bb := filepath.Join(t.TempDir(), "busybox")
+	if err := os.WriteFile(bb, []byte("\x7fELF fake busybox"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img := Image{Name: "edgehive.local/test:1", Cmd: []string{"sh"}, Applets: []string{"sh", "ls"}, Busybox: bb, Platform: hostPlatform()}
+	var a, b bytes.Buffer
+	if err := WriteArchive(&a, img); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteArchive(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Fatal("archive is not reproducible")
+	}
+
+	files := map[string][]byte{}
+	tr := tar.NewReader(&a)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(tr)
+		files[h.Name] = data
+	}
+	for name, data := range files {
+		if d, ok := strings.CutPrefix(name, "blobs/sha256/"); ok && d != "" && digestOf(data) != "sha256:"+d {
+			t.Errorf("blob %s has digest %s", name, digestOf(data))
+		}
+	}
+	if string(files["oci-layout"]) != `{"imageLayoutVersion":"1.0.0"}` {
+		t.Errorf("oci-layout = %q", files["oci-layout"])
+	}
+	var idx index
+	if err := json.Unmarshal(files["index.json"], &idx); err != nil || len(idx.Manifests) != 1 {
+		t.Fatalf("index.json: %v %s", err, files["index.json"])
+	}
+	if idx.Manifests[0].Annotations[annotationRefName] != img.Name {
+		t.Errorf("ref name = %q", idx.Manifests[0].Annotations[annotationRefName])
+	}
+	var man manifest
+	if err := json.Unmarshal(files["blobs/sha256/"+strings.TrimPrefix(idx.Manifests[0].Digest, "sha256:")], &man); err != nil {
+		t.Fatal(err)
+	}
+	var cfg imageConfig
+	if err := json.Unmarshal(files["blobs/sha256/"+strings.TrimPrefix(man.Config.Digest, "sha256:")], &cfg); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(files["blobs/sha256/"+strings.TrimPrefix(man.Layers[0].Digest, "sha256:")]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, _ := io.ReadAll(zr)
+	if len(cfg.RootFS.DiffIDs) != 1 || cfg.RootFS.DiffIDs[0] != digestOf(layer) {
+		t.Errorf("diff_ids = %v, want [%s]", cfg.RootFS.DiffIDs, digestOf(layer))
+	}
+	if strings.Join(cfg.Config.Cmd, " ") != "sh" || len(cfg.Config.Entrypoint) != 0 {
+		t.Errorf("config = %+v", cfg.Config)
+	}
+	names := map[string]string{}
+	lr := tar.NewReader(bytes.NewReader(layer))
+	for {
+		h, err := lr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names[h.Name] = h.Linkname
+	}
+	if _, ok := names["bin/busybox"]; !ok || names["bin/sh"] != "busybox" || names["bin/ls"] != "busybox" {
+		t.Errorf("layer entries = %v", names)
+	}
+}
+
+func TestCheckBusyboxRejectsNonELF(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x")
+	os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755)
+	if err := checkBusybox(p); err == nil {
+		t.Fatal("a shell script was accepted as busybox")
+	}
+}
