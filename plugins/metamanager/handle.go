@@ -129,6 +129,11 @@ func (m *MetaManager) handleDownstream(ctx context.Context, msg *sdk.Message) er
 	forward := true
 	switch op := msg.Router.Operation; op {
 	case sdk.OpInsert, sdk.OpUpdate, sdk.OpPatch:
+		if op == sdk.OpPatch && !strings.HasSuffix(res.Type, "patch") {
+			// Applying a patch needs the object's schema (strategic merge);
+			// storing the patch in place of the object would corrupt it.
+			return fmt.Errorf("%s: %s: patch on %s from the cloud is not supported", Name, msg, res.Type)
+		}
 		obj, err := objectContent(msg)
 		if err != nil {
 			return fmt.Errorf("%s: %s: %w", Name, msg, err)

@@ -303,6 +303,10 @@ func TestDownstreamFailures(t *testing.T) {
 				t.Fatalf("content %q accepted", content)
 			}
 		}
+		patch := fromCloud(sdk.OpPatch, "default/pod/nginx", "5", `"{\"status\":{}}"`)
+		if err := f.h.Deliver(patch); err == nil || f.stored("default/pod/nginx") != "-" {
+			t.Fatalf("a patch on a pod from the cloud = %v", err)
+		}
 		for _, res := range []string{"default/pod", "pod", ""} {
 			if err := f.h.Deliver(fromCloud(sdk.OpInsert, res, "5", `{}`)); err == nil {
 				t.Fatalf("resource %q accepted", res)
