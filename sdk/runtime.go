@@ -366,6 +366,9 @@ func (r *runtime) handleOne(d *pluginv1.Delivery) {
 		}
 	}()
 	if err := r.module.Handle(r.ctx, msg); err != nil {
+		// A failed message may come again (the cloud resends with the same
+		// id): it must not be taken for a duplicate then.
+		r.seen.forget(id)
 		r.logger.Warn("handler returned an error", "msg_id", id, "operation", msg.Router.Operation, "resource", msg.Router.Resource, "error", err)
 	}
 }
@@ -626,6 +629,9 @@ type idSet struct {
 func newIDSet(n int) *idSet {
 	return &idSet{limit: n, set: map[string]struct{}{}}
 }
+
+// forget removes id so that it is handled if it comes again.
+func (s *idSet) forget(id string) { delete(s.set, id) }
 
 // add returns false when id was already present. Only the handler goroutine calls it.
 func (s *idSet) add(id string) bool {

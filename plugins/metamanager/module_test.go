@@ -10,7 +10,7 @@ import (
 func newModule() sdk.Module { return New() }
 
 func TestModule(t *testing.T) {
-	plugintest.Run(t, plugintest.Case{New: newModule, Name: "metamanager", Group: "meta", Version: Version, Sample: "sample.hcl"})
+	plugintest.Run(t, plugintest.Case{New: newModule, Name: "metamanager", Group: "meta", Version: Version, Sample: "sample.hcl", Handles: true})
 }
 
 func TestDefaults(t *testing.T) {

@@ -207,7 +207,8 @@ func (h *Harness) Config() *sdk.Config { return h.cfg }
 
 // Deliver hands msg to the module's Handle, synchronously, as the runtime
 // would: one call at a time, with the module's lifetime context, and not at
-// all when a message with the same msg_id was delivered before (the runtime
+// all when a message with the same msg_id was handled before without an
+// error (the runtime
 // acknowledges such a duplicate without handling it; Deliver returns nil).
 // It returns Handle's error; a panic in Handle is returned wrapped in ErrPanic.
 // A message the host would not route is refused with sdk.ErrInvalidMessage,
@@ -228,6 +229,9 @@ func (h *Harness) Deliver(msg *sdk.Message) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: %v\n%s", ErrPanic, p, debug.Stack())
+		}
+		if err != nil {
+			h.seen.forget(msg.Header.ID) // as the runtime: a failed message may come again
 		}
 	}()
 	return h.module.Handle(h.ctx, msg.Clone())
@@ -373,6 +377,9 @@ type idSet struct {
 func newIDSet(n int) *idSet {
 	return &idSet{ring: make([]string, n), set: make(map[string]struct{}, n)}
 }
+
+// forget removes id, so that it is handled if it comes again.
+func (s *idSet) forget(id string) { delete(s.set, id) }
 
 // add returns false when id is already present.
 func (s *idSet) add(id string) bool {
