@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"math"
 	"net"
 	"syscall"
@@ -57,7 +56,7 @@ func startBroker(listen string, maxPayload, sessionQueue int, logger hclog.Logge
 
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		Logger:       slog.New(slog.NewTextHandler(logger.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:       newBrokerLogger(logger),
 	})
 	b := &broker{server: srv, public: public, self: self}
 	if err := srv.AddHook(new(loopbackOnly), nil); err != nil {

@@ -496,3 +496,7 @@ func TestMatchTopic(t *testing.T) {
 		}
 	}
 }
+
+func contextFor() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), waitFor)
+}

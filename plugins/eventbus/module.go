@@ -201,7 +201,7 @@ func (b *EventBus) Start(ctx context.Context, host sdk.Context) error {
 		}
 	}
 
-	b.ctx, b.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	b.ctx, b.cancel = context.WithCancel(ctx)
 	b.queue = make(chan *inbound, b.cfg.SessionQueueSize)
 	b.done = make(chan struct{})
 	go b.forward()
