@@ -26,6 +26,9 @@ import (
 // logged, counted and returned as an error wrapping errRefused. A sync
 // request is answered "OK" or with an error message.
 func (b *EventBus) Handle(ctx context.Context, msg *sdk.Message) error {
+	if b.client == nil {
+		return fmt.Errorf("%s: message %s arrived before Start", Name, msg.Header.ID)
+	}
 	if msg.Router.Operation == sdk.OpResponse || msg.Router.Operation == sdk.OpError {
 		b.logger.Debug("ignoring an answer", "msg", msg.String())
 		return nil
