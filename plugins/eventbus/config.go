@@ -35,6 +35,7 @@ type config struct {
 	TLSKeyFile       string `json:"tls_key_file"`
 	MaxPayloadBytes  int    `json:"max_payload_bytes"`
 	SessionQueueSize int    `json:"session_queue_size"`
+	DBFile           string `json:"db_file"`
 }
 
 func defaultConfig() config {
@@ -74,7 +75,9 @@ func schema() *sdk.Schema {
 		{Name: "max_payload_bytes", Type: sdk.TypeNumber, Default: defaultMaxPayloadBytes,
 			Description: "largest MQTT payload bridged"},
 		{Name: "session_queue_size", Type: sdk.TypeNumber, Default: defaultSessionQueueSize,
-			Description: "messages queued per MQTT session"},
+			Description: "MQTT messages received and waiting to be handed to the other modules"},
+		{Name: "db_file", Type: sdk.TypeString, Default: "",
+			Description: "SQLite file keeping the topics the cloud subscribed; default <data_dir>/eventbus.db"},
 	}}
 }
 
@@ -99,5 +102,6 @@ func (c *config) validate() error {
 	ck.AbsPath("tls_key_file", c.TLSKeyFile)
 	ck.Range("max_payload_bytes", c.MaxPayloadBytes, 1, sdk.MaxSendBytes)
 	ck.Positive("session_queue_size", c.SessionQueueSize)
+	ck.AbsPath("db_file", c.DBFile)
 	return ck.Err(Name)
 }

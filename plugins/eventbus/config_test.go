@@ -15,10 +15,18 @@ func TestConfig(t *testing.T) {
 		{"external, listen not checked", `{"mode":"external","broker_url":"ssl://broker:8883","listen":"0.0.0.0:1883"}`},
 		{"internal, broker_url not checked", `{"broker_url":"nonsense"}`},
 		{"credentials and tls", `{"username":"u","password":"p","tls_cert_file":"/c.crt","tls_key_file":"/c.key","qos":2}`},
+		{"db_file", `{"db_file":"/var/lib/edgehive/eventbus.db"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sdktest.New(t, New(), sdktest.Options{ConfigJSON: tt.config})
+			m := New()
+			cfg, err := sdktest.BuildConfig(m, sdktest.Options{ConfigJSON: tt.config, DataDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.SetConfig(cfg); err != nil {
+				t.Fatal(err)
+			}
 		})
 	}
 }
@@ -38,5 +46,6 @@ func TestBadConfig(t *testing.T) {
 		`{"session_queue_size":0}`:    "session_queue_size",
 		`{"retain":"true"}`:           "retain",
 		`{"topics":["$hw/events/#"]}`: "topics",
+		`{"db_file":"eventbus.db"}`:   "db_file",
 	})
 }

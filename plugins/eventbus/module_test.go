@@ -10,7 +10,7 @@ import (
 func newModule() sdk.Module { return New() }
 
 func TestModule(t *testing.T) {
-	plugintest.Run(t, plugintest.Case{New: newModule, Name: "eventbus", Group: "bus", Version: Version, Sample: "sample.hcl"})
+	plugintest.Run(t, plugintest.Case{New: newModule, Name: "eventbus", Group: "bus", Version: Version, Sample: "sample.hcl", Config: `{"listen":"127.0.0.1:0"}`})
 }
 
 func TestDefaults(t *testing.T) {

@@ -11,4 +11,5 @@ config {
   tls_key_file       = "/etc/mosquitto/client.key"
   max_payload_bytes  = 1048576
   session_queue_size = 100
+  db_file            = "/var/lib/edgehive/eventbus/eventbus.db"
 }

@@ -1,0 +1,126 @@
+package eventbus
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/sys/unix"
+)
+
+// broker is the embedded MQTT broker of internal mode. It has two listeners:
+// the configured loopback address for mappers and applications, and a private
+// ephemeral loopback port that only eventbus's own client uses, so that during
+// a live upgrade (two instances sharing the public port with SO_REUSEPORT)
+// each instance's client talks to its own broker.
+type broker struct {
+	server *mqtt.Server
+	public net.Listener
+	self   net.Listener
+}
+
+// packetOverhead is what an MQTT PUBLISH may carry besides its payload: the
+// topic (at most 65535 bytes plus its length), a packet id and v5 properties.
+const packetOverhead = maxTopicBytes + 2 + 2 + 4096
+
+func startBroker(listen string, maxPayload, sessionQueue int, logger hclog.Logger) (*broker, error) {
+	lc := net.ListenConfig{Control: reusePort}
+	public, err := lc.Listen(context.Background(), "tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: listen %s: %w", listen, err)
+	}
+	self, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = public.Close()
+		return nil, fmt.Errorf("embedded broker: private listener: %w", err)
+	}
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	limit := uint64(maxPayload) + packetOverhead
+	if limit > math.MaxUint32 {
+		limit = math.MaxUint32
+	}
+	caps.MaximumPacketSize = uint32(limit)
+	// A session keeps at least session_queue_size unacknowledged QoS>0 messages.
+	if sessionQueue > int(caps.MaximumInflight) && sessionQueue <= math.MaxUint16 {
+		caps.MaximumInflight = uint16(sessionQueue)
+	}
+	caps.MaximumSessionExpiryInterval = 24 * 60 * 60 // forget a disconnected session after a day
+
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		Logger:       newBrokerLogger(logger),
+	})
+	b := &broker{server: srv, public: public, self: self}
+	if err := srv.AddHook(new(loopbackOnly), nil); err != nil {
+		b.closeListeners()
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	if err := srv.AddListener(listeners.NewNet("public", public)); err != nil {
+		b.closeListeners()
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	if err := srv.AddListener(listeners.NewNet("self", self)); err != nil {
+		b.closeListeners()
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	if err := srv.Serve(); err != nil { // Serve starts its loops and returns
+		_ = srv.Close()
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	return b, nil
+}
+
+func (b *broker) closeListeners() {
+	_ = b.public.Close()
+	_ = b.self.Close()
+}
+
+// addr is the public address (the real port when listen asked for port 0).
+func (b *broker) addr() string { return b.public.Addr().String() }
+
+// selfURL is where eventbus's own client connects.
+func (b *broker) selfURL() string { return "tcp://" + b.self.Addr().String() }
+
+func (b *broker) close() { _ = b.server.Close() }
+
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// loopbackOnly admits clients that connect from a loopback address, with any
+// credentials, and lets them publish and subscribe to any topic. The listeners
+// are bound to loopback already; this is the second lock on the door.
+type loopbackOnly struct {
+	mqtt.HookBase
+}
+
+func (h *loopbackOnly) ID() string { return "edgehive-loopback-only" }
+
+func (h *loopbackOnly) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
+}
+
+func (h *loopbackOnly) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
+	host, _, err := net.SplitHostPort(cl.Net.Remote)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (h *loopbackOnly) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
