@@ -1,0 +1,499 @@
+package devicetwin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/edgehive/edgehive/plugins/devicetwin/store"
+	"github.com/edgehive/edgehive/sdk"
+)
+
+// Result topic suffixes.
+const (
+	suffixUpdateResult = "/twin/update/result"
+	suffixDelta        = "/twin/update/delta"
+	suffixDocument     = "/twin/update/document"
+	suffixGetResult    = "/twin/get/result"
+	suffixStateResult  = "/state/update/result"
+)
+
+// Result codes of error results.
+const (
+	codeBadRequest = 400
+	codeNotFound   = 404
+	codeInternal   = 500
+)
+
+// badRequest marks an update refused as a whole; nothing is stored.
+type badRequest struct{ error }
+
+// twinChange collects what one update did.
+type twinChange struct {
+	result map[string]*msgTwin // to the mapper (update/result)
+	doc    map[string]*twinDoc // update/document
+	sync   map[string]*msgTwin // to the cloud (edge_updated), with versions
+	twins  map[string]*store.Twin
+}
+
+func newChange() *twinChange {
+	return &twinChange{result: map[string]*msgTwin{}, doc: map[string]*twinDoc{}, sync: map[string]*msgTwin{}}
+}
+
+// twinUpdate handles D/twin/update from a mapper.
+func (d *DeviceTwin) twinUpdate(ctx context.Context, msgID, deviceID, payload string) error {
+	var u twinUpdate
+	if err := json.Unmarshal([]byte(payload), &u); err != nil {
+		d.publishError(ctx, deviceTopic("", suffixUpdateResult), "", codeBadRequest,
+			errors.New("unmarshal update request body failed, please check the request"))
+		return nil
+	}
+	if err := validateUpdate(&u); err != nil {
+		d.publishError(ctx, deviceTopic("", suffixUpdateResult), "", codeBadRequest, err)
+		return nil
+	}
+	resultTopic := deviceTopic(deviceID, suffixUpdateResult)
+	if done, err := d.db.Handled(ctx, msgID); err == nil && done {
+		d.logger.Debug("twin update already handled", "msg_id", msgID, "device", deviceID)
+		return nil
+	}
+
+	ch := newChange()
+	var sync *sdk.Message
+	notFound := false
+	err := d.db.Update(ctx, func(tx *store.Tx) error {
+		dev, err := tx.Device(ctx, deviceID)
+		if err != nil {
+			return err
+		}
+		if dev == nil {
+			notFound = true
+			return nil
+		}
+		if ch.twins, err = tx.Twins(ctx, deviceID); err != nil {
+			return err
+		}
+		now := nowMS()
+		for _, key := range sortedKeys(u.Twin) {
+			if err := d.applyMapperTwin(ctx, tx, ch, deviceID, key, u.Twin[key], now); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.MarkHandled(ctx, msgID, now); err != nil {
+			return err
+		}
+		if len(ch.sync) > 0 {
+			sync, err = queueTwinSync(ctx, tx, deviceID, ch.sync)
+			return err
+		}
+		return nil
+	})
+	var br badRequest
+	switch {
+	case errors.As(err, &br):
+		d.publishError(ctx, resultTopic, u.EventID, codeBadRequest, br.error)
+		return nil
+	case err != nil:
+		d.publishError(ctx, resultTopic, u.EventID, codeInternal, errors.New("storing the twin update failed"))
+		return err
+	case notFound:
+		d.publishError(ctx, resultTopic, u.EventID, codeNotFound,
+			fmt.Errorf("update rejected: the device %s does not exist", deviceID))
+		return nil
+	}
+	d.publish(ctx, resultTopic, twinUpdate{baseMessage: newBase(u.EventID), Twin: ch.result})
+	if len(ch.doc) > 0 {
+		d.publish(ctx, deviceTopic(deviceID, suffixDocument), twinDocument{baseMessage: newBase(u.EventID), Twin: ch.doc})
+	}
+	d.publishDelta(ctx, deviceID, ch.twins)
+	if sync != nil {
+		d.sendCloud(ctx, sync)
+	}
+	return nil
+}
+
+// applyMapperTwin applies one key of a mapper's update to ch.twins and the store.
+func (d *DeviceTwin) applyMapperTwin(ctx context.Context, tx *store.Tx, ch *twinChange, deviceID, key string, in *msgTwin, now int64) error {
+	cur := ch.twins[key]
+	exists := cur != nil && !cur.Deleted()
+	if in == nil { // delete an optional twin
+		if !exists || !cur.Optional {
+			return nil
+		}
+		last := twinView(cur, false)
+		softDelete(cur)
+		cur.ExpectedVersion.Edge++
+		cur.ActualVersion.Edge++
+		ch.result[key] = nil
+		ch.doc[key] = &twinDoc{Last: last}
+		ch.sync[key] = deletedSync(cur)
+		return tx.PutTwin(ctx, cur)
+	}
+	typ := typeString
+	if exists {
+		typ = cur.AttrType
+	}
+	if in.Metadata != nil && in.Metadata.Type != "" {
+		typ = in.Metadata.Type
+	}
+	if !validType(typ) {
+		return badRequest{fmt.Errorf("the type %q of key %s is not one of string, int, integer, float, boolean", typ, key)}
+	}
+	for _, v := range []*twinValue{in.Expected, in.Actual} {
+		if v != nil && v.Value != nil {
+			if err := validateTyped(key, typ, *v.Value); err != nil {
+				return badRequest{err}
+			}
+		}
+	}
+	var last *msgTwin
+	if exists {
+		last = twinView(cur, false)
+	} else {
+		if cur == nil { // versions of a deleted twin carry on
+			cur = &store.Twin{DeviceID: deviceID, Name: key}
+			ch.twins[key] = cur
+		}
+		cur.Optional = true
+	}
+	if in.Optional != nil {
+		cur.Optional = *in.Optional
+	}
+	cur.AttrType, cur.Metadata = typ, typeMetaJSON(typ)
+	opt := cur.Optional
+	res := &msgTwin{Optional: &opt, Metadata: &typeMeta{Type: typ}}
+	syn := &msgTwin{Optional: &opt, Metadata: &typeMeta{Type: typ}}
+	if in.Expected != nil && in.Expected.Value != nil {
+		v := *in.Expected.Value
+		cur.Expected, cur.ExpectedTS = &v, now
+		cur.ExpectedVersion.Edge++
+		res.Expected = valueOf(&v, now)
+		syn.Expected, syn.ExpectedVersion = res.Expected, versionOf(cur.ExpectedVersion)
+	}
+	if in.Actual != nil && in.Actual.Value != nil {
+		v := *in.Actual.Value
+		cur.Actual, cur.ActualTS = &v, now
+		cur.ActualVersion.Edge++
+		res.Actual = valueOf(&v, now)
+		syn.Actual, syn.ActualVersion = res.Actual, versionOf(cur.ActualVersion)
+	}
+	ch.result[key] = res
+	ch.doc[key] = &twinDoc{Last: last, Current: twinView(cur, false)}
+	ch.sync[key] = syn
+	return tx.PutTwin(ctx, cur)
+}
+
+// cloudUpdated handles desired values from the cloud
+// (device/<ns>/<name>/twin/cloud_updated): expected values are stored, the
+// mapper gets the document and the delta.
+func (d *DeviceTwin) cloudUpdated(ctx context.Context, deviceID string, msg *sdk.Message) error {
+	var u twinUpdate
+	if err := msg.DecodeContent(&u); err != nil || u.Twin == nil {
+		d.logger.Warn("cloud twin update ignored: bad content", "msg_id", msg.Header.ID, "device", deviceID, "error", err)
+		return nil
+	}
+	if done, err := d.db.Handled(ctx, msg.Header.ID); err == nil && done {
+		return nil
+	}
+	ch := newChange()
+	conflicts := map[string]*msgTwin{}
+	var sync *sdk.Message
+	notFound := false
+	err := d.db.Update(ctx, func(tx *store.Tx) error {
+		dev, err := tx.Device(ctx, deviceID)
+		if err != nil {
+			return err
+		}
+		if dev == nil {
+			notFound = true
+			return nil
+		}
+		if ch.twins, err = tx.Twins(ctx, deviceID); err != nil {
+			return err
+		}
+		now := nowMS()
+		for _, key := range sortedKeys(u.Twin) {
+			if err := d.applyCloudTwin(ctx, tx, ch, conflicts, deviceID, key, u.Twin[key], now); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.MarkHandled(ctx, msg.Header.ID, now); err != nil {
+			return err
+		}
+		if len(conflicts) > 0 {
+			sync, err = queueTwinSync(ctx, tx, deviceID, conflicts)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if notFound {
+		d.logger.Warn("cloud twin update for an unknown device", "device", deviceID, "msg_id", msg.Header.ID)
+		return nil
+	}
+	if len(ch.doc) > 0 {
+		eventID := u.EventID
+		if eventID == "" {
+			eventID = newEvent().EventID
+		}
+		d.publish(ctx, deviceTopic(deviceID, suffixDocument), twinDocument{baseMessage: newBase(eventID), Twin: ch.doc})
+	}
+	d.publishDelta(ctx, deviceID, ch.twins)
+	if sync != nil {
+		d.sendCloud(ctx, sync)
+	}
+	return nil
+}
+
+// applyCloudTwin applies one key of a cloud update. Entries with a stale
+// expected_version are not applied; the edge's twin goes back to the cloud.
+func (d *DeviceTwin) applyCloudTwin(ctx context.Context, tx *store.Tx, ch *twinChange, conflicts map[string]*msgTwin,
+	deviceID, key string, in *msgTwin, now int64) error {
+	if err := validateKey(key); err != nil {
+		d.logger.Warn("cloud twin entry ignored", "device", deviceID, "error", err)
+		return nil
+	}
+	cur := ch.twins[key]
+	exists := cur != nil && !cur.Deleted()
+	if in == nil || (in.Metadata != nil && in.Metadata.Type == typeDeleted) {
+		if !exists {
+			return nil
+		}
+		last := twinView(cur, false)
+		softDelete(cur)
+		if in != nil && in.ExpectedVersion != nil {
+			cur.ExpectedVersion = store.Version(*in.ExpectedVersion)
+		} else {
+			cur.ExpectedVersion.Cloud++
+		}
+		ch.doc[key] = &twinDoc{Last: last}
+		return tx.PutTwin(ctx, cur)
+	}
+	if in.Expected == nil || in.Expected.Value == nil {
+		d.logger.Debug("cloud twin entry without an expected value ignored", "device", deviceID, "key", key)
+		return nil
+	}
+	value := *in.Expected.Value
+	typ := typeString
+	if exists {
+		typ = cur.AttrType
+	}
+	if in.Metadata != nil && in.Metadata.Type != "" {
+		typ = in.Metadata.Type
+	}
+	if err := validateValue(key, value); err != nil {
+		d.logger.Warn("cloud twin entry ignored", "device", deviceID, "error", err)
+		return nil
+	}
+	if err := validateTyped(key, typ, value); err != nil {
+		d.logger.Warn("cloud twin entry ignored", "device", deviceID, "error", err)
+		return nil
+	}
+	var ver store.Version
+	if cur != nil {
+		ver = cur.ExpectedVersion
+	}
+	if req := in.ExpectedVersion; req != nil {
+		if ver.Cloud > req.Cloud || ver.Edge > req.Edge {
+			d.logger.Info("stale cloud twin value not applied", "device", deviceID, "key", key,
+				"have", ver, "got", *req)
+			if exists {
+				conflicts[key] = twinView(cur, true)
+			}
+			return nil
+		}
+		ver = store.Version(*req)
+	} else {
+		ver.Cloud++
+	}
+	var last *msgTwin
+	if exists {
+		last = twinView(cur, false)
+	} else {
+		if cur == nil {
+			cur = &store.Twin{DeviceID: deviceID, Name: key}
+			ch.twins[key] = cur
+		}
+		cur.Optional = true
+	}
+	if in.Optional != nil {
+		cur.Optional = *in.Optional
+	}
+	cur.AttrType, cur.Metadata = typ, typeMetaJSON(typ)
+	cur.Expected, cur.ExpectedTS, cur.ExpectedVersion = &value, now, ver
+	ch.doc[key] = &twinDoc{Last: last, Current: twinView(cur, false)}
+	return tx.PutTwin(ctx, cur)
+}
+
+// publishDelta tells the mapper the desired values its twins have not reached,
+// when there are any.
+func (d *DeviceTwin) publishDelta(ctx context.Context, deviceID string, twins map[string]*store.Twin) {
+	delta := twinDelta{Twin: map[string]*msgTwin{}, Delta: map[string]string{}}
+	for key, t := range twins {
+		if t.Deleted() || t.Expected == nil {
+			continue
+		}
+		delta.Twin[key] = twinView(t, false)
+		if *t.Expected != "" && (t.Actual == nil || *t.Actual != *t.Expected) {
+			delta.Delta[key] = *t.Expected
+		}
+	}
+	if len(delta.Delta) == 0 {
+		return
+	}
+	delta.baseMessage = newEvent()
+	d.publish(ctx, deviceTopic(deviceID, suffixDelta), delta)
+}
+
+// twinGet handles D/twin/get: every twin that is not deleted.
+func (d *DeviceTwin) twinGet(ctx context.Context, deviceID, payload string) error {
+	topic := deviceTopic(deviceID, suffixGetResult)
+	var req baseMessage
+	if err := json.Unmarshal([]byte(payload), &req); err != nil {
+		d.publishError(ctx, topic, "", codeBadRequest, errors.New("unmarshal get request body failed, please check the request"))
+		return nil
+	}
+	var twins map[string]*store.Twin
+	notFound := false
+	err := d.db.View(ctx, func(tx *store.Tx) error {
+		dev, err := tx.Device(ctx, deviceID)
+		if err != nil || dev == nil {
+			notFound = dev == nil
+			return err
+		}
+		twins, err = tx.Twins(ctx, deviceID)
+		return err
+	})
+	switch {
+	case err != nil:
+		d.publishError(ctx, topic, req.EventID, codeInternal, errors.New("reading the twins failed"))
+		return err
+	case notFound:
+		d.publishError(ctx, topic, req.EventID, codeNotFound, fmt.Errorf("device %s not found while getting twin", deviceID))
+		return nil
+	}
+	out := map[string]*msgTwin{}
+	for key, t := range twins {
+		if !t.Deleted() {
+			out[key] = twinView(t, false)
+		}
+	}
+	d.publish(ctx, topic, twinUpdate{baseMessage: newBase(req.EventID), Twin: out})
+	return nil
+}
+
+func (d *DeviceTwin) publishError(ctx context.Context, topic, eventID string, code int, reason error) {
+	d.logger.Debug("error result", "topic", topic, "code", code, "reason", reason)
+	d.publish(ctx, topic, errorResult{baseMessage: newBase(eventID), Code: code, Reason: reason.Error()})
+}
+
+// queueTwinSync stores an edge_updated message for the device, merged with the
+// one still waiting for its confirmation, and returns it.
+func queueTwinSync(ctx context.Context, tx *store.Tx, deviceID string, twins map[string]*msgTwin) (*sdk.Message, error) {
+	key := "twin:" + deviceID
+	merged := map[string]*msgTwin{}
+	old, err := tx.PendingByKey(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if old != nil {
+		var m sdk.Message
+		var c twinUpdate
+		if json.Unmarshal(old.Message, &m) == nil && m.DecodeContent(&c) == nil {
+			for k, v := range c.Twin {
+				merged[k] = v
+			}
+		}
+	}
+	for k, v := range twins {
+		merged[k] = mergeSync(merged[k], v)
+	}
+	msg := sdk.NewMessage("").BuildRouter(cloudSource, sdk.WireGroupResource, cloudDevicePrefix+deviceID+edgeUpdatedSuffix, sdk.OpUpdate)
+	if err := msg.FillBody(twinUpdate{baseMessage: newEvent(), Twin: merged}); err != nil {
+		return nil, err
+	}
+	return msg, putPending(ctx, tx, key, deviceID, msg)
+}
+
+func putPending(ctx context.Context, tx *store.Tx, key, deviceID string, msg *sdk.Message) error {
+	raw, err := json.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	return tx.PutPending(ctx, store.Pending{MsgID: msg.Header.ID, Key: key, DeviceID: deviceID, Message: raw, Created: nowMS()})
+}
+
+// mergeSync combines two unconfirmed changes of one twin: the newer one wins
+// field by field, a deletion wins outright.
+func mergeSync(old, nw *msgTwin) *msgTwin {
+	if old == nil || nw == nil || (nw.Metadata != nil && nw.Metadata.Type == typeDeleted) {
+		return nw
+	}
+	if old.Metadata != nil && old.Metadata.Type == typeDeleted {
+		return nw
+	}
+	out := *nw
+	if out.Expected == nil {
+		out.Expected, out.ExpectedVersion = old.Expected, old.ExpectedVersion
+	}
+	if out.Actual == nil {
+		out.Actual, out.ActualVersion = old.Actual, old.ActualVersion
+	}
+	return &out
+}
+
+// twinView is the JSON form of a stored twin; versions only toward the cloud.
+func twinView(t *store.Twin, versions bool) *msgTwin {
+	opt := t.Optional
+	m := &msgTwin{Optional: &opt, Metadata: &typeMeta{Type: t.AttrType}}
+	if t.Expected != nil {
+		m.Expected = valueOf(t.Expected, t.ExpectedTS)
+		if versions {
+			m.ExpectedVersion = versionOf(t.ExpectedVersion)
+		}
+	}
+	if t.Actual != nil {
+		m.Actual = valueOf(t.Actual, t.ActualTS)
+		if versions {
+			m.ActualVersion = versionOf(t.ActualVersion)
+		}
+	}
+	return m
+}
+
+// deletedSync tells the cloud a twin was deleted.
+func deletedSync(t *store.Twin) *msgTwin {
+	opt := t.Optional
+	return &msgTwin{Optional: &opt, Metadata: &typeMeta{Type: typeDeleted},
+		ExpectedVersion: versionOf(t.ExpectedVersion), ActualVersion: versionOf(t.ActualVersion)}
+}
+
+func softDelete(t *store.Twin) {
+	t.Expected, t.Actual, t.ExpectedTS, t.ActualTS = nil, nil, 0, 0
+	t.AttrType, t.Metadata = store.TypeDeleted, typeMetaJSON(store.TypeDeleted)
+}
+
+func valueOf(v *string, ts int64) *twinValue {
+	s := *v
+	return &twinValue{Value: &s, Metadata: &valueMeta{Timestamp: ts}}
+}
+
+func versionOf(v store.Version) *twinVersion { tv := twinVersion(v); return &tv }
+
+func typeMetaJSON(t string) string {
+	b, _ := json.Marshal(typeMeta{Type: t})
+	return string(b)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
