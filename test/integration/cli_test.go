@@ -22,7 +22,7 @@ func allPluginsConfig(extraEdged string) string {
 		if p == "edged" {
 			b.WriteString(extraEdged)
 		}
-		if p == "servicebus" { // tests run one after another: never wait for a port
+		if p == "servicebus" || p == "eventbus" { // tests run one after another: never wait for a port
 			b.WriteString("  config {\n    listen = \"127.0.0.1:0\"\n  }\n")
 		}
 		b.WriteString("}\n")
