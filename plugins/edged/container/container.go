@@ -107,7 +107,12 @@ func GetPodStatus(ctx context.Context, rt cri.Runtime, uid types.UID, name, name
 		return nil, err
 	}
 	ps := &PodStatus{ID: uid, Name: name, Namespace: namespace}
-	sort.Slice(sandboxes, func(i, j int) bool { return sandboxes[i].CreatedAt > sandboxes[j].CreatedAt })
+	sort.Slice(sandboxes, func(i, j int) bool {
+		if sandboxes[i].CreatedAt != sandboxes[j].CreatedAt {
+			return sandboxes[i].CreatedAt > sandboxes[j].CreatedAt
+		}
+		return sandboxes[i].GetMetadata().GetAttempt() > sandboxes[j].GetMetadata().GetAttempt()
+	})
 	for i, sb := range sandboxes {
 		st, err := rt.PodSandboxStatus(ctx, sb.Id, false)
 		if err != nil {
@@ -149,9 +154,24 @@ func GetPodStatus(ctx context.Context, rt cri.Runtime, uid types.UID, name, name
 		cs.RestartCount, _ = strconv.Atoi(c.GetAnnotations()[AnnotationRestartCount])
 		ps.Containers = append(ps.Containers, cs)
 	}
-	sort.SliceStable(ps.Containers, func(i, j int) bool { return ps.Containers[i].CreatedAt > ps.Containers[j].CreatedAt })
+	sort.SliceStable(ps.Containers, func(i, j int) bool {
+		a, b := ps.Containers[i], ps.Containers[j]
+		if a.CreatedAt != b.CreatedAt {
+			return a.CreatedAt > b.CreatedAt
+		}
+		return a.RestartCount > b.RestartCount
+	})
 	return ps, nil
 }
 
 // FullName is the kubelet's name of a pod: name_namespace.
 func FullName(name, namespace string) string { return fmt.Sprintf("%s_%s", name, namespace) }
+
+// KeepContainers returns the containers (for their restart counts and last
+// states when a new sandbox is made); nil-safe.
+func (s *PodStatus) KeepContainers() []*ContainerStatus {
+	if s == nil {
+		return nil
+	}
+	return s.Containers
+}
