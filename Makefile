@@ -52,7 +52,7 @@ test-cri:
 	  $(MAKE) --no-print-directory containerd-up || rc=$$?; \
 	  if [ $$rc -eq 0 ]; then \
 	    env $$(bash hack/containerd.sh env $(CONTAINERD_DIR)) \
-	      $(GO) test $(TEST_FLAGS) -tags containerd -v ./plugins/edged/cri/ || rc=$$?; \
+	      $(GO) test $(TEST_FLAGS) -tags containerd -v ./plugins/edged/... || rc=$$?; \
 	  fi; \
 	  if [ $$rc -ne 0 ] && [ -f $(CONTAINERD_DIR)/containerd.log ]; then \
 	    echo "--- last lines of $(CONTAINERD_DIR)/containerd.log"; tail -20 $(CONTAINERD_DIR)/containerd.log; fi; \

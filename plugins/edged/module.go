@@ -1,10 +1,32 @@
 // Package edged is the edgehive module that runs pods on the node over CRI,
-// the kubelet-derived part of KubeEdge's edgecore. For now it only declares its
-// configuration and answers sync messages with a placeholder; see README.md.
+// the kubelet-derived part of KubeEdge's edgecore: a pod manager, a sync loop
+// over config updates, PLEG events, a periodic sync and housekeeping, per-pod
+// workers, and the runtime manager's SyncPod. See README.md.
 package edged
 
 import (
-	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+
+	"github.com/edgehive/edgehive/plugins/edged/container"
+	"github.com/edgehive/edgehive/plugins/edged/cri"
+	"github.com/edgehive/edgehive/plugins/edged/kuberuntime"
+	"github.com/edgehive/edgehive/plugins/edged/pleg"
+	"github.com/edgehive/edgehive/plugins/edged/podmanager"
+	"github.com/edgehive/edgehive/plugins/edged/status"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -12,23 +34,76 @@ import (
 const (
 	Name    = "edged"
 	Group   = sdk.GroupEdged
-	Version = "0.1.0"
+	Version = "0.2.0"
+)
+
+// Loop periods, as the kubelet's.
+const (
+	syncPeriod         = time.Second
+	housekeepingPeriod = 2 * time.Second
+	resyncInterval     = 10 * time.Second
+	retryInterval      = time.Second
+	metaManager        = "metamanager"
 )
 
 // Edged is the edged module.
 type Edged struct {
-	pluginkit.Placeholder
-	cfg config
+	cfg        config
+	clock      clock.WithTicker
+	newRuntime func(ctx context.Context, endpoint string) (cri.Runtime, error)
+
+	host     sdk.Context
+	log      hclog.Logger
+	pods     *podmanager.Manager
+	configCh chan podUpdate
+
+	// Set once the runtime is connected (run).
+	rt       cri.Runtime
+	krt      *kuberuntime.Manager
+	pleg     *pleg.PLEG
+	statuses *status.Manager
+	ready    atomic.Bool
+	// sourcesReady: the stored pod list has been read, so runtime pods that
+	// are not in the pod manager are orphans.
+	sourcesReady atomic.Bool
+	loopDone     chan struct{}
+
+	mu       sync.Mutex
+	workers  map[types.UID]*worker
+	nextSync map[types.UID]time.Time
+	wg       sync.WaitGroup
+}
+
+type podUpdate struct {
+	op  string // sdk.OpInsert (upsert) or sdk.OpDelete
+	pod *v1.Pod
 }
 
 var (
 	_ sdk.Module        = (*Edged)(nil)
 	_ sdk.HealthChecker = (*Edged)(nil)
+	_ sdk.Stopper       = (*Edged)(nil)
 )
 
-// New returns an unconfigured module.
+// New returns an unconfigured module that connects to the configured CRI endpoint.
 func New() *Edged {
-	return &Edged{Placeholder: pluginkit.NewPlaceholder(Name, Group, Version, "pod lifecycle over CRI (kubelet-derived)")}
+	return &Edged{clock: clock.RealClock{}, newRuntime: func(ctx context.Context, endpoint string) (cri.Runtime, error) {
+		return cri.New(ctx, endpoint)
+	}}
+}
+
+// NewWithRuntime returns a module over rt (tests: cri.FakeRuntime).
+func NewWithRuntime(rt cri.Runtime, clk clock.WithTicker) *Edged {
+	e := New()
+	e.clock = clk
+	e.newRuntime = func(context.Context, string) (cri.Runtime, error) { return rt, nil }
+	return e
+}
+
+// Info identifies the module.
+func (e *Edged) Info() sdk.PluginInfo {
+	return sdk.PluginInfo{Name: Name, Group: Group, Version: Version, APIVersions: []string{sdk.APIVersion1},
+		Description: "pod lifecycle over CRI (kubelet-derived)"}
 }
 
 // ConfigSchema declares the config block.
@@ -46,3 +121,461 @@ func (e *Edged) SetConfig(cfg *sdk.Config) error {
 	e.cfg = c
 	return nil
 }
+
+// Start connects to the runtime in the background and runs the sync loop.
+func (e *Edged) Start(ctx context.Context, host sdk.Context) error {
+	e.host = host
+	e.log = host.Logger()
+	e.pods = podmanager.New()
+	e.configCh = make(chan podUpdate, 1024)
+	e.workers = map[types.UID]*worker{}
+	e.nextSync = map[types.UID]time.Time{}
+	e.loopDone = make(chan struct{})
+	status.HostIP = hostIP()
+	// One quick try now, so a reachable runtime is in use when Start returns.
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if rt, err := e.newRuntime(cctx, e.cfg.RuntimeEndpoint); err == nil {
+		e.setup(ctx, rt)
+	} else {
+		e.log.Warn("container runtime not reachable; retrying in the background", "endpoint", e.cfg.RuntimeEndpoint, "error", err)
+	}
+	cancel()
+	go e.run(ctx)
+	return nil
+}
+
+// setup builds the runtime side and adopts what runs: the first relist,
+// before any sync, finds the pods already there.
+func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
+	e.rt = rt
+	e.krt = kuberuntime.New(e.rt, e.clock, e.log.Named("kuberuntime"), kuberuntime.Config{
+		SandboxImage: e.cfg.SandboxImage, PodLogsRoot: filepath.Join(e.host.DataDir(), "pods"),
+		ClusterDNS: e.cfg.ClusterDNS, ClusterDomain: e.cfg.ClusterDomain, MaxDeadPerName: max(e.cfg.MaxDeadContainersPerPod, 1),
+	})
+	e.pleg = pleg.New(e.rt, e.clock, e.log.Named("pleg"))
+	e.statuses = status.NewManager(e.sendStatus)
+	e.pleg.Relist(ctx)
+	e.ready.Store(true)
+}
+
+// Stop waits for the loops to end (ctx is already cancelled by the host).
+func (e *Edged) Stop(ctx context.Context) error {
+	if e.loopDone == nil {
+		return nil
+	}
+	select {
+	case <-e.loopDone:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	e.wg.Wait()
+	if e.rt != nil {
+		return e.rt.Close()
+	}
+	return nil
+}
+
+// Health reports whether the runtime is connected and relisted lately.
+func (e *Edged) Health(ctx context.Context) error {
+	if !e.ready.Load() {
+		return errors.New("container runtime not connected")
+	}
+	if last := e.pleg.LastRelist(); e.clock.Since(last) > 3*time.Minute {
+		return fmt.Errorf("PLEG has not relisted since %s", last.Format(time.RFC3339))
+	}
+	return nil
+}
+
+func hostIP() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return n.IP.String()
+		}
+	}
+	return ""
+}
+
+// Handle takes pod insert/update/delete messages from metamanager.
+func (e *Edged) Handle(ctx context.Context, msg *sdk.Message) error {
+	parts := strings.Split(msg.Router.Resource, "/")
+	if len(parts) != 3 || parts[1] != "pod" {
+		e.log.Debug("ignored message", "operation", msg.Router.Operation, "resource", msg.Router.Resource)
+		return nil
+	}
+	var op string
+	switch msg.Router.Operation {
+	case sdk.OpInsert, sdk.OpUpdate:
+		op = sdk.OpInsert
+	case sdk.OpDelete:
+		op = sdk.OpDelete
+	default:
+		return nil
+	}
+	pod := &v1.Pod{}
+	if err := msg.DecodeContent(pod); err != nil {
+		return fmt.Errorf("pod %s: %w", msg.Router.Resource, err)
+	}
+	if pod.Namespace == "" {
+		pod.Namespace = parts[0]
+	}
+	if pod.Name == "" {
+		pod.Name = parts[2]
+	}
+	select {
+	case e.configCh <- podUpdate{op: op, pod: pod}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// run connects to the runtime, then runs the loops until ctx ends.
+func (e *Edged) run(ctx context.Context) {
+	defer close(e.loopDone)
+	for !e.ready.Load() {
+		rt, err := e.newRuntime(ctx, e.cfg.RuntimeEndpoint)
+		if err == nil {
+			e.setup(ctx, rt)
+			break
+		}
+		e.log.Debug("container runtime not reachable; retrying", "endpoint", e.cfg.RuntimeEndpoint, "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.clock.After(5 * time.Second):
+		}
+	}
+	e.wg.Add(2)
+	go func() { defer e.wg.Done(); e.pleg.Run(ctx) }()
+	go func() { defer e.wg.Done(); e.loadPods(ctx) }()
+	e.syncLoop(ctx)
+}
+
+// loadPods asks metamanager for the stored pods (they come back after a restart).
+func (e *Edged) loadPods(ctx context.Context) {
+	for attempt := 0; ; attempt++ {
+		pods, err := e.queryPods(ctx)
+		if err == nil {
+			for _, p := range pods {
+				select {
+				case e.configCh <- podUpdate{op: sdk.OpInsert, pod: p}:
+				case <-ctx.Done():
+					return
+				}
+			}
+			e.sourcesReady.Store(true)
+			e.log.Info("stored pods loaded", "count", len(pods))
+			return
+		}
+		e.log.Warn("pod list query failed; orphan cleanup waits for it", "error", err, "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.clock.After(5 * time.Second):
+		}
+	}
+}
+
+func (e *Edged) queryPods(ctx context.Context) ([]*v1.Pod, error) {
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	msg := sdk.NewMessage("").BuildRouter(Name, sdk.GroupEdged, "default/pod", sdk.OpQuery)
+	resp, err := e.host.SendSync(qctx, metaManager, msg)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Router.Operation == sdk.OpError {
+		return nil, fmt.Errorf("metamanager: %s", resp.ContentString())
+	}
+	var items []json.RawMessage
+	if err := resp.DecodeContent(&items); err != nil {
+		return nil, err
+	}
+	var out []*v1.Pod
+	for _, raw := range items {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			raw = json.RawMessage(s)
+		}
+		p := &v1.Pod{}
+		if err := json.Unmarshal(raw, p); err != nil {
+			e.log.Warn("stored pod not decodable", "error", err)
+			continue
+		}
+		if p.Spec.NodeName != "" && p.Spec.NodeName != e.host.NodeName() {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (e *Edged) sendStatus(ctx context.Context, uid types.UID, namespace, name string, patch []byte) error {
+	msg := sdk.NewMessage("").BuildRouter(Name, sdk.GroupMeta, namespace+"/podpatch/"+name, sdk.OpPatch)
+	if err := msg.FillBody(string(patch)); err != nil {
+		return err
+	}
+	return e.host.Send(ctx, metaManager, msg)
+}
+
+// sendPodDelete tells the cloud a pod with a deletionTimestamp is gone.
+func (e *Edged) sendPodDelete(ctx context.Context, pod *v1.Pod) error {
+	msg := sdk.NewMessage("").BuildRouter(Name, sdk.GroupMeta, pod.Namespace+"/pod/"+pod.Name, sdk.OpDelete)
+	if err := msg.FillBody(map[string]any{"gracePeriodSeconds": 0, "preconditions": map[string]any{"uid": pod.UID}}); err != nil {
+		return err
+	}
+	return e.host.Send(ctx, metaManager, msg)
+}
+
+// syncLoop is the kubelet's syncLoop: one iteration per input.
+func (e *Edged) syncLoop(ctx context.Context) {
+	syncTicker := e.clock.NewTicker(syncPeriod)
+	defer syncTicker.Stop()
+	hkTicker := e.clock.NewTicker(housekeepingPeriod)
+	defer hkTicker.Stop()
+	for e.syncLoopIteration(ctx, syncTicker.C(), hkTicker.C()) {
+	}
+}
+
+func (e *Edged) syncLoopIteration(ctx context.Context, syncCh, hkCh <-chan time.Time) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case u := <-e.configCh:
+		switch u.op {
+		case sdk.OpInsert:
+			if old := e.pods.Upsert(u.pod); old != nil {
+				e.dispatch(ctx, old, true)
+			}
+			e.dispatch(ctx, u.pod, false)
+		case sdk.OpDelete:
+			pod := u.pod
+			if u.pod.UID == "" {
+				if p, ok := e.pods.GetByName(u.pod.Namespace, u.pod.Name); ok {
+					pod = p
+				}
+			}
+			if pod.UID == "" {
+				return true
+			}
+			e.pods.Delete(pod.UID)
+			e.dispatch(ctx, pod, true)
+		}
+	case ev := <-e.pleg.Watch():
+		if pod, ok := e.pods.GetByUID(ev.ID); ok {
+			e.dispatch(ctx, pod, false)
+		}
+	case <-syncCh:
+		now := e.clock.Now()
+		for _, pod := range e.pods.Pods() {
+			e.mu.Lock()
+			due := !now.Before(e.nextSync[pod.UID])
+			e.mu.Unlock()
+			if due {
+				e.dispatch(ctx, pod, false)
+			}
+		}
+	case <-hkCh:
+		e.housekeeping(ctx)
+	}
+	return true
+}
+
+// housekeeping kills runtime pods edged no longer has, once the sources are known.
+func (e *Edged) housekeeping(ctx context.Context) {
+	if !e.sourcesReady.Load() {
+		return
+	}
+	for uid, info := range e.pleg.Pods() {
+		if _, ok := e.pods.GetByUID(uid); ok {
+			continue
+		}
+		e.mu.Lock()
+		_, busy := e.workers[uid]
+		e.mu.Unlock()
+		if busy {
+			continue
+		}
+		e.log.Info("removing orphaned pod", "pod", info.Namespace+"/"+info.Name, "uid", uid)
+		stub := &v1.Pod{}
+		stub.UID, stub.Name, stub.Namespace = uid, info.Name, info.Namespace
+		e.dispatch(ctx, stub, true)
+	}
+}
+
+// worker serialises the work of one pod.
+type worker struct {
+	signal    chan struct{}
+	mu        sync.Mutex
+	pod       *v1.Pod
+	terminate bool
+}
+
+// dispatch hands pod to its worker, starting one if needed. The latest
+// update wins; a termination is never overridden.
+func (e *Edged) dispatch(ctx context.Context, pod *v1.Pod, terminate bool) {
+	e.mu.Lock()
+	w, ok := e.workers[pod.UID]
+	if !ok {
+		w = &worker{signal: make(chan struct{}, 1)}
+		e.workers[pod.UID] = w
+		e.wg.Add(1)
+		go e.podWorker(ctx, pod.UID, w)
+	}
+	e.nextSync[pod.UID] = e.clock.Now().Add(resyncInterval)
+	e.mu.Unlock()
+	w.mu.Lock()
+	if !w.terminate {
+		w.pod, w.terminate = pod, terminate
+	}
+	w.mu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (e *Edged) podWorker(ctx context.Context, uid types.UID, w *worker) {
+	defer e.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.signal:
+		}
+		w.mu.Lock()
+		pod, terminate := w.pod, w.terminate
+		w.mu.Unlock()
+		if terminate {
+			e.terminatePod(ctx, pod)
+			e.mu.Lock()
+			delete(e.workers, uid)
+			delete(e.nextSync, uid)
+			e.mu.Unlock()
+			return
+		}
+		next := e.syncPod(ctx, pod)
+		e.mu.Lock()
+		e.nextSync[uid] = e.clock.Now().Add(next)
+		e.mu.Unlock()
+	}
+}
+
+// validatePod rejects specs the runtime cannot run.
+func validatePod(pod *v1.Pod) error {
+	if pod.UID == "" || pod.Name == "" {
+		return errors.New("pod has no name or uid")
+	}
+	if len(pod.Spec.Containers) == 0 {
+		return errors.New("pod has no containers")
+	}
+	seen := map[string]bool{}
+	for _, c := range append(append([]v1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		if c.Name == "" || c.Image == "" {
+			return fmt.Errorf("container %q needs a name and an image", c.Name)
+		}
+		if seen[c.Name] {
+			return fmt.Errorf("duplicate container name %q", c.Name)
+		}
+		seen[c.Name] = true
+	}
+	return nil
+}
+
+func (e *Edged) reasons(uid types.UID) map[string]status.Reason {
+	out := map[string]status.Reason{}
+	for k, v := range e.krt.Reasons(uid) {
+		out[k] = status.Reason{Reason: v.Reason, Message: v.Message}
+	}
+	return out
+}
+
+func (e *Edged) updateStatus(ctx context.Context, pod *v1.Pod) {
+	ps, err := e.krt.GetPodStatus(ctx, pod.UID, pod.Name, pod.Namespace)
+	if err != nil {
+		e.log.Warn("pod status", "pod", pod.Namespace+"/"+pod.Name, "error", err)
+		return
+	}
+	e.pleg.Set(pod.UID, ps, e.clock.Now())
+	old, ok := e.statuses.Get(pod.UID)
+	var oldp *v1.PodStatus
+	if ok {
+		oldp = &old
+	}
+	st := status.Compute(pod, ps, e.reasons(pod.UID), e.clock.Now(), oldp)
+	if _, err := e.statuses.Set(ctx, pod, st); err != nil {
+		e.log.Warn("status not sent", "error", err)
+	}
+}
+
+// syncPod is one pass of a pod worker; it returns when to sync again.
+func (e *Edged) syncPod(ctx context.Context, pod *v1.Pod) time.Duration {
+	name := pod.Namespace + "/" + pod.Name
+	if err := validatePod(pod); err != nil {
+		st := v1.PodStatus{Phase: v1.PodFailed, Reason: "InvalidPodSpec", Message: err.Error()}
+		if _, serr := e.statuses.Set(ctx, pod, st); serr != nil {
+			return retryInterval
+		}
+		return time.Hour
+	}
+	if pod.DeletionTimestamp != nil {
+		ps, err := e.krt.GetPodStatus(ctx, pod.UID, pod.Name, pod.Namespace)
+		if err == nil {
+			err = e.krt.KillPod(ctx, ps, kuberuntime.GracePeriod(pod), true)
+		}
+		if err == nil {
+			err = e.sendPodDelete(ctx, pod)
+		}
+		if err != nil {
+			e.log.Warn("terminating pod", "pod", name, "error", err)
+			return retryInterval
+		}
+		return resyncInterval
+	}
+	ps, err := e.krt.GetPodStatus(ctx, pod.UID, pod.Name, pod.Namespace)
+	if err != nil {
+		e.log.Warn("pod status", "pod", name, "error", err)
+		return retryInterval
+	}
+	res, err := e.krt.SyncPod(ctx, pod, ps)
+	e.updateStatus(ctx, pod)
+	if err != nil {
+		e.log.Info("sync pod", "pod", name, "error", err)
+		if res.BackOff > 0 {
+			return min(res.BackOff+100*time.Millisecond, resyncInterval)
+		}
+		return retryInterval
+	}
+	if len(res.Started) > 0 {
+		e.log.Info("containers started", "pod", name, "containers", res.Started)
+	}
+	return resyncInterval
+}
+
+// terminatePod stops and removes everything of pod and forgets it.
+func (e *Edged) terminatePod(ctx context.Context, pod *v1.Pod) {
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		ps, err := e.krt.GetPodStatus(ctx, pod.UID, pod.Name, pod.Namespace)
+		if err == nil {
+			err = e.krt.KillPod(ctx, ps, kuberuntime.GracePeriod(pod), true)
+		}
+		if err == nil {
+			break
+		}
+		e.log.Warn("kill pod", "pod", pod.Namespace+"/"+pod.Name, "error", err, "attempt", attempt)
+		select {
+		case <-ctx.Done():
+		case <-e.clock.After(retryInterval):
+		}
+	}
+	e.statuses.Forget(pod.UID)
+	e.krt.Forget(pod.UID)
+	e.log.Info("pod removed", "pod", pod.Namespace+"/"+pod.Name, "uid", pod.UID)
+}
+
+// keep the container package linked for its label constants in docs/tests.
+var _ = container.LabelPodUID

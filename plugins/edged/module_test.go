@@ -1,14 +1,29 @@
 package edged
 
 import (
+	"context"
 	"testing"
+
+	"k8s.io/utils/clock"
+
+	"github.com/edgehive/edgehive/plugins/edged/cri"
 
 	"github.com/edgehive/edgehive/plugins/internal/plugintest"
 	"github.com/edgehive/edgehive/sdk"
 	"github.com/edgehive/edgehive/sdk/sdktest"
 )
 
-func newModule() sdk.Module { return New() }
+// newModule runs over a fake runtime: the shared suite expects a healthy module.
+func newModule() sdk.Module {
+	return NewWithRuntime(cri.NewFakeRuntime(), clock.RealClock{})
+}
+
+func TestNoRuntimeStillStarts(t *testing.T) {
+	h := sdktest.New(t, New(), sdktest.Options{ConfigJSON: `{"runtime_endpoint":"unix:///nonexistent/cri.sock"}`})
+	if err := h.Health(context.Background()); err == nil {
+		t.Fatal("healthy without a runtime")
+	}
+}
 
 func TestModule(t *testing.T) {
 	plugintest.Run(t, plugintest.Case{New: newModule, Name: "edged", Group: "edged", Version: Version, Sample: "sample.hcl"})

@@ -1,0 +1,177 @@
+// Package container holds what edged's control loops share about pods in the
+// container runtime: the labels edged puts on sandboxes and containers, and
+// the runtime-side status of one pod (kubelet's kubecontainer, reduced).
+package container
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/types"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/edgehive/edgehive/plugins/edged/cri"
+)
+
+// Labels and annotations on sandboxes and containers, as the kubelet names them.
+const (
+	LabelPodName       = "io.kubernetes.pod.name"
+	LabelPodNamespace  = "io.kubernetes.pod.namespace"
+	LabelPodUID        = "io.kubernetes.pod.uid"
+	LabelContainerName = "io.kubernetes.container.name"
+
+	AnnotationContainerHash  = "io.kubernetes.container.hash"
+	AnnotationRestartCount   = "io.kubernetes.container.restartCount"
+	AnnotationGracePeriod    = "io.kubernetes.pod.terminationGracePeriod"
+	AnnotationTerminationMsg = "io.kubernetes.container.terminationMessagePath"
+)
+
+// PodStatus is what the runtime knows about one pod: its sandboxes and
+// containers, newest first.
+type PodStatus struct {
+	ID        types.UID
+	Name      string
+	Namespace string
+	// IPs of the newest ready sandbox; empty on the host network.
+	IPs        []string
+	Sandboxes  []*runtimeapi.PodSandboxStatus
+	Containers []*ContainerStatus
+}
+
+// ContainerStatus is one container instance.
+type ContainerStatus struct {
+	*runtimeapi.ContainerStatus
+	SandboxID    string
+	Name         string // the pod spec's container name
+	Hash         string
+	RestartCount int
+}
+
+// Running reports whether the container runs.
+func (c *ContainerStatus) Running() bool {
+	return c.State == runtimeapi.ContainerState_CONTAINER_RUNNING
+}
+
+// Exited reports whether the container ran and ended.
+func (c *ContainerStatus) Exited() bool {
+	return c.State == runtimeapi.ContainerState_CONTAINER_EXITED
+}
+
+// FindContainer returns the newest instance of the named container, or nil.
+func (s *PodStatus) FindContainer(name string) *ContainerStatus {
+	if s == nil {
+		return nil
+	}
+	for _, c := range s.Containers {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// ContainersNamed returns every instance of the named container, newest first.
+func (s *PodStatus) ContainersNamed(name string) []*ContainerStatus {
+	var out []*ContainerStatus
+	if s == nil {
+		return nil
+	}
+	for _, c := range s.Containers {
+		if c.Name == name {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// PodIP returns the first pod IP, or "".
+func (s *PodStatus) PodIP() string {
+	if s == nil || len(s.IPs) == 0 {
+		return ""
+	}
+	return s.IPs[0]
+}
+
+// PodLabels are the labels that tie a sandbox or container to a pod.
+func PodLabels(name, namespace string, uid types.UID) map[string]string {
+	return map[string]string{LabelPodName: name, LabelPodNamespace: namespace, LabelPodUID: string(uid)}
+}
+
+// GetPodStatus asks the runtime for everything it has of pod uid.
+func GetPodStatus(ctx context.Context, rt cri.Runtime, uid types.UID, name, namespace string) (*PodStatus, error) {
+	sel := map[string]string{LabelPodUID: string(uid)}
+	sandboxes, err := rt.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: sel})
+	if err != nil {
+		return nil, err
+	}
+	ps := &PodStatus{ID: uid, Name: name, Namespace: namespace}
+	sort.Slice(sandboxes, func(i, j int) bool {
+		if sandboxes[i].CreatedAt != sandboxes[j].CreatedAt {
+			return sandboxes[i].CreatedAt > sandboxes[j].CreatedAt
+		}
+		return sandboxes[i].GetMetadata().GetAttempt() > sandboxes[j].GetMetadata().GetAttempt()
+	})
+	for i, sb := range sandboxes {
+		st, err := rt.PodSandboxStatus(ctx, sb.Id, false)
+		if err != nil {
+			if cri.IsNotFound(err) {
+				continue
+			}
+			return nil, err
+		}
+		s := st.GetStatus()
+		ps.Sandboxes = append(ps.Sandboxes, s)
+		if ps.Name == "" {
+			ps.Name, ps.Namespace = s.GetMetadata().GetName(), s.GetMetadata().GetNamespace()
+		}
+		if i == 0 && s.State == runtimeapi.PodSandboxState_SANDBOX_READY && s.GetNetwork().GetIp() != "" {
+			ps.IPs = append(ps.IPs, s.Network.Ip)
+			for _, ip := range s.Network.AdditionalIps {
+				ps.IPs = append(ps.IPs, ip.Ip)
+			}
+		}
+	}
+	containers, err := rt.ListContainers(ctx, &runtimeapi.ContainerFilter{LabelSelector: sel})
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range containers {
+		st, err := rt.ContainerStatus(ctx, c.Id, false)
+		if err != nil {
+			if cri.IsNotFound(err) {
+				continue
+			}
+			return nil, err
+		}
+		cs := &ContainerStatus{ContainerStatus: st.GetStatus(), SandboxID: c.PodSandboxId}
+		cs.Name = c.GetLabels()[LabelContainerName]
+		if cs.Name == "" {
+			cs.Name = c.GetMetadata().GetName()
+		}
+		cs.Hash = c.GetAnnotations()[AnnotationContainerHash]
+		cs.RestartCount, _ = strconv.Atoi(c.GetAnnotations()[AnnotationRestartCount])
+		ps.Containers = append(ps.Containers, cs)
+	}
+	sort.SliceStable(ps.Containers, func(i, j int) bool {
+		a, b := ps.Containers[i], ps.Containers[j]
+		if a.CreatedAt != b.CreatedAt {
+			return a.CreatedAt > b.CreatedAt
+		}
+		return a.RestartCount > b.RestartCount
+	})
+	return ps, nil
+}
+
+// FullName is the kubelet's name of a pod: name_namespace.
+func FullName(name, namespace string) string { return fmt.Sprintf("%s_%s", name, namespace) }
+
+// KeepContainers returns the containers (for their restart counts and last
+// states when a new sandbox is made); nil-safe.
+func (s *PodStatus) KeepContainers() []*ContainerStatus {
+	if s == nil {
+		return nil
+	}
+	return s.Containers
+}

@@ -1,0 +1,105 @@
+//go:build containerd
+
+// Integration test of the edged module against a real, private containerd.
+// Run it with `make test-cri`, which starts containerd and sets CONTAINERD_ADDRESS.
+package edged
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
+
+	"github.com/edgehive/edgehive/plugins/edged/container"
+	"github.com/edgehive/edgehive/plugins/edged/cri"
+	"github.com/edgehive/edgehive/sdk"
+	"github.com/edgehive/edgehive/sdk/sdktest"
+)
+
+func itRuntime(t *testing.T) *cri.Client {
+	t.Helper()
+	addr := os.Getenv("CONTAINERD_ADDRESS")
+	if addr == "" {
+		t.Fatal("CONTAINERD_ADDRESS is not set: run this test with `make test-cri`")
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "unix://" + addr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := cri.New(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestContainerdPods(t *testing.T) {
+	check := itRuntime(t)
+	defer check.Close()
+	h := sdktest.New(t, NewWithRuntime(itRuntime(t), clock.RealClock{}),
+		sdktest.Options{ConfigJSON: `{"sandbox_image":"edgehive.local/pause:3.10"}`})
+	h.OnSync(metaManager, func(req *sdk.Message) (*sdk.Message, error) {
+		resp := sdk.NewMessage(req.Header.ID).BuildRouter(metaManager, sdk.GroupMeta, req.Router.Resource, sdk.OpResponse)
+		return resp, resp.FillBody([]string{})
+	})
+	suffix := time.Now().Format("150405")
+	hostPod := mkPod("it-host-"+suffix, "it-host-"+suffix, true, "app")
+	bridgePod := mkPod("it-bridge-"+suffix, "it-bridge-"+suffix, false, "app")
+	crash := mkPod("it-crash-"+suffix, "it-crash-"+suffix, true, "crash")
+	crash.Spec.Containers[0].Command = []string{"sh", "-c", "sleep 1; exit 1"}
+	pods := []*v1.Pod{hostPod, bridgePod, crash}
+	defer func() {
+		for _, p := range pods {
+			h.Deliver(podMsg(t, sdk.OpDelete, p))
+		}
+	}()
+
+	for _, p := range []*v1.Pod{hostPod, bridgePod} {
+		t0 := time.Now()
+		if err := h.Deliver(podMsg(t, sdk.OpInsert, p)); err != nil {
+			t.Fatal(err)
+		}
+		st := waitStatus(t, h, p.Name, 60*time.Second, running)
+		t.Logf("%s (hostNetwork=%v): arrival → Running reported in %v, podIP %s", p.Name, p.Spec.HostNetwork, time.Since(t0), st.PodIP)
+		if !p.Spec.HostNetwork && !strings.HasPrefix(st.PodIP, "10.88.") {
+			t.Fatalf("bridge pod IP %q", st.PodIP)
+		}
+	}
+
+	if err := h.Deliver(podMsg(t, sdk.OpInsert, crash)); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	st := waitStatus(t, h, crash.Name, 60*time.Second, func(s v1.PodStatus) bool {
+		return len(s.ContainerStatuses) == 1 && s.ContainerStatuses[0].RestartCount >= 1
+	})
+	t.Logf("crashing container restarted after %v: %+v", time.Since(t0), st.ContainerStatuses[0].LastTerminationState.Terminated)
+
+	// Delete removes sandbox and containers.
+	for _, p := range []*v1.Pod{hostPod, bridgePod, crash} {
+		t0 := time.Now()
+		if err := h.Deliver(podMsg(t, sdk.OpDelete, p)); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			ps, err := container.GetPodStatus(context.Background(), check, p.UID, p.Name, p.Namespace)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ps.Sandboxes) == 0 && len(ps.Containers) == 0 {
+				t.Logf("%s removed in %v", p.Name, time.Since(t0))
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not removed: %+v", p.Name, ps)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}

@@ -1,0 +1,219 @@
+package edged
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+
+	"github.com/edgehive/edgehive/plugins/edged/cri"
+	"github.com/edgehive/edgehive/sdk"
+	"github.com/edgehive/edgehive/sdk/sdktest"
+)
+
+const (
+	busybox = "edgehive.local/busybox:1.36"
+	pause   = "registry.k8s.io/pause:3.10"
+)
+
+// shared keeps a fake runtime across module instances (a restart).
+type shared struct{ *cri.FakeRuntime }
+
+func (shared) Close() error { return nil }
+
+func mkPod(name, uid string, hostNet bool, containers ...string) *v1.Pod {
+	p := &v1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID(uid)},
+		Spec:       v1.PodSpec{NodeName: sdktest.DefaultNodeName, HostNetwork: hostNet, RestartPolicy: v1.RestartPolicyAlways}}
+	for _, c := range containers {
+		p.Spec.Containers = append(p.Spec.Containers, v1.Container{Name: c, Image: busybox, Command: []string{"sleep", "300"}})
+	}
+	return p
+}
+
+func podMsg(t *testing.T, op string, pod *v1.Pod) *sdk.Message {
+	m := sdk.NewMessage("").BuildRouter(metaManager, "resource", pod.Namespace+"/pod/"+pod.Name, op)
+	if err := m.FillBody(pod); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+type patch struct {
+	Metadata struct{ UID string }
+	Status   v1.PodStatus
+}
+
+// waitStatus waits for a podpatch of pod name matching ok.
+func waitStatus(t *testing.T, h *sdktest.Harness, name string, timeout time.Duration, ok func(v1.PodStatus) bool) v1.PodStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last v1.PodStatus
+	_, found := h.WaitSent(ctx, func(s sdktest.Sent) bool {
+		m := s.Message
+		if s.Target != metaManager || m.Router.Operation != sdk.OpPatch || m.Router.Resource != "default/podpatch/"+name {
+			return false
+		}
+		var p patch
+		if err := m.DecodeContent(&p); err != nil {
+			t.Errorf("bad patch %s: %v", m.Content, err)
+			return false
+		}
+		last = p.Status
+		return ok(p.Status)
+	})
+	if !found {
+		t.Fatalf("no status of %s as wanted; last %+v", name, last)
+	}
+	return last
+}
+
+func start(t *testing.T, rt cri.Runtime, pods ...*v1.Pod) *sdktest.Harness {
+	m := NewWithRuntime(rt, clock.RealClock{})
+	h := sdktest.New(t, m, sdktest.Options{ConfigJSON: `{"sandbox_image":"` + pause + `"}`})
+	h.OnSync(metaManager, func(req *sdk.Message) (*sdk.Message, error) {
+		resp := sdk.NewMessage(req.Header.ID).BuildRouter(metaManager, sdk.GroupMeta, req.Router.Resource, sdk.OpResponse)
+		var items []string
+		for _, p := range pods {
+			b, _ := json.Marshal(p)
+			items = append(items, string(b))
+		}
+		if items == nil {
+			items = []string{}
+		}
+		return resp, resp.FillBody(items)
+	})
+	return h
+}
+
+func running(s v1.PodStatus) bool { return s.Phase == v1.PodRunning && s.PodIP != "" }
+
+func TestPodLifecycle(t *testing.T) {
+	rt := cri.NewFakeRuntime(busybox, pause)
+	h := start(t, rt)
+	pod := mkPod("web", "uid-web", false, "app", "side")
+	t0 := time.Now()
+	if err := h.Deliver(podMsg(t, sdk.OpInsert, pod)); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, h, "web", 5*time.Second, running)
+	t.Logf("arrival → Running reported: %v", time.Since(t0))
+	if st.PodIP != "10.88.0.2" || len(st.ContainerStatuses) != 2 || !st.ContainerStatuses[0].Ready {
+		t.Fatalf("status %+v", st)
+	}
+	if slices.Contains(rt.Calls(), "PullImage") {
+		t.Fatal("pulled a present image")
+	}
+
+	// A crash is restarted.
+	sbs, _ := rt.ListContainers(context.Background(), nil)
+	for _, c := range sbs {
+		if c.Metadata.Name == "side" {
+			rt.SetContainerExited(c.Id, 1)
+		}
+	}
+	waitStatus(t, h, "web", 5*time.Second, func(s v1.PodStatus) bool {
+		return len(s.ContainerStatuses) == 2 && s.ContainerStatuses[1].RestartCount == 1 && s.ContainerStatuses[1].State.Running != nil
+	})
+
+	// An update is idempotent: nothing restarts.
+	rt.ResetCalls()
+	if err := h.Deliver(podMsg(t, sdk.OpUpdate, pod)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if slices.Contains(rt.Calls(), "CreateContainer") {
+		t.Fatalf("update restarted containers: %v", rt.Calls())
+	}
+
+	// Delete stops and removes everything.
+	if err := h.Deliver(podMsg(t, sdk.OpDelete, pod)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		s, _ := rt.ListPodSandbox(context.Background(), nil)
+		c, _ := rt.ListContainers(context.Background(), nil)
+		if len(s) == 0 && len(c) == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("pod not removed from the runtime")
+}
+
+func TestBadSpecs(t *testing.T) {
+	rt := cri.NewFakeRuntime(busybox, pause)
+	h := start(t, rt)
+	empty := mkPod("empty", "uid-empty", true)
+	dup := mkPod("dup", "uid-dup", true, "a", "a")
+	for _, p := range []*v1.Pod{empty, dup} {
+		if err := h.Deliver(podMsg(t, sdk.OpInsert, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"empty", "dup"} {
+		st := waitStatus(t, h, name, 5*time.Second, func(s v1.PodStatus) bool { return s.Phase == v1.PodFailed })
+		if st.Reason != "InvalidPodSpec" || st.Message == "" {
+			t.Fatalf("%s: %+v", name, st)
+		}
+	}
+	if slices.Contains(rt.Calls(), "RunPodSandbox") {
+		t.Fatal("a bad pod was run")
+	}
+	// A message that is not a pod is ignored; a broken pod is an error, not a crash.
+	bad := sdk.NewMessage("").BuildRouter(metaManager, "resource", "default/pod/x", sdk.OpInsert)
+	bad.FillBody("not json")
+	if err := h.Deliver(bad); err == nil || !strings.Contains(err.Error(), "default/pod/x") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestAdoptionAfterRestart(t *testing.T) {
+	fake := cri.NewFakeRuntime(busybox, pause)
+	rt := shared{fake}
+	pod := mkPod("keep", "uid-keep", true, "app")
+	orphan := mkPod("orphan", "uid-orphan", true, "app")
+	h1 := start(t, rt)
+	for _, p := range []*v1.Pod{pod, orphan} {
+		if err := h1.Deliver(podMsg(t, sdk.OpInsert, p)); err != nil {
+			t.Fatal(err)
+		}
+		waitStatus(t, h1, p.Name, 5*time.Second, func(s v1.PodStatus) bool { return s.Phase == v1.PodRunning })
+	}
+	h1.Stop()
+
+	// The new edged learns only "keep" from metamanager; "orphan" was deleted meanwhile.
+	fake.ResetCalls()
+	h2 := start(t, rt, pod)
+	waitStatus(t, h2, "keep", 5*time.Second, func(s v1.PodStatus) bool { return s.Phase == v1.PodRunning })
+	deadline := time.Now().Add(6 * time.Second)
+	for time.Now().Before(deadline) {
+		s, _ := fake.ListPodSandbox(context.Background(), nil)
+		if len(s) == 1 && s[0].Metadata.Name == "keep" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, c := range fake.Calls() {
+		if c == "CreateContainer" || c == "RunPodSandbox" {
+			t.Fatalf("edged restart recreated containers: %v", fake.Calls())
+		}
+	}
+	if s, _ := fake.ListPodSandbox(context.Background(), nil); len(s) != 1 {
+		t.Fatalf("sandboxes after restart: %v", s)
+	}
+	if q := h2.Sent(); !slices.ContainsFunc(q, func(s sdktest.Sent) bool {
+		return s.Message.Router.Operation == sdk.OpQuery && s.Message.Router.Resource == "default/pod"
+	}) {
+		t.Fatal("no pod list query")
+	}
+}

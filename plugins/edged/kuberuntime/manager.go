@@ -1,0 +1,606 @@
+package kuberuntime
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/flowcontrol"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/utils/clock"
+
+	"github.com/edgehive/edgehive/plugins/edged/container"
+	"github.com/edgehive/edgehive/plugins/edged/cri"
+)
+
+// Waiting reasons, as the kubelet reports them.
+const (
+	ReasonCrashLoopBackOff  = "CrashLoopBackOff"
+	ReasonImagePullBackOff  = "ImagePullBackOff"
+	ReasonErrImagePull      = "ErrImagePull"
+	ReasonErrImageNeverPull = "ErrImageNeverPull"
+	ReasonCreateContainer   = "CreateContainerError"
+	ReasonRunContainer      = "RunContainerError"
+	ReasonCreateSandbox     = "CreatePodSandboxError"
+)
+
+// Back-off of restarts, as the kubelet's.
+const (
+	BackOffInitial = 10 * time.Second
+	BackOffMax     = 5 * time.Minute
+)
+
+// defaultGracePeriod is used when a pod sets none.
+const defaultGracePeriod = 30
+
+// Config of the manager.
+type Config struct {
+	SandboxImage   string
+	PodLogsRoot    string   // sandbox log directories go under it
+	ClusterDNS     []string // DNS servers for ClusterFirst pods
+	ClusterDomain  string
+	ResolvConf     string // host resolver file; default /etc/resolv.conf
+	MaxDeadPerName int    // dead instances kept per container name (≥ 1 keeps the last state)
+}
+
+// Reason is why a container is waiting.
+type Reason struct {
+	Reason, Message string
+}
+
+// Manager runs pods over a CRI runtime.
+type Manager struct {
+	rt      cri.Runtime
+	clock   clock.Clock
+	log     hclog.Logger
+	cfg     Config
+	backOff *flowcontrol.Backoff
+
+	mu      sync.Mutex
+	reasons map[types.UID]map[string]Reason
+}
+
+// New returns a manager. clk drives the restart back-off.
+func New(rt cri.Runtime, clk clock.Clock, log hclog.Logger, cfg Config) *Manager {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	if cfg.ResolvConf == "" {
+		cfg.ResolvConf = "/etc/resolv.conf"
+	}
+	if cfg.ClusterDomain == "" {
+		cfg.ClusterDomain = "cluster.local"
+	}
+	if cfg.MaxDeadPerName < 1 {
+		cfg.MaxDeadPerName = 1
+	}
+	return &Manager{rt: rt, clock: clk, log: log, cfg: cfg,
+		backOff: flowcontrol.NewFakeBackOff(BackOffInitial, BackOffMax, clk),
+		reasons: map[types.UID]map[string]Reason{}}
+}
+
+// GetPodStatus reads the pod's runtime status.
+func (m *Manager) GetPodStatus(ctx context.Context, uid types.UID, name, namespace string) (*container.PodStatus, error) {
+	return container.GetPodStatus(ctx, m.rt, uid, name, namespace)
+}
+
+// Reasons returns the waiting reasons of the pod's containers.
+func (m *Manager) Reasons(uid types.UID) map[string]Reason {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]Reason{}
+	for k, v := range m.reasons[uid] {
+		out[k] = v
+	}
+	return out
+}
+
+func (m *Manager) setReason(uid types.UID, name string, r *Reason) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r == nil {
+		delete(m.reasons[uid], name)
+		return
+	}
+	if m.reasons[uid] == nil {
+		m.reasons[uid] = map[string]Reason{}
+	}
+	m.reasons[uid][name] = *r
+}
+
+// Forget drops what the manager keeps about pod uid.
+func (m *Manager) Forget(uid types.UID) {
+	m.mu.Lock()
+	delete(m.reasons, uid)
+	m.mu.Unlock()
+	m.backOff.GC()
+}
+
+// SyncResult is what one SyncPod did.
+type SyncResult struct {
+	Started []string // container names started
+	Killed  []string // container ids killed
+	// InitFailed is set when an init container failed and the pod may not restart it.
+	InitFailed bool
+	// BackOff is the longest restart back-off a container waits for (0 for none).
+	BackOff time.Duration
+}
+
+// SyncPod brings the runtime in line with pod, in the kubelet's six steps.
+func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodStatus) (SyncResult, error) {
+	var res SyncResult
+	// Step 1: compute what changed.
+	a := computePodActions(pod, ps)
+	res.InitFailed = a.InitFailed
+
+	// Step 2: kill the pod when its sandbox changed (or nothing should run).
+	if a.KillPod {
+		if err := m.KillPod(ctx, ps, gracePeriod(pod, nil), false); err != nil {
+			return res, fmt.Errorf("kill pod: %w", err)
+		}
+	} else {
+		// Step 3: kill the containers that must go.
+		for id, why := range a.ContainersToKill {
+			m.log.Info("killing container", "pod", pod.Namespace+"/"+pod.Name, "container", id, "reason", why)
+			if err := m.killContainer(ctx, id, gracePeriod(pod, nil)); err != nil {
+				return res, err
+			}
+			res.Killed = append(res.Killed, id)
+		}
+	}
+
+	// Step 4: a new sandbox.
+	sandboxID := a.SandboxID
+	podIP := ps.PodIP()
+	sbConfig, err := m.sandboxConfig(pod, a.Attempt)
+	if err != nil {
+		return res, err
+	}
+	if a.CreateSandbox {
+		if err := m.ensureImage(ctx, pod, m.cfg.SandboxImage, v1.PullIfNotPresent); err != nil {
+			return res, fmt.Errorf("sandbox image: %w", err)
+		}
+		if err := os.MkdirAll(sbConfig.LogDirectory, 0o755); err != nil {
+			return res, err
+		}
+		sandboxID, err = m.rt.RunPodSandbox(ctx, sbConfig, runtimeHandler(pod))
+		if err != nil {
+			return res, fmt.Errorf("%s: %w", ReasonCreateSandbox, err)
+		}
+		st, err := m.rt.PodSandboxStatus(ctx, sandboxID, false)
+		if err != nil {
+			return res, err
+		}
+		podIP = st.GetStatus().GetNetwork().GetIp()
+		ps = &container.PodStatus{ID: pod.UID, Name: pod.Name, Namespace: pod.Namespace, Containers: ps.KeepContainers()}
+	}
+	if !a.CreateSandbox && (a.KillPod || sandboxID == "") {
+		return res, nil
+	}
+
+	// Step 5: the next init container.
+	if c := a.NextInitContainer; c != nil {
+		if d, err := m.startContainer(ctx, pod, ps, sandboxID, sbConfig, c, podIP); err != nil {
+			res.BackOff = max(res.BackOff, d)
+			return res, err
+		}
+		res.Started = append(res.Started, c.Name)
+		return res, nil
+	}
+
+	// Step 6: the app containers.
+	var errs []error
+	for _, i := range a.ContainersToStart {
+		c := &pod.Spec.Containers[i]
+		d, err := m.startContainer(ctx, pod, ps, sandboxID, sbConfig, c, podIP)
+		if err != nil {
+			res.BackOff = max(res.BackOff, d)
+			errs = append(errs, err)
+			continue
+		}
+		res.Started = append(res.Started, c.Name)
+	}
+	return res, errors.Join(errs...)
+}
+
+func runtimeHandler(pod *v1.Pod) string {
+	if pod.Spec.RuntimeClassName != nil {
+		return *pod.Spec.RuntimeClassName
+	}
+	return ""
+}
+
+// gracePeriod of a pod: the override, the deletion's, the spec's, or 30 s.
+func gracePeriod(pod *v1.Pod, override *int64) int64 {
+	switch {
+	case override != nil:
+		return *override
+	case pod == nil:
+		return defaultGracePeriod
+	case pod.DeletionGracePeriodSeconds != nil:
+		return *pod.DeletionGracePeriodSeconds
+	case pod.Spec.TerminationGracePeriodSeconds != nil:
+		return *pod.Spec.TerminationGracePeriodSeconds
+	}
+	return defaultGracePeriod
+}
+
+// GracePeriod is the grace period KillPod would use for pod.
+func GracePeriod(pod *v1.Pod) int64 { return gracePeriod(pod, nil) }
+
+// backOffKey identifies one container spec of one pod.
+func backOffKey(pod *v1.Pod, c *v1.Container) string {
+	return fmt.Sprintf("%s_%s_%s_%s_%s", pod.Name, pod.Namespace, pod.UID, c.Name, HashContainer(c))
+}
+
+// startContainer makes sure the image is there, then creates and starts c.
+// On a back-off it returns how long is left.
+func (m *Manager) startContainer(ctx context.Context, pod *v1.Pod, ps *container.PodStatus, sandboxID string,
+	sbConfig *runtimeapi.PodSandboxConfig, c *v1.Container, podIP string) (time.Duration, error) {
+	prev := ps.FindContainer(c.Name)
+	restartCount := 0
+	if prev != nil {
+		restartCount = prev.RestartCount + 1
+		if prev.Exited() {
+			key := backOffKey(pod, c)
+			finished := time.Unix(0, prev.FinishedAt)
+			if m.backOff.IsInBackOffSince(key, finished) {
+				left := m.backOff.Get(key) - m.clock.Since(finished)
+				msg := fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", m.backOff.Get(key), c.Name, pod.Name, pod.Namespace, pod.UID)
+				m.setReason(pod.UID, c.Name, &Reason{ReasonCrashLoopBackOff, msg})
+				return left, fmt.Errorf("%s: %s", ReasonCrashLoopBackOff, msg)
+			}
+			m.backOff.Next(key, finished)
+		}
+	}
+	imageRef := c.Image
+	if err := m.ensureImage(ctx, pod, c.Image, c.ImagePullPolicy); err != nil {
+		var r *reasonError
+		if errors.As(err, &r) {
+			m.setReason(pod.UID, c.Name, &Reason{r.reason, r.Error()})
+		}
+		return 0, err
+	}
+	cfg, err := m.containerConfig(pod, c, restartCount, podIP, imageRef)
+	if err != nil {
+		m.setReason(pod.UID, c.Name, &Reason{ReasonCreateContainer, err.Error()})
+		return 0, fmt.Errorf("%s: %w", ReasonCreateContainer, err)
+	}
+	if err := os.MkdirAll(filepath.Join(sbConfig.LogDirectory, c.Name), 0o755); err != nil {
+		return 0, err
+	}
+	// Dead instances beyond the ones kept go before a new one comes.
+	m.removeDead(ctx, ps, c.Name)
+	id, err := m.rt.CreateContainer(ctx, sandboxID, cfg, sbConfig)
+	if err != nil {
+		m.setReason(pod.UID, c.Name, &Reason{ReasonCreateContainer, err.Error()})
+		return 0, fmt.Errorf("%s: %w", ReasonCreateContainer, err)
+	}
+	if err := m.rt.StartContainer(ctx, id); err != nil {
+		m.setReason(pod.UID, c.Name, &Reason{ReasonRunContainer, err.Error()})
+		return 0, fmt.Errorf("%s: %w", ReasonRunContainer, err)
+	}
+	m.setReason(pod.UID, c.Name, nil)
+	m.log.Debug("container started", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "id", id, "restartCount", restartCount)
+	return 0, nil
+}
+
+// removeDead removes exited instances of name, keeping MaxDeadPerName-1 so
+// that, with the new one, the last terminated state stays readable.
+func (m *Manager) removeDead(ctx context.Context, ps *container.PodStatus, name string) {
+	kept := 0
+	for _, cs := range ps.ContainersNamed(name) {
+		if !cs.Exited() {
+			continue
+		}
+		if kept < m.cfg.MaxDeadPerName {
+			kept++
+			continue
+		}
+		if err := m.rt.RemoveContainer(ctx, cs.Id); err != nil && !cri.IsNotFound(err) {
+			m.log.Warn("remove dead container", "id", cs.Id, "error", err)
+		}
+	}
+}
+
+type reasonError struct {
+	reason string
+	err    error
+}
+
+func (e *reasonError) Error() string { return e.reason + ": " + e.err.Error() }
+func (e *reasonError) Unwrap() error { return e.err }
+
+// pullPolicy is the spec's, or the default: Always for :latest or no tag.
+func pullPolicy(image string, p v1.PullPolicy) v1.PullPolicy {
+	if p != "" {
+		return p
+	}
+	ref := image
+	if i := strings.LastIndex(ref, "@"); i >= 0 {
+		return v1.PullIfNotPresent
+	}
+	if i := strings.LastIndex(ref, "/"); i >= 0 {
+		ref = ref[i+1:]
+	}
+	if i := strings.LastIndex(ref, ":"); i < 0 || ref[i+1:] == "latest" {
+		return v1.PullAlways
+	}
+	return v1.PullIfNotPresent
+}
+
+// ensureImage honours the pull policy; a present image is never pulled
+// unless the policy is Always.
+func (m *Manager) ensureImage(ctx context.Context, pod *v1.Pod, image string, policy v1.PullPolicy) error {
+	spec := &runtimeapi.ImageSpec{Image: image}
+	policy = pullPolicy(image, policy)
+	if policy != v1.PullAlways {
+		st, err := m.rt.ImageStatus(ctx, spec, false)
+		if err != nil {
+			return &reasonError{ReasonErrImagePull, err}
+		}
+		if st.GetImage() != nil {
+			return nil
+		}
+		if policy == v1.PullNever {
+			return &reasonError{ReasonErrImageNeverPull, fmt.Errorf("image %q is not present and the pull policy is Never", image)}
+		}
+	}
+	key := "image:" + image
+	now := m.clock.Now()
+	if m.backOff.IsInBackOffSinceUpdate(key, now) {
+		return &reasonError{ReasonImagePullBackOff, fmt.Errorf("back-off pulling image %q", image)}
+	}
+	if _, err := m.rt.PullImage(ctx, spec, nil, nil); err != nil {
+		m.backOff.Next(key, now)
+		return &reasonError{ReasonErrImagePull, err}
+	}
+	m.backOff.Reset(key)
+	return nil
+}
+
+// LogDir is the sandbox log directory of a pod.
+func (m *Manager) LogDir(pod *v1.Pod) string {
+	return filepath.Join(m.cfg.PodLogsRoot, fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID))
+}
+
+func namespaces(pod *v1.Pod) *runtimeapi.NamespaceOption {
+	ns := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD}
+	if pod.Spec.HostNetwork {
+		ns.Network = runtimeapi.NamespaceMode_NODE
+	}
+	if pod.Spec.HostPID {
+		ns.Pid = runtimeapi.NamespaceMode_NODE
+	} else if pod.Spec.ShareProcessNamespace != nil && *pod.Spec.ShareProcessNamespace {
+		ns.Pid = runtimeapi.NamespaceMode_POD
+	}
+	if pod.Spec.HostIPC {
+		ns.Ipc = runtimeapi.NamespaceMode_NODE
+	}
+	return ns
+}
+
+func (m *Manager) sandboxConfig(pod *v1.Pod, attempt uint32) (*runtimeapi.PodSandboxConfig, error) {
+	labels := map[string]string{}
+	for k, v := range pod.Labels {
+		labels[k] = v
+	}
+	for k, v := range container.PodLabels(pod.Name, pod.Namespace, pod.UID) {
+		labels[k] = v
+	}
+	annotations := map[string]string{}
+	for k, v := range pod.Annotations {
+		annotations[k] = v
+	}
+	cfg := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: pod.Name, Namespace: pod.Namespace, Uid: string(pod.UID), Attempt: attempt},
+		LogDirectory: m.LogDir(pod),
+		Labels:       labels,
+		Annotations:  annotations,
+		Linux: &runtimeapi.LinuxPodSandboxConfig{
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: namespaces(pod)},
+		},
+	}
+	if !pod.Spec.HostNetwork {
+		// No hostname on the host network: runc refuses one without a private UTS namespace.
+		cfg.Hostname = pod.Name
+		if pod.Spec.Hostname != "" {
+			cfg.Hostname = pod.Spec.Hostname
+		}
+	}
+	dns, err := m.dnsConfig(pod)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DnsConfig = dns
+	for _, c := range pod.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.HostPort == 0 {
+				continue
+			}
+			proto := runtimeapi.Protocol_TCP
+			switch p.Protocol {
+			case v1.ProtocolUDP:
+				proto = runtimeapi.Protocol_UDP
+			case v1.ProtocolSCTP:
+				proto = runtimeapi.Protocol_SCTP
+			}
+			cfg.PortMappings = append(cfg.PortMappings, &runtimeapi.PortMapping{
+				Protocol: proto, ContainerPort: p.ContainerPort, HostPort: p.HostPort, HostIp: p.HostIP})
+		}
+	}
+	return cfg, nil
+}
+
+// hostDNS reads the host resolver file.
+func (m *Manager) hostDNS() *runtimeapi.DNSConfig {
+	dns := &runtimeapi.DNSConfig{}
+	f, err := os.Open(m.cfg.ResolvConf)
+	if err != nil {
+		return dns
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 || strings.HasPrefix(fields[0], "#") {
+			continue
+		}
+		switch fields[0] {
+		case "nameserver":
+			dns.Servers = append(dns.Servers, fields[1])
+		case "search":
+			dns.Searches = fields[1:]
+		case "options":
+			dns.Options = fields[1:]
+		}
+	}
+	return dns
+}
+
+func (m *Manager) dnsConfig(pod *v1.Pod) (*runtimeapi.DNSConfig, error) {
+	policy := pod.Spec.DNSPolicy
+	if policy == "" {
+		policy = v1.DNSClusterFirst
+	}
+	var dns *runtimeapi.DNSConfig
+	switch {
+	case policy == v1.DNSNone:
+		dns = &runtimeapi.DNSConfig{}
+	case policy == v1.DNSDefault, len(m.cfg.ClusterDNS) == 0,
+		policy == v1.DNSClusterFirst && pod.Spec.HostNetwork:
+		dns = m.hostDNS()
+	default: // ClusterFirst, ClusterFirstWithHostNet with a cluster DNS
+		d := m.cfg.ClusterDomain
+		dns = &runtimeapi.DNSConfig{
+			Servers:  append([]string(nil), m.cfg.ClusterDNS...),
+			Searches: append([]string{pod.Namespace + ".svc." + d, "svc." + d, d}, m.hostDNS().Searches...),
+			Options:  []string{"ndots:5"},
+		}
+	}
+	if pc := pod.Spec.DNSConfig; pc != nil {
+		dns.Servers = append(dns.Servers, pc.Nameservers...)
+		dns.Searches = append(dns.Searches, pc.Searches...)
+		for _, o := range pc.Options {
+			if o.Value != nil {
+				dns.Options = append(dns.Options, o.Name+":"+*o.Value)
+			} else {
+				dns.Options = append(dns.Options, o.Name)
+			}
+		}
+	}
+	return dns, nil
+}
+
+func (m *Manager) containerConfig(pod *v1.Pod, c *v1.Container, restartCount int, podIP, imageRef string) (*runtimeapi.ContainerConfig, error) {
+	env, vars, err := makeEnv(pod, c, podIP)
+	if err != nil {
+		return nil, err
+	}
+	cmd := make([]string, len(c.Command))
+	for i, s := range c.Command {
+		cmd[i] = expand(s, vars)
+	}
+	args := make([]string, len(c.Args))
+	for i, s := range c.Args {
+		args[i] = expand(s, vars)
+	}
+	labels := container.PodLabels(pod.Name, pod.Namespace, pod.UID)
+	labels[container.LabelContainerName] = c.Name
+	cfg := &runtimeapi.ContainerConfig{
+		Metadata:   &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: uint32(restartCount)},
+		Image:      &runtimeapi.ImageSpec{Image: imageRef},
+		Command:    cmd,
+		Args:       args,
+		WorkingDir: c.WorkingDir,
+		Labels:     labels,
+		Annotations: map[string]string{
+			container.AnnotationContainerHash: HashContainer(c),
+			container.AnnotationRestartCount:  strconv.Itoa(restartCount),
+			container.AnnotationGracePeriod:   strconv.FormatInt(gracePeriod(pod, nil), 10),
+		},
+		LogPath:   filepath.Join(c.Name, strconv.Itoa(restartCount)+".log"),
+		Stdin:     c.Stdin,
+		StdinOnce: c.StdinOnce,
+		Tty:       c.TTY,
+		Linux: &runtimeapi.LinuxContainerConfig{
+			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: namespaces(pod)},
+		},
+	}
+	if c.TerminationMessagePath != "" {
+		cfg.Annotations[container.AnnotationTerminationMsg] = c.TerminationMessagePath
+	}
+	for _, e := range env {
+		cfg.Envs = append(cfg.Envs, &runtimeapi.KeyValue{Key: e[0], Value: []byte(e[1])})
+	}
+	return cfg, nil
+}
+
+// killContainer stops a container with the grace period, then removes it.
+func (m *Manager) killContainer(ctx context.Context, id string, grace int64) error {
+	if err := m.rt.StopContainer(ctx, id, grace); err != nil && !cri.IsNotFound(err) {
+		return fmt.Errorf("stop container %s: %w", id, err)
+	}
+	if err := m.rt.RemoveContainer(ctx, id); err != nil && !cri.IsNotFound(err) {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	return nil
+}
+
+// KillPod stops every running container of the pod (grace seconds each, in
+// parallel) and its sandboxes. With remove it also removes them all — what a
+// deleted pod needs; without, exited containers stay for their status.
+func (m *Manager) KillPod(ctx context.Context, ps *container.PodStatus, grace int64, remove bool) error {
+	if ps == nil {
+		return nil
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(ps.Containers))
+	for i, cs := range ps.Containers {
+		if !cs.Running() && !remove {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if cs.Running() {
+				if err := m.rt.StopContainer(ctx, cs.Id, grace); err != nil && !cri.IsNotFound(err) {
+					errs[i] = fmt.Errorf("stop container %s: %w", cs.Name, err)
+					return
+				}
+			}
+			if remove {
+				if err := m.rt.RemoveContainer(ctx, cs.Id); err != nil && !cri.IsNotFound(err) {
+					errs[i] = fmt.Errorf("remove container %s: %w", cs.Name, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, sb := range ps.Sandboxes {
+		if sb.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+			if err := m.rt.StopPodSandbox(ctx, sb.Id); err != nil && !cri.IsNotFound(err) {
+				return fmt.Errorf("stop sandbox: %w", err)
+			}
+		}
+		if remove {
+			if err := m.rt.RemovePodSandbox(ctx, sb.Id); err != nil && !cri.IsNotFound(err) {
+				return fmt.Errorf("remove sandbox: %w", err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,264 @@
+// Package status computes a pod's v1.PodStatus from its spec and runtime
+// status, and sends changes upstream as KubeEdge's edged does: a patch on
+// <ns>/podpatch/<name> to metamanager.
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/edgehive/edgehive/plugins/edged/container"
+)
+
+// Reason is why a container waits (from the runtime manager).
+type Reason struct{ Reason, Message string }
+
+func ts(nanos int64) metav1.Time {
+	if nanos == 0 {
+		return metav1.Time{}
+	}
+	return metav1.NewTime(time.Unix(0, nanos))
+}
+
+func terminated(cs *container.ContainerStatus) *v1.ContainerStateTerminated {
+	return &v1.ContainerStateTerminated{ExitCode: cs.ExitCode, Reason: cs.Reason, Message: cs.Message,
+		StartedAt: ts(cs.StartedAt), FinishedAt: ts(cs.FinishedAt), ContainerID: "containerd://" + cs.Id}
+}
+
+func containerStatuses(pod *v1.Pod, specs []v1.Container, ps *container.PodStatus, reasons map[string]Reason) []v1.ContainerStatus {
+	var out []v1.ContainerStatus
+	for _, c := range specs {
+		st := v1.ContainerStatus{Name: c.Name, Image: c.Image}
+		inst := ps.ContainersNamed(c.Name)
+		if len(inst) == 0 {
+			r := reasons[c.Name]
+			if r.Reason == "" {
+				r.Reason = "ContainerCreating"
+			}
+			st.State.Waiting = &v1.ContainerStateWaiting{Reason: r.Reason, Message: r.Message}
+			out = append(out, st)
+			continue
+		}
+		cur := inst[0]
+		st.RestartCount = int32(cur.RestartCount)
+		st.ContainerID = "containerd://" + cur.Id
+		st.ImageID = cur.ImageRef
+		if st.ImageID == "" {
+			st.ImageID = cur.GetImage().GetImage()
+		}
+		started := false
+		switch {
+		case cur.Running():
+			st.State.Running = &v1.ContainerStateRunning{StartedAt: ts(cur.StartedAt)}
+			started = true
+			st.Ready = true
+		case cur.Exited():
+			st.State.Terminated = terminated(cur)
+			if r, ok := reasons[c.Name]; ok {
+				st.LastTerminationState.Terminated = st.State.Terminated
+				st.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: r.Reason, Message: r.Message}}
+			}
+		default:
+			st.State.Waiting = &v1.ContainerStateWaiting{Reason: "ContainerCreating"}
+			if r, ok := reasons[c.Name]; ok {
+				st.State.Waiting = &v1.ContainerStateWaiting{Reason: r.Reason, Message: r.Message}
+			}
+		}
+		st.Started = &started
+		if st.LastTerminationState.Terminated == nil && len(inst) > 1 && inst[1].Exited() {
+			st.LastTerminationState.Terminated = terminated(inst[1])
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// phase follows the kubelet's rules.
+func phase(pod *v1.Pod, init, app []v1.ContainerStatus) v1.PodPhase {
+	for _, s := range init {
+		switch {
+		case s.State.Terminated != nil && s.State.Terminated.ExitCode == 0:
+		case s.State.Terminated != nil && pod.Spec.RestartPolicy == v1.RestartPolicyNever:
+			return v1.PodFailed
+		default:
+			return v1.PodPending
+		}
+	}
+	var running, waiting, stopped, succeeded int
+	for _, s := range app {
+		switch {
+		case s.State.Running != nil:
+			running++
+		case s.State.Terminated != nil:
+			stopped++
+			if s.State.Terminated.ExitCode == 0 {
+				succeeded++
+			}
+		case s.State.Waiting != nil:
+			if s.LastTerminationState.Terminated != nil {
+				stopped++
+				if s.LastTerminationState.Terminated.ExitCode == 0 {
+					succeeded++
+				}
+			} else {
+				waiting++
+			}
+		}
+	}
+	switch {
+	case waiting > 0:
+		return v1.PodPending
+	case running > 0:
+		return v1.PodRunning
+	case stopped > 0:
+		switch {
+		case pod.Spec.RestartPolicy == v1.RestartPolicyAlways:
+			return v1.PodRunning
+		case stopped == succeeded:
+			return v1.PodSucceeded
+		case pod.Spec.RestartPolicy == v1.RestartPolicyNever:
+			return v1.PodFailed
+		}
+		return v1.PodRunning
+	}
+	return v1.PodPending
+}
+
+func cond(t v1.PodConditionType, ok bool, reason string) v1.PodCondition {
+	s := v1.ConditionFalse
+	if ok {
+		s, reason = v1.ConditionTrue, ""
+	}
+	return v1.PodCondition{Type: t, Status: s, Reason: reason}
+}
+
+// Compute returns the pod's status. now stamps new condition transitions and
+// the start time; old (may be nil) keeps earlier ones.
+func Compute(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason, now time.Time, old *v1.PodStatus) v1.PodStatus {
+	st := v1.PodStatus{QOSClass: v1.PodQOSBestEffort}
+	st.InitContainerStatuses = containerStatuses(pod, pod.Spec.InitContainers, ps, reasons)
+	st.ContainerStatuses = containerStatuses(pod, pod.Spec.Containers, ps, reasons)
+	st.Phase = phase(pod, st.InitContainerStatuses, st.ContainerStatuses)
+	if ps != nil && len(ps.Sandboxes) > 0 && ps.Sandboxes[0].State == runtimeapi.PodSandboxState_SANDBOX_READY {
+		if pod.Spec.HostNetwork {
+			st.PodIP = pod.Status.HostIP
+		} else {
+			st.PodIP = ps.PodIP()
+		}
+	}
+	if pod.Spec.HostNetwork && st.PodIP == "" && ps != nil && len(ps.Sandboxes) > 0 {
+		st.PodIP = HostIP
+	}
+	if st.PodIP != "" {
+		st.PodIPs = []v1.PodIP{{IP: st.PodIP}}
+	}
+	if HostIP != "" {
+		st.HostIP = HostIP
+		st.HostIPs = []v1.HostIP{{IP: HostIP}}
+	}
+	initDone := true
+	for _, s := range st.InitContainerStatuses {
+		if s.State.Terminated == nil || s.State.Terminated.ExitCode != 0 {
+			initDone = false
+		}
+	}
+	ready := len(st.ContainerStatuses) > 0
+	for _, s := range st.ContainerStatuses {
+		ready = ready && s.Ready
+	}
+	notReady := "ContainersNotReady"
+	if st.Phase == v1.PodSucceeded || st.Phase == v1.PodFailed {
+		notReady = "PodCompleted"
+	}
+	st.Conditions = []v1.PodCondition{
+		cond(v1.PodScheduled, true, ""),
+		cond(v1.PodInitialized, initDone, "ContainersNotInitialized"),
+		cond(v1.ContainersReady, ready, notReady),
+		cond(v1.PodReady, ready, notReady),
+	}
+	for i := range st.Conditions {
+		c := &st.Conditions[i]
+		c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
+		if old != nil {
+			for _, o := range old.Conditions {
+				if o.Type == c.Type && o.Status == c.Status {
+					c.LastTransitionTime = o.LastTransitionTime
+				}
+			}
+		}
+	}
+	st.StartTime = &metav1.Time{Time: now.Truncate(time.Second)}
+	if old != nil && old.StartTime != nil {
+		st.StartTime = old.StartTime
+	}
+	return st
+}
+
+// HostIP is reported as the node's address (set by the module).
+var HostIP = ""
+
+// Sender delivers a message built by the manager.
+type Sender func(ctx context.Context, uid types.UID, namespace, name string, patch []byte) error
+
+// Manager remembers the last status sent per pod and sends only changes.
+type Manager struct {
+	send Sender
+	mu   sync.Mutex
+	last map[types.UID]v1.PodStatus
+}
+
+// NewManager returns a manager sending with send.
+func NewManager(send Sender) *Manager {
+	return &Manager{send: send, last: map[types.UID]v1.PodStatus{}}
+}
+
+// Get returns the last status sent for uid.
+func (m *Manager) Get(uid types.UID) (v1.PodStatus, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.last[uid]
+	return s, ok
+}
+
+// Patch is the body sent upstream: the pod's uid and its whole status.
+func Patch(uid types.UID, st v1.PodStatus) ([]byte, error) {
+	return json.Marshal(map[string]any{"metadata": map[string]any{"uid": uid}, "status": st})
+}
+
+// Set sends st for pod unless it equals the last status sent. It reports
+// whether it sent.
+func (m *Manager) Set(ctx context.Context, pod *v1.Pod, st v1.PodStatus) (bool, error) {
+	m.mu.Lock()
+	old, ok := m.last[pod.UID]
+	m.mu.Unlock()
+	if ok && equality.Semantic.DeepEqual(old, st) {
+		return false, nil
+	}
+	body, err := Patch(pod.UID, st)
+	if err != nil {
+		return false, err
+	}
+	if err := m.send(ctx, pod.UID, pod.Namespace, pod.Name, body); err != nil {
+		return false, fmt.Errorf("send status of %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	m.mu.Lock()
+	m.last[pod.UID] = st
+	m.mu.Unlock()
+	return true, nil
+}
+
+// Forget drops pod uid.
+func (m *Manager) Forget(uid types.UID) {
+	m.mu.Lock()
+	delete(m.last, uid)
+	m.mu.Unlock()
+}

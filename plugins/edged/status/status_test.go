@@ -1,0 +1,146 @@
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/edgehive/edgehive/plugins/edged/container"
+)
+
+var (
+	running = runtimeapi.ContainerState_CONTAINER_RUNNING
+	exited  = runtimeapi.ContainerState_CONTAINER_EXITED
+)
+
+func pod(restart v1.RestartPolicy, names ...string) *v1.Pod {
+	p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default", UID: "u"}, Spec: v1.PodSpec{RestartPolicy: restart}}
+	for _, n := range names {
+		p.Spec.Containers = append(p.Spec.Containers, v1.Container{Name: n, Image: "busybox:1.36"})
+	}
+	return p
+}
+
+func cs(name string, st runtimeapi.ContainerState, exit int32, restarts int) *container.ContainerStatus {
+	return &container.ContainerStatus{ContainerStatus: &runtimeapi.ContainerStatus{Id: name + "-id", State: st, ExitCode: exit, ImageRef: "sha256:1", StartedAt: 1e9, FinishedAt: 2e9},
+		Name: name, RestartCount: restarts}
+}
+
+func rps(cs ...*container.ContainerStatus) *container.PodStatus {
+	return &container.PodStatus{IPs: []string{"10.88.0.9"}, Containers: cs,
+		Sandboxes: []*runtimeapi.PodSandboxStatus{{Id: "sb", State: runtimeapi.PodSandboxState_SANDBOX_READY}}}
+}
+
+func TestCompute(t *testing.T) {
+	now := time.Unix(5000, 0)
+	tests := []struct {
+		name    string
+		pod     *v1.Pod
+		ps      *container.PodStatus
+		reasons map[string]Reason
+		phase   v1.PodPhase
+		ready   bool
+		ip      string
+		check   func(t *testing.T, s v1.PodStatus)
+	}{
+		{"nothing yet", pod(v1.RestartPolicyAlways, "a"), nil, nil, v1.PodPending, false, "", func(t *testing.T, s v1.PodStatus) {
+			if s.ContainerStatuses[0].State.Waiting.Reason != "ContainerCreating" {
+				t.Fatal(s.ContainerStatuses[0])
+			}
+		}},
+		{"running", pod(v1.RestartPolicyAlways, "a", "b"), rps(cs("a", running, 0, 0), cs("b", running, 0, 2)), nil, v1.PodRunning, true, "10.88.0.9", func(t *testing.T, s v1.PodStatus) {
+			b := s.ContainerStatuses[1]
+			if b.RestartCount != 2 || !b.Ready || !*b.Started || b.ContainerID != "containerd://b-id" || b.ImageID != "sha256:1" || b.State.Running == nil {
+				t.Fatalf("%+v", b)
+			}
+		}},
+		{"one not started", pod(v1.RestartPolicyAlways, "a", "b"), rps(cs("a", running, 0, 0)), nil, v1.PodPending, false, "10.88.0.9", nil},
+		{"crash loop", pod(v1.RestartPolicyAlways, "a"), rps(cs("a", exited, 1, 3)), map[string]Reason{"a": {"CrashLoopBackOff", "back-off"}}, v1.PodRunning, false, "10.88.0.9", func(t *testing.T, s v1.PodStatus) {
+			a := s.ContainerStatuses[0]
+			if a.State.Waiting == nil || a.State.Waiting.Reason != "CrashLoopBackOff" || a.LastTerminationState.Terminated.ExitCode != 1 || a.RestartCount != 3 {
+				t.Fatalf("%+v", a)
+			}
+		}},
+		{"restarted keeps last state", pod(v1.RestartPolicyAlways, "a"), rps(cs("a", running, 0, 1), cs("a", exited, 1, 0)), nil, v1.PodRunning, true, "10.88.0.9", func(t *testing.T, s v1.PodStatus) {
+			if s.ContainerStatuses[0].LastTerminationState.Terminated == nil {
+				t.Fatal("no last state")
+			}
+		}},
+		{"succeeded", pod(v1.RestartPolicyNever, "a", "b"), rps(cs("a", exited, 0, 0), cs("b", exited, 0, 0)), nil, v1.PodSucceeded, false, "10.88.0.9", nil},
+		{"failed", pod(v1.RestartPolicyNever, "a", "b"), rps(cs("a", exited, 0, 0), cs("b", exited, 2, 0)), nil, v1.PodFailed, false, "10.88.0.9", nil},
+		{"OnFailure restarting", pod(v1.RestartPolicyOnFailure, "a"), rps(cs("a", exited, 2, 0)), nil, v1.PodRunning, false, "10.88.0.9", nil},
+	}
+	initPod := pod(v1.RestartPolicyAlways, "a")
+	initPod.Spec.InitContainers = []v1.Container{{Name: "i", Image: "busybox:1.36"}}
+	tests = append(tests, struct {
+		name    string
+		pod     *v1.Pod
+		ps      *container.PodStatus
+		reasons map[string]Reason
+		phase   v1.PodPhase
+		ready   bool
+		ip      string
+		check   func(t *testing.T, s v1.PodStatus)
+	}{"init running", initPod, rps(cs("i", running, 0, 0)), nil, v1.PodPending, false, "10.88.0.9", func(t *testing.T, s v1.PodStatus) {
+		if s.Conditions[1].Type != v1.PodInitialized || s.Conditions[1].Status != v1.ConditionFalse {
+			t.Fatal(s.Conditions)
+		}
+	}})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := Compute(tt.pod, tt.ps, tt.reasons, now, nil)
+			if s.Phase != tt.phase || s.PodIP != tt.ip {
+				t.Fatalf("phase %s ip %q", s.Phase, s.PodIP)
+			}
+			ready := s.Conditions[3]
+			if ready.Type != v1.PodReady || (ready.Status == v1.ConditionTrue) != tt.ready {
+				t.Fatalf("conditions %+v", s.Conditions)
+			}
+			if tt.check != nil {
+				tt.check(t, s)
+			}
+		})
+	}
+}
+
+func TestTransitionTimesKept(t *testing.T) {
+	p := pod(v1.RestartPolicyAlways, "a")
+	first := Compute(p, rps(cs("a", running, 0, 0)), nil, time.Unix(100, 0), nil)
+	second := Compute(p, rps(cs("a", running, 0, 0)), nil, time.Unix(200, 0), &first)
+	if !second.Conditions[3].LastTransitionTime.Equal(&first.Conditions[3].LastTransitionTime) || !second.StartTime.Equal(first.StartTime) {
+		t.Fatal("times moved without a change")
+	}
+}
+
+func TestManagerSendsChangesOnly(t *testing.T) {
+	var sent [][]byte
+	m := NewManager(func(ctx context.Context, uid types.UID, ns, name string, patch []byte) error {
+		sent = append(sent, patch)
+		return nil
+	})
+	p := pod(v1.RestartPolicyAlways, "a")
+	s1 := Compute(p, nil, nil, time.Unix(100, 0), nil)
+	for range 2 {
+		if _, err := m.Set(context.Background(), p, s1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2 := Compute(p, rps(cs("a", running, 0, 0)), nil, time.Unix(101, 0), &s1)
+	m.Set(context.Background(), p, s2)
+	if len(sent) != 2 {
+		t.Fatalf("%d sends", len(sent))
+	}
+	var body struct {
+		Metadata struct{ UID string }
+		Status   v1.PodStatus
+	}
+	if err := json.Unmarshal(sent[1], &body); err != nil || body.Metadata.UID != "u" || body.Status.Phase != v1.PodRunning {
+		t.Fatalf("%s %v", sent[1], err)
+	}
+}
