@@ -16,16 +16,30 @@ admin {
 }
 
 # Each plugin runs from <plugin_dir>/<name> with its default restart and
-# health policies and its default plugin-specific config.
+# health policies and its default plugin-specific config. One Go scheduler
+# thread each (gomaxprocs = 1): the plugins mostly wait on I/O, and every
+# extra P costs about a megabyte per process on a small node.
 
-plugin "edged" {}
+plugin "edged" {
+  gomaxprocs = 1
+}
 
-plugin "edgehub" {}
+plugin "edgehub" {
+  gomaxprocs = 1
+}
 
-plugin "metamanager" {}
+plugin "metamanager" {
+  gomaxprocs = 1
+}
 
-plugin "eventbus" {}
+plugin "eventbus" {
+  gomaxprocs = 1
+}
 
-plugin "devicetwin" {}
+plugin "devicetwin" {
+  gomaxprocs = 1
+}
 
-plugin "servicebus" {}
+plugin "servicebus" {
+  gomaxprocs = 1
+}

@@ -74,8 +74,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 		pc := p
 		sup := supervisor.New(supervisor.Options{
 			Launch: supervisor.LaunchSpec{
-				Name: p.Name, Path: p.Path, SHA256: p.SHA256, Args: p.Args, Env: p.Env,
-				GoMemLimit: p.GoMemLimit, GoGC: p.GoGC, LogLevel: cfg.Log.Level,
+				Name: p.Name, Path: p.Path, SHA256: p.SHA256, Args: p.Args, Env: p.Environ(), LogLevel: cfg.Log.Level,
 			},
 			Restart: supervisor.RestartPolicy{
 				Attempts: p.Restart.Attempts, Interval: p.Restart.Interval,

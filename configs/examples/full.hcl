@@ -38,6 +38,7 @@ plugin "edged" {
 
   gomemlimit = "64MiB" # optional, passed as GOMEMLIMIT (bytes, B/KiB/MiB/GiB/TiB)
   gogc       = 100     # optional, passed as GOGC (negative: off)
+  gomaxprocs = 1       # optional, passed as GOMAXPROCS (each extra P costs ~1 MB idle)
 
   # Restart after a crash: wait delay, doubling with jitter up to max_delay;
   # more than attempts restarts within interval marks the plugin failed.

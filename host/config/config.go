@@ -101,9 +101,12 @@ type PluginConfig struct {
 	// GoMemLimit is passed to the plugin as GOMEMLIMIT, or "".
 	GoMemLimit string
 	// GoGC is passed to the plugin as GOGC when non-nil (negative: off).
-	GoGC    *int
-	Restart RestartPolicy
-	Health  HealthPolicy
+	GoGC *int
+	// GoMaxProcs is passed as GOMAXPROCS when > 0: each P costs memory, and
+	// most plugins wait on I/O.
+	GoMaxProcs int
+	Restart    RestartPolicy
+	Health     HealthPolicy
 	// ConfigBody is the raw plugin-specific config block, nil if absent;
 	// decode it with DecodePluginConfig.
 	ConfigBody hcl.Body
@@ -114,7 +117,7 @@ type PluginConfig struct {
 }
 
 // Environ returns the extra environment entries ("K=V") the plugin process
-// gets: Env plus GOMEMLIMIT and GOGC.
+// gets: Env plus GOMEMLIMIT, GOGC and GOMAXPROCS.
 func (p *PluginConfig) Environ() []string {
 	out := make([]string, 0, len(p.Env)+2)
 	for _, k := range sortedKeys(p.Env) {
@@ -125,6 +128,9 @@ func (p *PluginConfig) Environ() []string {
 	}
 	if p.GoGC != nil {
 		out = append(out, "GOGC="+itoa(*p.GoGC))
+	}
+	if p.GoMaxProcs > 0 {
+		out = append(out, "GOMAXPROCS="+itoa(p.GoMaxProcs))
 	}
 	return out
 }

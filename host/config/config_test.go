@@ -89,7 +89,7 @@ func TestLoadExample(t *testing.T) {
 	if p.Path != filepath.Join(base, "bin/plugins/edged") || p.PathRange == nil || p.ConfigBody == nil {
 		t.Errorf("edged: %+v", p)
 	}
-	if got, want := p.Environ(), []string{"TZ=UTC", "GOMEMLIMIT=64MiB", "GOGC=100"}; !reflect.DeepEqual(got, want) {
+	if got, want := p.Environ(), []string{"TZ=UTC", "GOMEMLIMIT=64MiB", "GOGC=100", "GOMAXPROCS=1"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("Environ = %q, want %q", got, want)
 	}
 	if cfg.Plugin("servicebus").Enabled {
@@ -154,6 +154,7 @@ plugin "x_1-y" {
   enabled = false
   gomemlimit = "1024"
   gogc = -1
+  gomaxprocs = 1
   restart { attempts = 0 }
   health { failures = 7 }
   config {}
@@ -171,7 +172,7 @@ plugin "x_1-y" {
 			if p.Restart.Attempts != 0 || p.Restart.Delay != DefaultRestartDelay || p.Health.Failures != 7 || p.Health.Interval != DefaultHealthInterval {
 				t.Errorf("%+v %+v", p.Restart, p.Health)
 			}
-			if got, want := p.Environ(), []string{"A=1", "B=2", "GOMEMLIMIT=1024", "GOGC=-1"}; !reflect.DeepEqual(got, want) {
+			if got, want := p.Environ(), []string{"A=1", "B=2", "GOMEMLIMIT=1024", "GOGC=-1", "GOMAXPROCS=1"}; !reflect.DeepEqual(got, want) {
 				t.Errorf("Environ %q", got)
 			}
 		}},

@@ -49,7 +49,7 @@ func pluginSchema() *hcl.BodySchema {
 	return &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
 			{Name: "path"}, {Name: "sha256"}, {Name: "args"}, {Name: "env"},
-			{Name: "enabled"}, {Name: "gomemlimit"}, {Name: "gogc"},
+			{Name: "enabled"}, {Name: "gomemlimit"}, {Name: "gogc"}, {Name: "gomaxprocs"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{{Type: "restart"}, {Type: "health"}, {Type: "config"}},
 	}
@@ -337,6 +337,16 @@ func (d *decoder) decodePlugin(b *hcl.Block) *PluginConfig {
 		p.GoGC = &gogc
 		if _, set := p.Env["GOGC"]; set {
 			d.errorf(a.Range.Ptr(), "Conflicting GOGC", "Set gogc or env GOGC, not both.")
+		}
+	}
+	var procs int
+	if a := d.int(attrs, "gomaxprocs", &procs); a != nil {
+		p.GoMaxProcs = procs
+		if procs < 1 {
+			d.errorf(a.Expr.Range().Ptr(), "Invalid gomaxprocs", "gomaxprocs must be at least 1.")
+		}
+		if _, set := p.Env["GOMAXPROCS"]; set {
+			d.errorf(a.Range.Ptr(), "Conflicting GOMAXPROCS", "Set gomaxprocs or env GOMAXPROCS, not both.")
 		}
 	}
 

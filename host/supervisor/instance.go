@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -49,14 +48,12 @@ var ErrChecksum = errors.New("plugin binary checksum mismatch")
 
 // LaunchSpec says how to start one plugin process.
 type LaunchSpec struct {
-	Name       string
-	Path       string
-	SHA256     string
-	Args       []string
-	Env        map[string]string
-	GoMemLimit string
-	GoGC       *int
-	LogLevel   string
+	Name     string
+	Path     string
+	SHA256   string
+	Args     []string
+	Env      []string // extra "K=V" entries
+	LogLevel string
 }
 
 // Instance is one running process of a plugin.
@@ -91,15 +88,7 @@ func Launch(ctx context.Context, spec LaunchSpec, id string, logger hclog.Logger
 	if spec.LogLevel != "" {
 		cmd.Env = append(cmd.Env, sdk.EnvLogLevel+"="+spec.LogLevel)
 	}
-	if spec.GoMemLimit != "" {
-		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+spec.GoMemLimit)
-	}
-	if spec.GoGC != nil {
-		cmd.Env = append(cmd.Env, "GOGC="+strconv.Itoa(*spec.GoGC))
-	}
-	for k, v := range spec.Env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd.Env = append(cmd.Env, spec.Env...)
 	// The kernel kills the plugin if the host dies; the SDK also watches its parent.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 

@@ -66,8 +66,8 @@ func Footprint(opts FootprintOptions, out, logOut io.Writer) error {
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "node_name = \"footprint\"\ndata_dir = %q\nplugin_dir = %q\nadmin {\n  socket = %q\n}\nlog {\n  level = \"warn\"\n}\n",
 		filepath.Join(dir, "data"), pluginDir, sock)
-	for _, p := range builtinPlugins {
-		fmt.Fprintf(&cfg, "plugin %q {}\n", p)
+	for _, p := range builtinPlugins { // as configs/edgehive.hcl has them
+		fmt.Fprintf(&cfg, "plugin %q {\n  gomaxprocs = 1\n}\n", p)
 	}
 	cfgPath := filepath.Join(dir, "edgehive.hcl")
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
