@@ -250,15 +250,15 @@ func (i *Instance) DeathReason() error {
 func (i *Instance) Attachment() *router.Attachment { return i.att }
 
 // Health asks the plugin whether it works.
-func (i *Instance) Health(ctx context.Context) error {
+// Health asks the plugin how it is. err means it did not answer in time (it
+// hangs or is gone); an answer may still say that something it depends on
+// is not working (healthy false, with the reason).
+func (i *Instance) Health(ctx context.Context) (healthy bool, reason string, err error) {
 	resp, err := i.rpc.Health(ctx, &pluginv1.HealthRequest{})
 	if err != nil {
-		return err
+		return false, "", err
 	}
-	if !resp.GetHealthy() {
-		return fmt.Errorf("unhealthy: %s", resp.GetMessage())
-	}
-	return nil
+	return resp.GetHealthy(), resp.GetMessage(), nil
 }
 
 // Stop ends the instance. Graceful: the plugin is asked to finish and flush

@@ -94,6 +94,7 @@ type Supervisor struct {
 	sha        string
 	restarts   int
 	lastErr    string
+	unhealthy  string // what a running plugin says is wrong, from its health answer
 	apiVersion string
 	seq        int
 	failures   []time.Time
@@ -481,6 +482,22 @@ func (s *Supervisor) Stop(ctx context.Context) {
 	s.setState(metrics.StateStopped)
 }
 
+// setUnhealthy records what a plugin that answers its health checks says is
+// wrong with it, for status; healthy clears it.
+func (s *Supervisor) setUnhealthy(healthy bool, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	was := s.unhealthy
+	if healthy {
+		s.unhealthy = ""
+	} else {
+		s.unhealthy = "unhealthy: " + reason
+	}
+	if s.unhealthy != was && s.unhealthy != "" {
+		s.logger.Warn("plugin reports itself unhealthy", "reason", reason)
+	}
+}
+
 // Current returns the serving instance, if any.
 func (s *Supervisor) Current() *Instance {
 	s.mu.Lock()
@@ -492,6 +509,9 @@ func (s *Supervisor) Current() *Instance {
 func (s *Supervisor) Status() Status {
 	s.mu.Lock()
 	st := Status{Name: s.name, State: s.state, Path: s.path, Restarts: s.restarts, LastError: s.lastErr, APIVersion: s.apiVersion}
+	if s.unhealthy != "" && st.State == metrics.StateRunning {
+		st.LastError = s.unhealthy
+	}
 	inst := s.cur
 	s.mu.Unlock()
 	if inst != nil && (st.State == metrics.StateRunning || st.State == metrics.StateUpgrading) {
@@ -530,10 +550,13 @@ func (s *Supervisor) watchHealth(inst *Instance) *healthWatch {
 			case <-t.C:
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), p.Timeout)
-			err := inst.Health(ctx)
+			healthy, reason, err := inst.Health(ctx)
 			cancel()
 			if err == nil {
+				// It answers: restarting it would not mend what it reports
+				// (containerd down, cloud unreachable), so it is only shown.
 				misses = 0
+				s.setUnhealthy(healthy, reason)
 				continue
 			}
 			misses++

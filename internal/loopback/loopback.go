@@ -31,6 +31,7 @@ const (
 	OpRecord    = "record"    // count; with report_to set, send "recorded" {id} there before returning
 	OpCrash     = "crash"     // exit the process shortly after acknowledging
 	OpHang      = "hang"      // stop answering health checks
+	OpSick      = "sick"      // answer health checks with "unhealthy"
 	OpFlood     = "flood"     // content Flood: send at a rate, report "flood-done" to report_to
 	OpStats     = "stats"     // sync: answer with Stats
 	OpMalformed = "malformed" // sync: try to send bad messages, answer with the errors
@@ -96,6 +97,7 @@ type Module struct {
 	ctx      context.Context
 	received atomic.Int64
 	hung     atomic.Bool
+	sick     atomic.Bool
 	ops      sync.Map // operation -> *atomic.Int64
 
 	latMu     sync.Mutex
@@ -172,6 +174,9 @@ func (m *Module) Health(ctx context.Context) error {
 		<-ctx.Done()
 		return ctx.Err()
 	}
+	if m.sick.Load() {
+		return errors.New("sick on request")
+	}
 	return nil
 }
 
@@ -238,6 +243,9 @@ func (m *Module) Handle(ctx context.Context, msg *sdk.Message) error {
 		return nil
 	case OpHang:
 		m.hung.Store(true)
+		return nil
+	case OpSick:
+		m.sick.Store(true)
 		return nil
 	case OpFlood:
 		var f Flood

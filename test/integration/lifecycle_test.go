@@ -199,3 +199,29 @@ func TestCrashLoopEndsFailedHostStaysUp(t *testing.T) {
 		t.Fatalf("after restart: %+v", st)
 	}
 }
+
+// A plugin that answers its health checks but says it is unhealthy (its
+// runtime is down, say) is shown so, not restarted: a restart would not mend it.
+func TestUnhealthyPluginIsShownNotRestarted(t *testing.T) {
+	th := startHost(t, loopbackBlock("ailing", "g", `health {
+    interval = "100ms"
+    timeout  = "100ms"
+    failures = 2
+  }`))
+	th.waitRunning("ailing")
+	pid := th.h.Supervisor("ailing").Status().PID
+	if _, err := th.send(pluginv1.Send_KIND_MODULE, "ailing", loopback.OpSick, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(th.h.Supervisor("ailing").Status().LastError, "unhealthy: sick on request") {
+		if time.Now().After(deadline) {
+			t.Fatalf("status never showed the plugin unhealthy: %+v", th.h.Supervisor("ailing").Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // ten more health checks
+	if st := th.h.Supervisor("ailing").Status(); st.PID != pid || st.Restarts != 0 || st.State != "running" {
+		t.Fatalf("an answering plugin was restarted: %+v", st)
+	}
+}
