@@ -11,6 +11,17 @@ TEST_FLAGS    ?= -race -count=1 -timeout 20m
 CONTAINERD_DIR := $(CURDIR)/_output/containerd
 IMAGES_DIR     := $(CURDIR)/_output/images
 
+.PHONY: bench-pods
+## bench-pods: pods from arrival to Running on the private containerd (edged)
+bench-pods: build
+	@rc=0; $(MAKE) --no-print-directory containerd-up || rc=$$?; \
+	  if [ $$rc -eq 0 ]; then \
+	    env $$(bash hack/containerd.sh env $(CONTAINERD_DIR)) $(BIN)/edgehive bench pods -count 1 || rc=$$?; \
+	    env $$(bash hack/containerd.sh env $(CONTAINERD_DIR)) $(BIN)/edgehive bench pods -count 10 || rc=$$?; \
+	    env $$(bash hack/containerd.sh env $(CONTAINERD_DIR)) $(BIN)/edgehive bench pods -count 50 || rc=$$?; \
+	  fi; \
+	  $(MAKE) --no-print-directory containerd-down || rc=$$?; exit $$rc
+
 .PHONY: all build run test unit-test integration-test bench proto proto-check lint setup clean \
         containerd-up containerd-down test-cri
 

@@ -6,13 +6,14 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"time"
 
 	"github.com/edgehive/edgehive/internal/bench"
 )
 
 func cmdBench(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, "usage: edgehive bench route|restart|footprint [flags]\n")
+		fmt.Fprint(stderr, "usage: edgehive bench route|restart|footprint|pods [flags]\n")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench "+args[0], flag.ContinueOnError)
@@ -51,6 +52,18 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = bench.Restart(o, stdout, stderr)
+	case "pods":
+		var o bench.PodsOptions
+		fs.IntVar(&o.Count, "count", 10, "pods to deliver at once")
+		fs.StringVar(&o.RuntimeEndpoint, "runtime-endpoint", defaultRuntimeEndpoint(), "CRI socket (default $CONTAINERD_ADDRESS, else containerd's)")
+		fs.StringVar(&o.Image, "image", "docker.io/library/busybox:1.36", "container image, already present in the runtime")
+		fs.StringVar(&o.SandboxImage, "sandbox-image", "registry.k8s.io/pause:3.10", "pause image, already present in the runtime")
+		fs.BoolVar(&o.HostNetwork, "host-network", false, "host-network pods instead of CNI bridge pods")
+		fs.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "how long all pods may take to run")
+		if fs.Parse(args[1:]) != nil {
+			return 2
+		}
+		err = bench.Pods(o, stdout, stderr)
 	case "footprint":
 		var o bench.FootprintOptions
 		fs.DurationVar(&o.Settle, "settle", 3e9, "idle time before measuring")
@@ -67,4 +80,13 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// defaultRuntimeEndpoint is the private containerd of `make containerd-up`
+// when its address is in the environment, else the system containerd.
+func defaultRuntimeEndpoint() string {
+	if a := os.Getenv("CONTAINERD_ADDRESS"); a != "" {
+		return "unix://" + a
+	}
+	return "unix:///run/containerd/containerd.sock"
 }

@@ -60,11 +60,12 @@ plugin %q {
 
 // newRig starts a host whose plugins are the given HCL blocks.
 func newRig(blocks string, logOut io.Writer) (*rig, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	_ = exe
+	return newRigWith(blocks, logOut, "bench", "bench", nil)
+}
+
+// newRigWith is newRig with the in-process module named and handled as
+// given (nil: the rig's own report collector).
+func newRigWith(blocks string, logOut io.Writer, localName, localGroup string, handle func(*pluginv1.Delivery)) (*rig, error) {
 	dir, err := os.MkdirTemp("", "edgehive-bench-")
 	if err != nil {
 		return nil, err
@@ -84,7 +85,10 @@ func newRig(blocks string, logOut io.Writer) (*rig, error) {
 	}
 	r := &rig{dir: dir, h: h, done: make(chan error, 1), reports: map[string][]*pluginv1.Message{},
 		answers: map[string]*pluginv1.Message{}, recorded: map[string]int{}, notify: make(chan struct{}, 1)}
-	r.local, err = router.NewLocal(h.Router(), "bench", "bench", r.onDelivery)
+	if handle == nil {
+		handle = r.onDelivery
+	}
+	r.local, err = router.NewLocal(h.Router(), localName, localGroup, handle)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
