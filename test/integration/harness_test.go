@@ -131,6 +131,13 @@ type testHost struct {
 
 func startHost(t *testing.T, body string) *testHost {
 	t.Helper()
+	return startHostAs(t, body, "driver", "test")
+}
+
+// startHostAs is startHost with the driver module registered under name and
+// group, to stand in for a module the config leaves out (edgehub: the cloud).
+func startHostAs(t *testing.T, body, name, group string) *testHost {
+	t.Helper()
 	path, _, _ := writeConfig(t, body)
 	src, err := os.ReadFile(path)
 	if err != nil {
@@ -146,7 +153,7 @@ func startHost(t *testing.T, body string) *testHost {
 		t.Fatal(err)
 	}
 	th := &testHost{t: t, h: h, seen: map[string]int{}, notify: make(chan struct{}, 1), done: make(chan error, 1)}
-	th.driver, err = router.NewLocal(h.Router(), "driver", "test", th.onDelivery)
+	th.driver, err = router.NewLocal(h.Router(), name, group, th.onDelivery)
 	if err != nil {
 		t.Fatal(err)
 	}
