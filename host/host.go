@@ -76,13 +76,8 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 			Launch: supervisor.LaunchSpec{
 				Name: p.Name, Path: p.Path, SHA256: p.SHA256, Args: p.Args, Env: p.Environ(), LogLevel: cfg.Log.Level,
 			},
-			Restart: supervisor.RestartPolicy{
-				Attempts: p.Restart.Attempts, Interval: p.Restart.Interval,
-				Delay: p.Restart.Delay, MaxDelay: p.Restart.MaxDelay,
-			},
-			Health: supervisor.HealthPolicy{
-				Interval: p.Health.Interval, Timeout: p.Health.Timeout, Failures: p.Health.Failures,
-			},
+			Restart:  p.Restart,
+			Health:   p.Health,
 			NodeName: cfg.NodeName,
 			DataDir:  cfg.DataDir,
 			Router:   r,

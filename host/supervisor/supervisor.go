@@ -13,27 +13,19 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/edgehive/edgehive/host/config"
 	"github.com/edgehive/edgehive/host/metrics"
 	"github.com/edgehive/edgehive/host/router"
 	"github.com/edgehive/edgehive/sdk"
 	pluginv1 "github.com/edgehive/edgehive/sdk/proto/plugin/v1"
 )
 
-// RestartPolicy bounds restarts: at most Attempts failures within Interval,
-// waiting Delay doubled per failure up to MaxDelay, with jitter.
-type RestartPolicy struct {
-	Attempts int
-	Interval time.Duration
-	Delay    time.Duration
-	MaxDelay time.Duration
-}
-
-// HealthPolicy says how often to ask a plugin whether it works.
-type HealthPolicy struct {
-	Interval time.Duration
-	Timeout  time.Duration
-	Failures int // consecutive failures before the plugin is killed
-}
+// RestartPolicy and HealthPolicy are the plugin block's restart and health
+// settings.
+type (
+	RestartPolicy = config.RestartPolicy
+	HealthPolicy  = config.HealthPolicy
+)
 
 // Metrics receives the supervisor's figures; *metrics.Metrics implements it.
 type Metrics interface {

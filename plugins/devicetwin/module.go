@@ -8,13 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/edgehive/edgehive/plugins/devicetwin/store"
+	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -73,12 +73,11 @@ func (d *DeviceTwin) SetConfig(cfg *sdk.Config) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	if c.DBFile == "" {
-		if cfg.DataDir == "" {
-			return fmt.Errorf("%s config: db_file: empty, and the host gave no data_dir to put it in", Name)
-		}
-		c.DBFile = filepath.Join(cfg.DataDir, dbFileName)
+	file, err := pluginkit.DataFile(cfg, Name, "db_file", c.DBFile, dbFileName)
+	if err != nil {
+		return err
 	}
+	c.DBFile = file
 	d.cfg = c
 	return nil
 }

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -137,12 +137,9 @@ func (b *EventBus) SetConfig(cfg *sdk.Config) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	db := c.DBFile
-	if db == "" {
-		if cfg.DataDir == "" {
-			return fmt.Errorf("%s config: db_file: no default without a data directory", Name)
-		}
-		db = filepath.Join(cfg.DataDir, "eventbus.db")
+	db, err := pluginkit.DataFile(cfg, Name, "db_file", c.DBFile, "eventbus.db")
+	if err != nil {
+		return err
 	}
 	b.cfg, b.dbFile, b.nodeName = c, db, cfg.NodeName
 	return nil

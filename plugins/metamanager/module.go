@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
 	"github.com/edgehive/edgehive/plugins/metamanager/store"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -80,12 +81,11 @@ func (m *MetaManager) SetConfig(cfg *sdk.Config) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	if c.DBFile == "" {
-		if cfg.DataDir == "" {
-			return fmt.Errorf("%s config: db_file: empty, and the host gave no data_dir to put it in", Name)
-		}
-		c.DBFile = filepath.Join(cfg.DataDir, dbFileName)
+	file, err := pluginkit.DataFile(cfg, Name, "db_file", c.DBFile, dbFileName)
+	if err != nil {
+		return err
 	}
+	c.DBFile = file
 	m.cfg = c
 	return nil
 }

@@ -170,6 +170,18 @@ func hostPortMin(v string, minPort int) error {
 	return nil
 }
 
+// DataFile resolves a file key of a module's config: value when set, else
+// name inside the plugin's data directory (an error when the host gave none).
+func DataFile(cfg *sdk.Config, module, key, value, name string) (string, error) {
+	if value != "" {
+		return value, nil
+	}
+	if cfg.DataDir == "" {
+		return "", fmt.Errorf("%s config: %s: empty, and the host gave no data_dir to put it in", module, key)
+	}
+	return filepath.Join(cfg.DataDir, name), nil
+}
+
 // MustDuration parses a default duration constant such as "10s"; it panics
 // on a malformed constant, which the plugin's tests catch.
 func MustDuration(s string) sdk.Duration {
