@@ -99,6 +99,25 @@ func newRigWith(blocks string, logOut io.Writer, localName, localGroup string, h
 	return r, nil
 }
 
+// startPair runs a sender (bench-src, reporting to the rig) and a receiver
+// (bench-dst, reporting each message to dstReportTo when set) and waits until
+// both run.
+func startPair(logOut io.Writer, dstReportTo string) (*rig, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	r, err := newRig(loopbackHCL(exe, "bench-src", "bench-src", "bench")+loopbackHCL(exe, "bench-dst", "bench-dst", dstReportTo), logOut)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.waitRunning(30*time.Second, "bench-src", "bench-dst"); err != nil {
+		r.close()
+		return nil, err
+	}
+	return r, nil
+}
+
 func (r *rig) close() {
 	r.closeOnce.Do(func() {
 		r.cancel()

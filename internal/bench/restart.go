@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"syscall"
 	"time"
 
@@ -37,18 +36,12 @@ func Restart(opts RestartOptions, out, logOut io.Writer) error {
 	if opts.Duration <= 0 {
 		opts.Duration = 4 * time.Second
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	r, err := newRig(loopbackHCL(exe, "bench-src", "bench-src", "bench")+loopbackHCL(exe, "bench-dst", "bench-dst", "bench"), logOut)
+	// Every message the receiver handles is reported before it is acknowledged.
+	r, err := startPair(logOut, "bench")
 	if err != nil {
 		return err
 	}
 	defer r.close()
-	if err := r.waitRunning(30*time.Second, "bench-src", "bench-dst"); err != nil {
-		return err
-	}
 	if _, err := r.order("bench-src", loopback.OpFlood, loopback.Flood{
 		To: "bench-dst", Duration: opts.Duration.String(), Rate: opts.Rate, Size: 256, Concurrency: 4,
 	}, 0); err != nil {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -69,18 +68,11 @@ func Route(opts RouteOptions, out, logOut io.Writer) error {
 			opts.Batch = 1 // at a fixed rate every message is sent on its own
 		}
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	r, err := newRig(loopbackHCL(exe, "bench-src", "bench-src", "bench")+loopbackHCL(exe, "bench-dst", "bench-dst", ""), logOut)
+	r, err := startPair(logOut, "")
 	if err != nil {
 		return err
 	}
 	defer r.close()
-	if err := r.waitRunning(30*time.Second, "bench-src", "bench-dst"); err != nil {
-		return err
-	}
 	res := RouteResult{Mode: "plugin-host-plugin", DurationS: opts.Duration.Seconds(), SizeBytes: opts.Size, RateTarget: opts.Rate, Concurrency: opts.Concurrency, Batch: opts.Batch}
 	start := time.Now()
 	if _, err := r.order("bench-src", loopback.OpFlood, loopback.Flood{
