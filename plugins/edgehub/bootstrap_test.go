@@ -2,12 +2,8 @@ package edgehub
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -15,45 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgehive/edgehive/internal/testenv"
 	"github.com/edgehive/edgehive/sdk/sdktest"
 )
 
-const testJWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjE3MjI5NTAwMDB9.c2lnbmF0dXJl"
+const testJWT = testenv.TestJWT
 
-// newCertService is the cloud's certificate service: /ca.crt and /edge.crt.
-func newCertService(t *testing.T, p *testPKI) *httptest.Server {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /ca.crt", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(p.ca.Raw) })
-	mux.HandleFunc("GET /edge.crt", func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+testJWT {
-			http.Error(w, "bad token", http.StatusUnauthorized)
-			return
-		}
-		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		csr, err := x509.ParseCertificateRequest(body)
-		if err != nil || csr.CheckSignature() != nil {
-			http.Error(w, "bad csr", http.StatusInternalServerError)
-			return
-		}
-		node := r.Header.Get("NodeName")
-		if csr.Subject.CommonName != "system:node:"+node || len(csr.Subject.Organization) != 1 || csr.Subject.Organization[0] != "system:nodes" {
-			http.Error(w, "bad subject "+csr.Subject.String(), http.StatusInternalServerError)
-			return
-		}
-		der := p.sign(t, &x509.Certificate{Subject: csr.Subject, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, csr.PublicKey)
-		_, _ = w.Write(der)
-	})
-	srv := httptest.NewUnstartedServer(mux)
-	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{p.server}}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return srv
-}
+func newCertService(t *testing.T, p *testPKI) *httptest.Server { return p.CertService(t) }
 
-func tokenFor(p *testPKI, jwt string) string {
-	sum := sha256.Sum256(p.ca.Raw)
-	return hex.EncodeToString(sum[:]) + "." + jwt
-}
+func tokenFor(p *testPKI, jwt string) string { return p.Token(jwt) }
 
 func TestBootstrap(t *testing.T) {
 	p := newPKI(t)
@@ -81,7 +47,7 @@ func TestBootstrap(t *testing.T) {
 	if leaf.Subject.CommonName != "system:node:edge-1" {
 		t.Fatalf("CN %q", leaf.Subject.CommonName)
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: p.pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: p.Pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Fatal(err)
 	}
 	caPEM, _ := os.ReadFile(ca)

@@ -2,88 +2,35 @@ package edgehub
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/edgehive/edgehive/internal/testenv"
 	"github.com/edgehive/edgehive/sdk"
 )
 
-// testPKI is a cloud CA with a server certificate for 127.0.0.1.
-type testPKI struct {
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	server tls.Certificate
-	pool   *x509.CertPool
-}
+// testPKI is the cloud CA of the tests.
+type testPKI struct{ *testenv.PKI }
 
-func newPKI(t *testing.T) *testPKI {
-	t.Helper()
-	caKey := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "KubeEdge", Organization: []string{"KubeEdge"}},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	p := &testPKI{ca: ca, caKey: caKey, pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
-	srvKey := newKey(t)
-	srvDER := p.sign(t, &x509.Certificate{
-		Subject: pkix.Name{CommonName: "KubeEdge"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, &srvKey.PublicKey)
-	p.server = tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}
-	return p
-}
+func newPKI(t *testing.T) *testPKI { return &testPKI{testenv.NewPKI(t)} }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-var serial struct {
-	sync.Mutex
-	n int64
-}
+func newKey(t *testing.T) *ecdsa.PrivateKey { return testenv.NewKey(t) }
 
 func (p *testPKI) sign(t testing.TB, tmpl *x509.Certificate, pub any) []byte {
-	serial.Lock()
-	serial.n++
-	tmpl.SerialNumber = big.NewInt(100 + serial.n)
-	serial.Unlock()
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, pub, p.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
+	return p.Sign(t, tmpl, pub)
 }
 
 // nodeFiles writes the CA and a node certificate and key; it returns a config
@@ -104,7 +51,7 @@ func (p *testPKI) nodeFiles(t *testing.T, node string) string {
 		}
 		return path
 	}
-	ca := write("ca.crt", "CERTIFICATE", p.ca.Raw)
+	ca := write("ca.crt", "CERTIFICATE", p.CA.Raw)
 	crt := write("node.crt", "CERTIFICATE", der)
 	k := write("node.key", "EC PRIVATE KEY", keyDER)
 	return `"tls_ca_file":"` + ca + `","tls_cert_file":"` + crt + `","tls_private_key_file":"` + k + `"`
@@ -174,8 +121,8 @@ func newFakeCloud(t *testing.T, p *testPKI) *fakeCloud {
 			}
 		}()
 	}))
-	c.srv.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{p.server},
-		ClientCAs: p.pool, ClientAuth: tls.RequireAndVerifyClientCert}
+	c.srv.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{p.Server},
+		ClientCAs: p.Pool, ClientAuth: tls.RequireAndVerifyClientCert}
 	c.srv.StartTLS()
 	t.Cleanup(c.srv.Close)
 	return c

@@ -281,7 +281,7 @@ func TestHalfOpenLinkNoticed(t *testing.T) {
 func TestCloudRequiresClientCert(t *testing.T) {
 	p := newPKI(t)
 	cloud := newFakeCloud(t, p)
-	d := websocket.Dialer{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: p.pool}, HandshakeTimeout: 5 * time.Second}
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: p.Pool}, HandshakeTimeout: 5 * time.Second}
 	conn, _, err := d.Dial("wss://"+cloud.addr()+"/p/n/events", nil)
 	if err == nil {
 		// TLS 1.3 reports the refusal on the first read.
