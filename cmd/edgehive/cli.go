@@ -30,7 +30,8 @@ Usage:
   edgehive status   [-json] [-admin SOCK]   show every plugin's state
   edgehive plugin restart NAME [-admin SOCK]
   edgehive plugin upgrade NAME -path BIN [-sha256 HEX] [-admin SOCK]
-  edgehive bench    route|restart|footprint [flags]
+  edgehive join     -cloud HOST -token TOKEN [-node NAME] [-config FILE]
+  edgehive bench    route|restart|footprint|pods [flags]
   edgehive version
 `
 
@@ -53,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdPlugin(args[1:], stdout, stderr)
 	case "bench":
 		return cmdBench(args[1:], stdout, stderr)
+	case "join":
+		return cmdJoin(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "edgehive %s (%s)\n", version, goVersion())
 		return 0
