@@ -62,6 +62,9 @@ type Options struct {
 	// Logger is the module's logger; default a logger writing to t.Log at trace level.
 	Logger      hclog.Logger
 	StopTimeout time.Duration // bound on Stopper.Stop; default DefaultStopTimeout
+	// Sync answers SendSync calls by module from the start: a module that
+	// asks something in Start must not race the test's OnSync.
+	Sync map[string]SyncHandler
 }
 
 // Sent is one message the module put on the channel.
@@ -131,6 +134,9 @@ func New(t testing.TB, module sdk.Module, opts Options) *Harness {
 		changed:     make(chan struct{}),
 		syncs:       map[string]SyncHandler{},
 		failures:    map[string]error{},
+	}
+	for module, fn := range opts.Sync {
+		h.syncs[module] = fn
 	}
 	h.host = &hostContext{h: h}
 	if err := module.SetConfig(cfg); err != nil {

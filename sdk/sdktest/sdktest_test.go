@@ -432,3 +432,36 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("captured %d sends, want %d", got, 2*n)
 	}
 }
+
+// askingModule asks "meta" a question in Start.
+type askingModule struct {
+	answer string
+	err    error
+}
+
+func (m *askingModule) Info() sdk.PluginInfo {
+	return sdk.PluginInfo{Name: "asker", Group: "g", Version: "1", APIVersions: []string{sdk.APIVersion1}}
+}
+func (m *askingModule) ConfigSchema() *sdk.Schema                  { return &sdk.Schema{} }
+func (m *askingModule) SetConfig(*sdk.Config) error                { return nil }
+func (m *askingModule) Handle(context.Context, *sdk.Message) error { return nil }
+func (m *askingModule) Start(ctx context.Context, host sdk.Context) error {
+	req := sdk.NewMessage("").BuildRouter("asker", "g", "default/pod", sdk.OpQuery)
+	resp, err := host.SendSync(ctx, "meta", req)
+	if err != nil {
+		m.err = err
+		return nil
+	}
+	m.answer = resp.ContentString()
+	return nil
+}
+
+func TestSyncHandlersAnswerFromStart(t *testing.T) {
+	m := &askingModule{}
+	New(t, m, Options{Sync: map[string]SyncHandler{"meta": func(req *sdk.Message) (*sdk.Message, error) {
+		return sdk.NewResponse(req, "stored pods")
+	}}})
+	if m.err != nil || m.answer != "stored pods" {
+		t.Fatalf("SendSync in Start: %q %v", m.answer, m.err)
+	}
+}
