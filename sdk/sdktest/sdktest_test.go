@@ -458,7 +458,7 @@ func (m *askingModule) Start(ctx context.Context, host sdk.Context) error {
 
 func TestSyncHandlersAnswerFromStart(t *testing.T) {
 	m := &askingModule{}
-	New(t, m, Options{Sync: map[string]SyncHandler{"meta": func(req *sdk.Message) (*sdk.Message, error) {
+	sdktest.New(t, m, sdktest.Options{Sync: map[string]sdktest.SyncHandler{"meta": func(req *sdk.Message) (*sdk.Message, error) {
 		return sdk.NewResponse(req, "stored pods")
 	}}})
 	if m.err != nil || m.answer != "stored pods" {
