@@ -26,6 +26,7 @@ import (
 	"github.com/edgehive/edgehive/plugins/edged/kuberuntime"
 	"github.com/edgehive/edgehive/plugins/edged/pleg"
 	"github.com/edgehive/edgehive/plugins/edged/podmanager"
+	"github.com/edgehive/edgehive/plugins/edged/prober"
 	"github.com/edgehive/edgehive/plugins/edged/status"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -62,6 +63,8 @@ type Edged struct {
 	krt      *kuberuntime.Manager
 	pleg     *pleg.PLEG
 	statuses *status.Manager
+	probes   *prober.Manager
+	probeCh  chan types.UID
 	ready    atomic.Bool
 	// sourcesReady: the stored pod list has been read, so runtime pods that
 	// are not in the pod manager are orphans.
@@ -131,6 +134,7 @@ func (e *Edged) Start(ctx context.Context, host sdk.Context) error {
 	e.workers = map[types.UID]*worker{}
 	e.nextSync = map[types.UID]time.Time{}
 	e.loopDone = make(chan struct{})
+	e.probeCh = make(chan types.UID, 256)
 	status.HostIP = hostIP()
 	// One quick try now, so a reachable runtime is in use when Start returns.
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -154,6 +158,13 @@ func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
 	})
 	e.pleg = pleg.New(e.rt, e.clock, e.log.Named("pleg"))
 	e.statuses = status.NewManager(e.sendStatus)
+	e.probes = prober.NewManager(e.rt, e.clock, e.log.Named("prober"), e.statuses.Get, func(uid types.UID) {
+		select {
+		case e.probeCh <- uid:
+		default: // a full queue: the periodic sync catches up
+		}
+	})
+	e.krt.Unhealthy = e.probes.Unhealthy
 	e.pleg.Relist(ctx)
 	e.ready.Store(true)
 }
@@ -365,6 +376,10 @@ func (e *Edged) syncLoopIteration(ctx context.Context, syncCh, hkCh <-chan time.
 			e.pods.Delete(pod.UID)
 			e.dispatch(ctx, pod, true)
 		}
+	case uid := <-e.probeCh:
+		if pod, ok := e.pods.GetByUID(uid); ok {
+			e.dispatch(ctx, pod, false)
+		}
 	case ev := <-e.pleg.Watch():
 		if pod, ok := e.pods.GetByUID(ev.ID); ok {
 			e.dispatch(ctx, pod, false)
@@ -506,7 +521,7 @@ func (e *Edged) updateStatus(ctx context.Context, pod *v1.Pod) {
 	if ok {
 		oldp = &old
 	}
-	st := status.Compute(pod, ps, e.reasons(pod.UID), e.clock.Now(), oldp)
+	st := status.ComputeWith(pod, ps, e.reasons(pod.UID), e.clock.Now(), oldp, e.probes.UpdatePodStatus)
 	if _, err := e.statuses.Set(ctx, pod, st); err != nil {
 		e.log.Warn("status not sent", "error", err)
 	}
@@ -543,6 +558,7 @@ func (e *Edged) syncPod(ctx context.Context, pod *v1.Pod) time.Duration {
 	}
 	res, err := e.krt.SyncPod(ctx, pod, ps)
 	e.updateStatus(ctx, pod)
+	e.probes.AddPod(ctx, pod)
 	if err != nil {
 		e.log.Info("sync pod", "pod", name, "error", err)
 		if res.BackOff > 0 {
@@ -572,6 +588,7 @@ func (e *Edged) terminatePod(ctx context.Context, pod *v1.Pod) {
 		case <-e.clock.After(retryInterval):
 		}
 	}
+	e.probes.RemovePod(pod.UID)
 	e.statuses.Forget(pod.UID)
 	e.krt.Forget(pod.UID)
 	e.log.Info("pod removed", "pod", pod.Namespace+"/"+pod.Name, "uid", pod.UID)
