@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 	"github.com/edgehive/edgehive/plugins/edged/container"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
 	"github.com/edgehive/edgehive/plugins/edged/kuberuntime"
+	"github.com/edgehive/edgehive/plugins/edged/node"
 	"github.com/edgehive/edgehive/plugins/edged/pleg"
 	"github.com/edgehive/edgehive/plugins/edged/podmanager"
 	"github.com/edgehive/edgehive/plugins/edged/prober"
@@ -135,7 +137,7 @@ func (e *Edged) Start(ctx context.Context, host sdk.Context) error {
 	e.nextSync = map[types.UID]time.Time{}
 	e.loopDone = make(chan struct{})
 	e.probeCh = make(chan types.UID, 256)
-	status.HostIP = hostIP()
+	status.HostIP = node.InternalIP("")
 	// One quick try now, so a reachable runtime is in use when Start returns.
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	if rt, err := e.newRuntime(cctx, e.cfg.RuntimeEndpoint); err == nil {
@@ -197,17 +199,17 @@ func (e *Edged) Health(ctx context.Context) error {
 	return nil
 }
 
-func hostIP() string {
-	addrs, err := net.InterfaceAddrs()
+// httpPort is the port of http_address, reported as the kubelet endpoint.
+func (e *Edged) httpPort() int32 {
+	_, p, err := net.SplitHostPort(e.cfg.HTTPAddress)
 	if err != nil {
-		return ""
+		return 10350
 	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
-			return n.IP.String()
-		}
+	n, err := strconv.Atoi(p)
+	if err != nil || n == 0 {
+		return 10350
 	}
-	return ""
+	return int32(n)
 }
 
 // Handle takes pod insert/update/delete messages from metamanager.
@@ -261,6 +263,12 @@ func (e *Edged) run(ctx context.Context) {
 		}
 	}
 	e.wg.Add(2)
+	if e.cfg.RegisterNode {
+		r := node.New(node.Config{Name: e.host.NodeName(), Labels: e.cfg.NodeLabels, Port: e.httpPort(),
+			Frequency: time.Duration(e.cfg.NodeStatusUpdateFrequency), Source: Name}, e.host, e.rt, e.clock, e.log.Named("node"))
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); r.Run(ctx) }()
+	}
 	go func() { defer e.wg.Done(); e.pleg.Run(ctx) }()
 	go func() { defer e.wg.Done(); e.loadPods(ctx) }()
 	e.syncLoop(ctx)
