@@ -29,6 +29,7 @@ import (
 	"github.com/edgehive/edgehive/plugins/edged/pleg"
 	"github.com/edgehive/edgehive/plugins/edged/podmanager"
 	"github.com/edgehive/edgehive/plugins/edged/prober"
+	"github.com/edgehive/edgehive/plugins/edged/staticpod"
 	"github.com/edgehive/edgehive/plugins/edged/status"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -54,6 +55,8 @@ type Edged struct {
 	cfg        config
 	clock      clock.WithTicker
 	newRuntime func(ctx context.Context, endpoint string) (cri.Runtime, error)
+	// staticPeriod is how often static_pod_dir is rescanned.
+	staticPeriod time.Duration
 
 	host     sdk.Context
 	log      hclog.Logger
@@ -92,7 +95,7 @@ var (
 
 // New returns an unconfigured module that connects to the configured CRI endpoint.
 func New() *Edged {
-	return &Edged{clock: clock.RealClock{}, newRuntime: func(ctx context.Context, endpoint string) (cri.Runtime, error) {
+	return &Edged{clock: clock.RealClock{}, staticPeriod: 5 * time.Second, newRuntime: func(ctx context.Context, endpoint string) (cri.Runtime, error) {
 		return cri.New(ctx, endpoint)
 	}}
 }
@@ -269,9 +272,56 @@ func (e *Edged) run(ctx context.Context) {
 		e.wg.Add(1)
 		go func() { defer e.wg.Done(); r.Run(ctx) }()
 	}
+	if e.cfg.StaticPodDir != "" {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); e.watchStaticPods(ctx) }()
+	}
 	go func() { defer e.wg.Done(); e.pleg.Run(ctx) }()
 	go func() { defer e.wg.Done(); e.loadPods(ctx) }()
 	e.syncLoop(ctx)
+}
+
+// watchStaticPods rescans static_pod_dir every staticPodPeriod: new or
+// changed manifests are upserted, removed ones deleted. Static pods need
+// neither the cloud nor metamanager.
+func (e *Edged) watchStaticPods(ctx context.Context) {
+	known := map[types.UID]*v1.Pod{}
+	bad := map[string]bool{}
+	t := e.clock.NewTicker(e.staticPeriod)
+	defer t.Stop()
+	for {
+		pods, errs := staticpod.Scan(e.cfg.StaticPodDir, e.host.NodeName())
+		nowBad := map[string]bool{}
+		for _, err := range errs {
+			if !bad[err.Error()] {
+				e.log.Warn("static pod manifest", "error", err)
+			}
+			nowBad[err.Error()] = true
+		}
+		bad = nowBad
+		add, del, next := staticpod.Diff(known, pods)
+		known = next
+		var ups []podUpdate
+		for _, p := range del {
+			ups = append(ups, podUpdate{op: sdk.OpDelete, pod: p})
+		}
+		for _, p := range add {
+			ups = append(ups, podUpdate{op: sdk.OpInsert, pod: p})
+		}
+		for _, u := range ups {
+			e.log.Info("static pod", "op", u.op, "pod", u.pod.Namespace+"/"+u.pod.Name)
+			select {
+			case e.configCh <- u:
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+	}
 }
 
 // loadPods asks metamanager for the stored pods (they come back after a restart).
