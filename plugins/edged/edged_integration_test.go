@@ -103,3 +103,59 @@ func TestContainerdPods(t *testing.T) {
 		}
 	}
 }
+
+// TestContainerdProbes: readiness flips both ways and a failing liveness exec
+// probe restarts the container.
+func TestContainerdProbes(t *testing.T) {
+	check := itRuntime(t)
+	defer check.Close()
+	h := sdktest.New(t, NewWithRuntime(itRuntime(t), clock.RealClock{}),
+		sdktest.Options{ConfigJSON: `{"sandbox_image":"edgehive.local/pause:3.10"}`})
+	h.OnSync(metaManager, func(req *sdk.Message) (*sdk.Message, error) {
+		resp := sdk.NewMessage(req.Header.ID).BuildRouter(metaManager, sdk.GroupMeta, req.Router.Resource, sdk.OpResponse)
+		return resp, resp.FillBody([]string{})
+	})
+	suffix := time.Now().Format("150405")
+	pod := mkPod("it-probe-"+suffix, "it-probe-"+suffix, true, "app")
+	grace := int64(1)
+	pod.Spec.TerminationGracePeriodSeconds = &grace
+	c := &pod.Spec.Containers[0]
+	c.Command = []string{"sh", "-c", "touch /tmp/ready; exec sleep 300"}
+	c.ReadinessProbe = &v1.Probe{ProbeHandler: v1.ProbeHandler{Exec: &v1.ExecAction{Command: []string{"cat", "/tmp/ready"}}}, PeriodSeconds: 1}
+	c.LivenessProbe = &v1.Probe{ProbeHandler: v1.ProbeHandler{Exec: &v1.ExecAction{Command: []string{"sh", "-c", "test ! -f /tmp/dead"}}},
+		PeriodSeconds: 1, FailureThreshold: 2}
+	defer h.Deliver(podMsg(t, sdk.OpDelete, pod))
+	if err := h.Deliver(podMsg(t, sdk.OpInsert, pod)); err != nil {
+		t.Fatal(err)
+	}
+	isReady := func(want bool) func(v1.PodStatus) bool {
+		return func(s v1.PodStatus) bool {
+			r, cr := podReady(s)
+			return r == want && cr == want && len(s.ContainerStatuses) == 1 && s.ContainerStatuses[0].State.Running != nil
+		}
+	}
+	st := waitStatus(t, h, pod.Name, 60*time.Second, isReady(true))
+	id := strings.TrimPrefix(st.ContainerStatuses[0].ContainerID, "containerd://")
+	exec := func(cmd ...string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if r, err := check.ExecSync(ctx, id, cmd, 5*time.Second); err != nil || r.ExitCode != 0 {
+			t.Fatalf("exec %v: %v %+v", cmd, err, r)
+		}
+	}
+	t0 := time.Now()
+	exec("rm", "/tmp/ready")
+	waitStatus(t, h, pod.Name, 10*time.Second, isReady(false))
+	t.Logf("readiness → not ready in %v", time.Since(t0))
+	exec("touch", "/tmp/ready")
+	waitStatus(t, h, pod.Name, 10*time.Second, isReady(true))
+
+	t0 = time.Now()
+	exec("touch", "/tmp/dead")
+	st = waitStatus(t, h, pod.Name, 30*time.Second, func(s v1.PodStatus) bool {
+		return len(s.ContainerStatuses) == 1 && s.ContainerStatuses[0].RestartCount >= 1 && s.ContainerStatuses[0].State.Running != nil
+	})
+	t.Logf("liveness failure → restarted in %v; last state %+v", time.Since(t0), st.ContainerStatuses[0].LastTerminationState.Terminated)
+	// The new container has no /tmp/dead and gets ready again.
+	waitStatus(t, h, pod.Name, 10*time.Second, isReady(true))
+}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,8 +25,11 @@ import (
 	"github.com/edgehive/edgehive/plugins/edged/container"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
 	"github.com/edgehive/edgehive/plugins/edged/kuberuntime"
+	"github.com/edgehive/edgehive/plugins/edged/node"
 	"github.com/edgehive/edgehive/plugins/edged/pleg"
 	"github.com/edgehive/edgehive/plugins/edged/podmanager"
+	"github.com/edgehive/edgehive/plugins/edged/prober"
+	"github.com/edgehive/edgehive/plugins/edged/staticpod"
 	"github.com/edgehive/edgehive/plugins/edged/status"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -51,6 +55,8 @@ type Edged struct {
 	cfg        config
 	clock      clock.WithTicker
 	newRuntime func(ctx context.Context, endpoint string) (cri.Runtime, error)
+	// staticPeriod is how often static_pod_dir is rescanned.
+	staticPeriod time.Duration
 
 	host     sdk.Context
 	log      hclog.Logger
@@ -62,6 +68,8 @@ type Edged struct {
 	krt      *kuberuntime.Manager
 	pleg     *pleg.PLEG
 	statuses *status.Manager
+	probes   *prober.Manager
+	probeCh  chan types.UID
 	ready    atomic.Bool
 	// sourcesReady: the stored pod list has been read, so runtime pods that
 	// are not in the pod manager are orphans.
@@ -87,7 +95,7 @@ var (
 
 // New returns an unconfigured module that connects to the configured CRI endpoint.
 func New() *Edged {
-	return &Edged{clock: clock.RealClock{}, newRuntime: func(ctx context.Context, endpoint string) (cri.Runtime, error) {
+	return &Edged{clock: clock.RealClock{}, staticPeriod: 5 * time.Second, newRuntime: func(ctx context.Context, endpoint string) (cri.Runtime, error) {
 		return cri.New(ctx, endpoint)
 	}}
 }
@@ -131,7 +139,8 @@ func (e *Edged) Start(ctx context.Context, host sdk.Context) error {
 	e.workers = map[types.UID]*worker{}
 	e.nextSync = map[types.UID]time.Time{}
 	e.loopDone = make(chan struct{})
-	status.HostIP = hostIP()
+	e.probeCh = make(chan types.UID, 256)
+	status.HostIP = node.InternalIP("")
 	// One quick try now, so a reachable runtime is in use when Start returns.
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	if rt, err := e.newRuntime(cctx, e.cfg.RuntimeEndpoint); err == nil {
@@ -154,6 +163,13 @@ func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
 	})
 	e.pleg = pleg.New(e.rt, e.clock, e.log.Named("pleg"))
 	e.statuses = status.NewManager(e.sendStatus)
+	e.probes = prober.NewManager(e.rt, e.clock, e.log.Named("prober"), e.statuses.Get, func(uid types.UID) {
+		select {
+		case e.probeCh <- uid:
+		default: // a full queue: the periodic sync catches up
+		}
+	})
+	e.krt.Unhealthy = e.probes.Unhealthy
 	e.pleg.Relist(ctx)
 	e.ready.Store(true)
 }
@@ -186,17 +202,17 @@ func (e *Edged) Health(ctx context.Context) error {
 	return nil
 }
 
-func hostIP() string {
-	addrs, err := net.InterfaceAddrs()
+// httpPort is the port of http_address, reported as the kubelet endpoint.
+func (e *Edged) httpPort() int32 {
+	_, p, err := net.SplitHostPort(e.cfg.HTTPAddress)
 	if err != nil {
-		return ""
+		return 10350
 	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
-			return n.IP.String()
-		}
+	n, err := strconv.Atoi(p)
+	if err != nil || n == 0 {
+		return 10350
 	}
-	return ""
+	return int32(n)
 }
 
 // Handle takes pod insert/update/delete messages from metamanager.
@@ -250,9 +266,62 @@ func (e *Edged) run(ctx context.Context) {
 		}
 	}
 	e.wg.Add(2)
+	if e.cfg.RegisterNode {
+		r := node.New(node.Config{Name: e.host.NodeName(), Labels: e.cfg.NodeLabels, Port: e.httpPort(),
+			Frequency: time.Duration(e.cfg.NodeStatusUpdateFrequency), Source: Name}, e.host, e.rt, e.clock, e.log.Named("node"))
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); r.Run(ctx) }()
+	}
+	if e.cfg.StaticPodDir != "" {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); e.watchStaticPods(ctx) }()
+	}
 	go func() { defer e.wg.Done(); e.pleg.Run(ctx) }()
 	go func() { defer e.wg.Done(); e.loadPods(ctx) }()
 	e.syncLoop(ctx)
+}
+
+// watchStaticPods rescans static_pod_dir every staticPodPeriod: new or
+// changed manifests are upserted, removed ones deleted. Static pods need
+// neither the cloud nor metamanager.
+func (e *Edged) watchStaticPods(ctx context.Context) {
+	known := map[types.UID]*v1.Pod{}
+	bad := map[string]bool{}
+	t := e.clock.NewTicker(e.staticPeriod)
+	defer t.Stop()
+	for {
+		pods, errs := staticpod.Scan(e.cfg.StaticPodDir, e.host.NodeName())
+		nowBad := map[string]bool{}
+		for _, err := range errs {
+			if !bad[err.Error()] {
+				e.log.Warn("static pod manifest", "error", err)
+			}
+			nowBad[err.Error()] = true
+		}
+		bad = nowBad
+		add, del, next := staticpod.Diff(known, pods)
+		known = next
+		var ups []podUpdate
+		for _, p := range del {
+			ups = append(ups, podUpdate{op: sdk.OpDelete, pod: p})
+		}
+		for _, p := range add {
+			ups = append(ups, podUpdate{op: sdk.OpInsert, pod: p})
+		}
+		for _, u := range ups {
+			e.log.Info("static pod", "op", u.op, "pod", u.pod.Namespace+"/"+u.pod.Name)
+			select {
+			case e.configCh <- u:
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+	}
 }
 
 // loadPods asks metamanager for the stored pods (they come back after a restart).
@@ -364,6 +433,10 @@ func (e *Edged) syncLoopIteration(ctx context.Context, syncCh, hkCh <-chan time.
 			}
 			e.pods.Delete(pod.UID)
 			e.dispatch(ctx, pod, true)
+		}
+	case uid := <-e.probeCh:
+		if pod, ok := e.pods.GetByUID(uid); ok {
+			e.dispatch(ctx, pod, false)
 		}
 	case ev := <-e.pleg.Watch():
 		if pod, ok := e.pods.GetByUID(ev.ID); ok {
@@ -506,7 +579,7 @@ func (e *Edged) updateStatus(ctx context.Context, pod *v1.Pod) {
 	if ok {
 		oldp = &old
 	}
-	st := status.Compute(pod, ps, e.reasons(pod.UID), e.clock.Now(), oldp)
+	st := status.ComputeWith(pod, ps, e.reasons(pod.UID), e.clock.Now(), oldp, e.probes.UpdatePodStatus)
 	if _, err := e.statuses.Set(ctx, pod, st); err != nil {
 		e.log.Warn("status not sent", "error", err)
 	}
@@ -543,6 +616,7 @@ func (e *Edged) syncPod(ctx context.Context, pod *v1.Pod) time.Duration {
 	}
 	res, err := e.krt.SyncPod(ctx, pod, ps)
 	e.updateStatus(ctx, pod)
+	e.probes.AddPod(ctx, pod)
 	if err != nil {
 		e.log.Info("sync pod", "pod", name, "error", err)
 		if res.BackOff > 0 {
@@ -572,6 +646,7 @@ func (e *Edged) terminatePod(ctx context.Context, pod *v1.Pod) {
 		case <-e.clock.After(retryInterval):
 		}
 	}
+	e.probes.RemovePod(pod.UID)
 	e.statuses.Forget(pod.UID)
 	e.krt.Forget(pod.UID)
 	e.log.Info("pod removed", "pod", pod.Namespace+"/"+pod.Name, "uid", pod.UID)

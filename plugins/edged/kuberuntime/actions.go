@@ -23,6 +23,9 @@ type podActions struct {
 	InitFailed        bool              // an init container failed under restartPolicy Never: the pod fails
 	ContainersToStart []int             // indexes in pod.Spec.Containers
 	ContainersToKill  map[string]string // container id → reason
+	// KeepKilled: killed containers to stop but not remove (probe failures),
+	// so their terminated state stays as lastState.
+	KeepKilled map[string]bool
 }
 
 // HashContainer is the spec hash written on a container; a change restarts it.
@@ -99,8 +102,16 @@ func initProgress(pod *v1.Pod, ps *container.PodStatus) (done bool, next *v1.Con
 	return true, nil, false
 }
 
+// Unhealthy says whether a running container must be killed because a probe
+// failed (liveness or startup), and why. Set by the prober.
+type Unhealthy func(pod *v1.Pod, containerName, containerID string) (string, bool)
+
 // computePodActions compares the pod's spec with what runs.
 func computePodActions(pod *v1.Pod, ps *container.PodStatus) podActions {
+	return computePodActionsProbed(pod, ps, nil)
+}
+
+func computePodActionsProbed(pod *v1.Pod, ps *container.PodStatus, unhealthy Unhealthy) podActions {
 	create, attempt, sandboxID := sandboxChanged(pod, ps)
 	a := podActions{KillPod: create, CreateSandbox: create, Attempt: attempt, SandboxID: sandboxID, ContainersToKill: map[string]string{}}
 	if create {
@@ -151,6 +162,19 @@ func computePodActions(pod *v1.Pod, ps *container.PodStatus) podActions {
 			a.ContainersToKill[cs.Id] = fmt.Sprintf("container %s definition changed", c.Name)
 			a.ContainersToStart = append(a.ContainersToStart, i)
 			continue
+		}
+		if unhealthy != nil {
+			if why, bad := unhealthy(pod, c.Name, cs.Id); bad {
+				a.ContainersToKill[cs.Id] = why
+				if a.KeepKilled == nil {
+					a.KeepKilled = map[string]bool{}
+				}
+				a.KeepKilled[cs.Id] = true
+				if pod.Spec.RestartPolicy != v1.RestartPolicyNever {
+					a.ContainersToStart = append(a.ContainersToStart, i)
+				}
+				continue
+			}
 		}
 		keep++
 	}

@@ -354,3 +354,26 @@ func TestKillPod(t *testing.T) {
 		t.Fatalf("%d StopContainer calls", n)
 	}
 }
+
+func TestComputePodActionsUnhealthy(t *testing.T) {
+	for _, policy := range []v1.RestartPolicy{v1.RestartPolicyAlways, v1.RestartPolicyNever} {
+		pod := testPod(policy, "app", "side")
+		app := cstatus(pod, "app", runtimeapi.ContainerState_CONTAINER_RUNNING, 0)
+		side := cstatus(pod, "side", runtimeapi.ContainerState_CONTAINER_RUNNING, 0)
+		ps := &container.PodStatus{ID: pod.UID, Sandboxes: []*runtimeapi.PodSandboxStatus{readySandbox(0, "10.0.0.2", false)},
+			Containers: []*container.ContainerStatus{app, side}}
+		a := computePodActionsProbed(pod, ps, func(_ *v1.Pod, name, id string) (string, bool) {
+			return "failed liveness probe", name == "app" && id == app.Id
+		})
+		if a.KillPod || a.ContainersToKill[app.Id] == "" || !a.KeepKilled[app.Id] || len(a.ContainersToKill) != 1 {
+			t.Fatalf("%s: actions %+v", policy, a)
+		}
+		wantStart := 1
+		if policy == v1.RestartPolicyNever {
+			wantStart = 0
+		}
+		if len(a.ContainersToStart) != wantStart {
+			t.Fatalf("%s: start %v", policy, a.ContainersToStart)
+		}
+	}
+}

@@ -68,6 +68,9 @@ type Manager struct {
 
 	mu      sync.Mutex
 	reasons map[types.UID]map[string]Reason
+
+	// Unhealthy, when set, names running containers a probe wants killed.
+	Unhealthy Unhealthy
 }
 
 // New returns a manager. clk drives the restart back-off.
@@ -140,7 +143,7 @@ type SyncResult struct {
 func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodStatus) (SyncResult, error) {
 	var res SyncResult
 	// Step 1: compute what changed.
-	a := computePodActions(pod, ps)
+	a := computePodActionsProbed(pod, ps, m.Unhealthy)
 	res.InitFailed = a.InitFailed
 
 	// Step 2: kill the pod when its sandbox changed (or nothing should run).
@@ -152,7 +155,11 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 		// Step 3: kill the containers that must go.
 		for id, why := range a.ContainersToKill {
 			m.log.Info("killing container", "pod", pod.Namespace+"/"+pod.Name, "container", id, "reason", why)
-			if err := m.killContainer(ctx, id, gracePeriod(pod, nil)); err != nil {
+			if a.KeepKilled[id] {
+				if err := m.rt.StopContainer(ctx, id, gracePeriod(pod, nil)); err != nil && !cri.IsNotFound(err) {
+					return res, fmt.Errorf("stop container %s: %w", id, err)
+				}
+			} else if err := m.killContainer(ctx, id, gracePeriod(pod, nil)); err != nil {
 				return res, err
 			}
 			res.Killed = append(res.Killed, id)

@@ -144,9 +144,21 @@ func cond(t v1.PodConditionType, ok bool, reason string) v1.PodCondition {
 // Compute returns the pod's status. now stamps new condition transitions and
 // the start time; old (may be nil) keeps earlier ones.
 func Compute(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason, now time.Time, old *v1.PodStatus) v1.PodStatus {
+	return ComputeWith(pod, ps, reasons, now, old, nil)
+}
+
+// Adjust changes container statuses before the conditions are derived from
+// them (the prober sets Ready and Started).
+type Adjust func(pod *v1.Pod, statuses []v1.ContainerStatus)
+
+// ComputeWith is Compute with the container statuses passed through adjust.
+func ComputeWith(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason, now time.Time, old *v1.PodStatus, adjust Adjust) v1.PodStatus {
 	st := v1.PodStatus{QOSClass: v1.PodQOSBestEffort}
 	st.InitContainerStatuses = containerStatuses(pod, pod.Spec.InitContainers, ps, reasons)
 	st.ContainerStatuses = containerStatuses(pod, pod.Spec.Containers, ps, reasons)
+	if adjust != nil {
+		adjust(pod, st.ContainerStatuses)
+	}
 	st.Phase = phase(pod, st.InitContainerStatuses, st.ContainerStatuses)
 	if ps != nil && len(ps.Sandboxes) > 0 && ps.Sandboxes[0].State == runtimeapi.PodSandboxState_SANDBOX_READY {
 		if pod.Spec.HostNetwork {

@@ -1,0 +1,148 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	coordv1 "k8s.io/api/coordination/v1"
+	v1 "k8s.io/api/core/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/edgehive/edgehive/plugins/edged/cri"
+	"github.com/edgehive/edgehive/sdk"
+)
+
+type fakeHost struct {
+	mu    sync.Mutex
+	sent  []*sdk.Message
+	lease string // content of the lease query answer; "" → error op
+}
+
+func (h *fakeHost) Send(_ context.Context, module string, msg *sdk.Message) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if module != "metamanager" {
+		panic(module)
+	}
+	h.sent = append(h.sent, msg)
+	return nil
+}
+
+func (h *fakeHost) SendSync(_ context.Context, _ string, msg *sdk.Message) (*sdk.Message, error) {
+	if h.lease == "" {
+		r := sdk.NewMessage(msg.Header.ID).BuildRouter("metamanager", sdk.GroupMeta, msg.Router.Resource, sdk.OpError)
+		return r, r.FillBody("not found")
+	}
+	r := sdk.NewMessage(msg.Header.ID).BuildRouter("metamanager", sdk.GroupMeta, msg.Router.Resource, sdk.OpResponse)
+	return r, r.FillBody([]string{h.lease})
+}
+
+func roots(t *testing.T) (string, string) {
+	dir := t.TempDir()
+	proc, etc := filepath.Join(dir, "proc"), filepath.Join(dir, "etc")
+	for p, c := range map[string]string{
+		filepath.Join(proc, "meminfo"):                   "MemTotal:        8048576 kB\nMemFree: 1 kB\n",
+		filepath.Join(proc, "sys/kernel/osrelease"):      "6.1.0-test\n",
+		filepath.Join(proc, "sys/kernel/random/boot_id"): "boot-1\n",
+		filepath.Join(etc, "os-release"):                 "NAME=X\nPRETTY_NAME=\"Edge Linux 1\"\n",
+		filepath.Join(etc, "machine-id"):                 "m-1\n",
+	} {
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return proc, etc
+}
+
+func TestRegisterStatusLease(t *testing.T) {
+	proc, etc := roots(t)
+	clk := clocktesting.NewFakeClock(time.Date(2024, 8, 6, 12, 0, 0, 0, time.UTC))
+	h := &fakeHost{}
+	r := New(Config{Name: "edge-1", Labels: map[string]string{"zone": "a"}, Port: 10350, ProcRoot: proc, EtcRoot: etc},
+		h, cri.NewFakeRuntime(), clk, nil)
+	ctx := context.Background()
+	if err := r.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := h.sent[0]
+	if m.Router.Source != "edged" || m.Router.Group != "meta" || m.Router.Operation != "insert" || m.Router.Resource != "null/node/edge-1" {
+		t.Fatalf("route %+v", m.Router)
+	}
+	var n v1.Node
+	if err := m.DecodeContent(&n); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := n.Labels[LabelEdge]; !ok || v != "" || n.Labels["zone"] != "a" || n.Labels["kubernetes.io/hostname"] != "edge-1" {
+		t.Fatalf("labels %v", n.Labels)
+	}
+	st := n.Status
+	if st.Capacity.Memory().Value() != 8048576*1024 || st.Capacity.Pods().Value() != 110 || st.Capacity.Cpu().Value() < 1 ||
+		st.Allocatable.Pods().Value() != 110 {
+		t.Fatalf("capacity %v allocatable %v", st.Capacity, st.Allocatable)
+	}
+	if st.NodeInfo.ContainerRuntimeVersion != "fake://0.0.0" || st.NodeInfo.KernelVersion != "6.1.0-test" ||
+		st.NodeInfo.OSImage != "Edge Linux 1" || st.NodeInfo.KubeletVersion != KubeletVersion || st.NodeInfo.MachineID != "m-1" {
+		t.Fatalf("nodeInfo %+v", st.NodeInfo)
+	}
+	if st.DaemonEndpoints.KubeletEndpoint.Port != 10350 || len(st.Conditions) != 1 || st.Conditions[0].Type != v1.NodeReady ||
+		st.Conditions[0].Status != v1.ConditionTrue || st.Addresses[len(st.Addresses)-1].Type != v1.NodeHostName {
+		t.Fatalf("status %+v", st)
+	}
+	// The wire spells the port "Port".
+	var raw map[string]any
+	m.DecodeContent(&raw)
+	if b, _ := json.Marshal(raw["status"].(map[string]any)["daemonEndpoints"]); string(b) != `{"kubeletEndpoint":{"Port":10350}}` {
+		t.Fatalf("daemonEndpoints %s", b)
+	}
+
+	clk.Step(10 * time.Second)
+	if err := r.ReportStatus(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m = h.sent[1]
+	if m.Router.Operation != "patch" || m.Router.Resource != "null/nodepatch/edge-1" {
+		t.Fatalf("route %+v", m.Router)
+	}
+	var s string
+	if err := m.DecodeContent(&s); err != nil {
+		t.Fatalf("nodepatch content is not a JSON string: %s", m.Content)
+	}
+	var p struct{ Status v1.NodeStatus }
+	if err := json.Unmarshal([]byte(s), &p); err != nil || !p.Status.Conditions[0].LastHeartbeatTime.Time.Equal(clk.Now()) ||
+		p.Status.Conditions[0].LastTransitionTime.Time.Equal(clk.Now()) {
+		t.Fatalf("patch %s: %v", s, err)
+	}
+
+	// No lease yet: insert, then updates.
+	for i, want := range []string{"insert", "update"} {
+		if err := r.RenewLease(ctx); err != nil {
+			t.Fatal(err)
+		}
+		m = h.sent[2+i]
+		if m.Router.Operation != want || m.Router.Resource != "kube-node-lease/lease/edge-1" {
+			t.Fatalf("lease %d route %+v", i, m.Router)
+		}
+		var l coordv1.Lease
+		if err := m.DecodeContent(&l); err != nil || *l.Spec.HolderIdentity != "edge-1" || *l.Spec.LeaseDurationSeconds != 40 ||
+			l.Namespace != "kube-node-lease" || l.Kind != "Lease" || !l.Spec.RenewTime.Time.Equal(clk.Now()) {
+			t.Fatalf("lease %s: %v", m.Content, err)
+		}
+	}
+	// A stored lease: its resourceVersion is kept, and it is updated at once.
+	h2 := &fakeHost{lease: `{"metadata":{"name":"edge-1","namespace":"kube-node-lease","resourceVersion":"4512"}}`}
+	r2 := New(Config{Name: "edge-1", ProcRoot: proc, EtcRoot: etc}, h2, nil, clk, nil)
+	if err := r2.RenewLease(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var l coordv1.Lease
+	h2.sent[0].DecodeContent(&l)
+	if h2.sent[0].Router.Operation != "update" || l.ResourceVersion != "4512" {
+		t.Fatalf("stored lease: %+v %s", h2.sent[0].Router, h2.sent[0].Content)
+	}
+}
