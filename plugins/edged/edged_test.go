@@ -78,20 +78,20 @@ func waitStatus(t *testing.T, h *sdktest.Harness, name string, timeout time.Dura
 
 func start(t *testing.T, rt cri.Runtime, pods ...*v1.Pod) *sdktest.Harness {
 	m := NewWithRuntime(rt, clock.RealClock{})
-	h := sdktest.New(t, m, sdktest.Options{ConfigJSON: `{"sandbox_image":"` + pause + `"}`})
-	h.OnSync(metaManager, func(req *sdk.Message) (*sdk.Message, error) {
+	// metamanager answers the stored pod list edged asks for at start.
+	stored := func(req *sdk.Message) (*sdk.Message, error) {
 		resp := sdk.NewMessage(req.Header.ID).BuildRouter(metaManager, sdk.GroupMeta, req.Router.Resource, sdk.OpResponse)
-		var items []string
+		items := []string{}
 		for _, p := range pods {
 			b, _ := json.Marshal(p)
 			items = append(items, string(b))
 		}
-		if items == nil {
-			items = []string{}
-		}
 		return resp, resp.FillBody(items)
+	}
+	return sdktest.New(t, m, sdktest.Options{
+		ConfigJSON: `{"sandbox_image":"` + pause + `"}`,
+		Sync:       map[string]sdktest.SyncHandler{metaManager: stored},
 	})
-	return h
 }
 
 func running(s v1.PodStatus) bool { return s.Phase == v1.PodRunning && s.PodIP != "" }
