@@ -324,6 +324,14 @@ func (w *worker) run(ctx context.Context) {
 	t := w.m.clock.NewTicker(period(w.spec))
 	defer t.Stop()
 	for {
+		// A cancelled or stopped worker probes no more, not even once.
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.stopCh:
+			return
+		default:
+		}
 		if !w.doProbe(ctx) {
 			return
 		}
