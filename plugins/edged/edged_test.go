@@ -3,6 +3,7 @@ package edged
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -89,7 +90,7 @@ func start(t *testing.T, rt cri.Runtime, pods ...*v1.Pod) *sdktest.Harness {
 		return resp, resp.FillBody(items)
 	}
 	return sdktest.New(t, m, sdktest.Options{
-		ConfigJSON: `{"sandbox_image":"` + pause + `"}`,
+		ConfigJSON: `{"sandbox_image":"` + pause + `","http_address":"127.0.0.1:0"}`,
 		Sync:       map[string]sdktest.SyncHandler{metaManager: stored},
 	})
 }
@@ -215,5 +216,34 @@ func TestAdoptionAfterRestart(t *testing.T) {
 		return s.Message.Router.Operation == sdk.OpQuery && s.Message.Router.Resource == "default/pod"
 	}) {
 		t.Fatal("no pod list query")
+	}
+}
+
+func TestReadOnlyAPIShowsPods(t *testing.T) {
+	rt := cri.NewFakeRuntime(busybox, pause)
+	m := NewWithRuntime(rt, clock.RealClock{})
+	h := sdktest.New(t, m, sdktest.Options{ConfigJSON: `{"sandbox_image":"` + pause + `","http_address":"127.0.0.1:0"}`})
+	pod := mkPod("api", "uid-api", false, "app")
+	if err := h.Deliver(podMsg(t, sdk.OpInsert, pod)); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, h, "api", 10*time.Second, running)
+	if m.APIAddr() == "" {
+		t.Fatal("the read-only API does not listen")
+	}
+	resp, err := http.Get("http://" + m.APIAddr() + "/pods")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list v1.PodList
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 || list.Items[0].Name != "api" || list.Items[0].Status.Phase != v1.PodRunning {
+		t.Fatalf("/pods: %+v", list.Items)
+	}
+	if r, err := http.Get("http://" + m.APIAddr() + "/healthz"); err != nil || r.StatusCode != 200 {
+		t.Fatalf("/healthz: %v %v", r, err)
 	}
 }

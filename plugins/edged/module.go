@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -29,6 +30,7 @@ import (
 	"github.com/edgehive/edgehive/plugins/edged/pleg"
 	"github.com/edgehive/edgehive/plugins/edged/podmanager"
 	"github.com/edgehive/edgehive/plugins/edged/prober"
+	"github.com/edgehive/edgehive/plugins/edged/server"
 	"github.com/edgehive/edgehive/plugins/edged/staticpod"
 	"github.com/edgehive/edgehive/plugins/edged/status"
 	"github.com/edgehive/edgehive/sdk"
@@ -75,6 +77,9 @@ type Edged struct {
 	// are not in the pod manager are orphans.
 	sourcesReady atomic.Bool
 	loopDone     chan struct{}
+
+	api     *http.Server
+	apiAddr string
 
 	mu       sync.Mutex
 	workers  map[types.UID]*worker
@@ -149,8 +154,56 @@ func (e *Edged) Start(ctx context.Context, host sdk.Context) error {
 		e.log.Warn("container runtime not reachable; retrying in the background", "endpoint", e.cfg.RuntimeEndpoint, "error", err)
 	}
 	cancel()
+	e.serveAPI()
 	go e.run(ctx)
 	return nil
+}
+
+// serveAPI opens the read-only API on http_address. A port already taken
+// is logged, not fatal: the API is for looking, pods run without it.
+func (e *Edged) serveAPI() {
+	if e.cfg.HTTPAddress == "" {
+		return
+	}
+	ln, err := net.Listen("tcp", e.cfg.HTTPAddress)
+	if err != nil {
+		e.log.Warn("read-only API not served", "address", e.cfg.HTTPAddress, "error", err)
+		return
+	}
+	e.api = &http.Server{Handler: server.New(apiSource{e}), ReadHeaderTimeout: 10 * time.Second}
+	e.apiAddr = ln.Addr().String()
+	go func() {
+		if err := e.api.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.log.Warn("read-only API stopped", "error", err)
+		}
+	}()
+}
+
+// APIAddr is where the read-only API listens ("" when it does not).
+func (e *Edged) APIAddr() string { return e.apiAddr }
+
+// apiSource shows the pod manager's pods with their last computed status.
+type apiSource struct{ e *Edged }
+
+func (s apiSource) Pods() []*v1.Pod {
+	var out []*v1.Pod
+	for _, p := range s.e.pods.Pods() {
+		c := p.DeepCopy()
+		if s.e.statuses != nil {
+			if st, ok := s.e.statuses.Get(p.UID); ok {
+				c.Status = st
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func (s apiSource) LogDir(pod *v1.Pod) string {
+	if s.e.krt == nil {
+		return ""
+	}
+	return s.e.krt.LogDir(pod)
 }
 
 // setup builds the runtime side and adopts what runs: the first relist,
@@ -176,6 +229,9 @@ func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
 
 // Stop waits for the loops to end (ctx is already cancelled by the host).
 func (e *Edged) Stop(ctx context.Context) error {
+	if e.api != nil {
+		_ = e.api.Shutdown(ctx)
+	}
 	if e.loopDone == nil {
 		return nil
 	}
