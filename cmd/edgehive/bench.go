@@ -13,7 +13,7 @@ import (
 
 func cmdBench(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, "usage: edgehive bench route|restart|footprint|pods [flags]\n")
+		fmt.Fprint(stderr, "usage: edgehive bench route|restart|footprint|pods|twin [flags]\n")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench "+args[0], flag.ContinueOnError)
@@ -64,6 +64,15 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = bench.Pods(o, stdout, stderr)
+	case "twin":
+		var o bench.TwinOptions
+		fs.IntVar(&o.Mappers, "mappers", 10, "simulated mappers, one device each")
+		fs.DurationVar(&o.Duration, "duration", 5*time.Second, "how long they publish")
+		fs.IntVar(&o.InFlight, "in-flight", 8, "updates each mapper has waiting for a result")
+		if fs.Parse(args[1:]) != nil {
+			return 2
+		}
+		err = bench.Twin(o, stdout, stderr)
 	case "footprint":
 		var o bench.FootprintOptions
 		fs.DurationVar(&o.Settle, "settle", 3e9, "idle time before measuring")
