@@ -296,7 +296,7 @@ func (m *Manager) startContainer(ctx context.Context, pod *v1.Pod, ps *container
 		}
 		return 0, err
 	}
-	mounts, err := makeMounts(c, vols, volErr)
+	mounts, err := makeMounts(pod, c, vols, volErr)
 	if err != nil {
 		m.setReason(pod.UID, c.Name, &Reason{ReasonCreateConfig, err.Error()})
 		return 0, fmt.Errorf("%s: %w", ReasonCreateConfig, err)

@@ -12,8 +12,15 @@ import (
 
 // makeMounts turns c's volumeMounts into CRI mounts over the prepared
 // volumes (host paths by volume name). A mount of a volume that is missing
-// or failed to prepare is an error naming it (volErr says why).
-func makeMounts(c *v1.Container, vols map[string]string, volErr error) ([]*runtimeapi.Mount, error) {
+// or failed to prepare is an error naming it (volErr says why). configMap,
+// secret and downwardAPI volumes are always read-only, as the kubelet's.
+func makeMounts(pod *v1.Pod, c *v1.Container, vols map[string]string, volErr error) ([]*runtimeapi.Mount, error) {
+	apiData := map[string]bool{}
+	for _, v := range pod.Spec.Volumes {
+		if v.ConfigMap != nil || v.Secret != nil || v.DownwardAPI != nil || v.Projected != nil {
+			apiData[v.Name] = true
+		}
+	}
 	var out []*runtimeapi.Mount
 	for _, vm := range c.VolumeMounts {
 		host, ok := vols[vm.Name]
@@ -50,7 +57,7 @@ func makeMounts(c *v1.Container, vols map[string]string, volErr error) ([]*runti
 		out = append(out, &runtimeapi.Mount{
 			ContainerPath: vm.MountPath,
 			HostPath:      host,
-			Readonly:      vm.ReadOnly,
+			Readonly:      vm.ReadOnly || apiData[vm.Name],
 			Propagation:   prop,
 		})
 	}

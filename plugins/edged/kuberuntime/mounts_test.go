@@ -27,8 +27,9 @@ func TestSyncPodMounts(t *testing.T) {
 		return map[string]string{"cfg": filepath.Join(volDir, "cfg"), "data": filepath.Join(volDir, "data")}, nil
 	}
 	pod := testPod(v1.RestartPolicyAlways, "app")
+	pod.Spec.Volumes = []v1.Volume{{Name: "cfg", VolumeSource: v1.VolumeSource{ConfigMap: &v1.ConfigMapVolumeSource{}}}}
 	pod.Spec.Containers[0].VolumeMounts = []v1.VolumeMount{
-		{Name: "cfg", MountPath: "/etc/app", ReadOnly: true},
+		{Name: "cfg", MountPath: "/etc/app"}, // configMaps are read-only anyway
 		{Name: "data", MountPath: "/var/lib/app/logs", SubPath: "logs"},
 	}
 	_, ps, err := syncOnce(t, m, pod)
