@@ -7,7 +7,9 @@ package edged
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,4 +160,88 @@ func TestContainerdProbes(t *testing.T) {
 	t.Logf("liveness failure → restarted in %v; last state %+v", time.Since(t0), st.ContainerStatuses[0].LastTerminationState.Terminated)
 	// The new container has no /tmp/dead and gets ready again.
 	waitStatus(t, h, pod.Name, 10*time.Second, isReady(true))
+}
+
+// TestContainerdVolumes: a configMap volume is mounted, its file is read
+// through ExecSync, and a changed configMap shows in the running container.
+func TestContainerdVolumes(t *testing.T) {
+	check := itRuntime(t)
+	defer check.Close()
+	var mu sync.Mutex
+	content := "hello v1"
+	m := NewWithRuntime(itRuntime(t), clock.RealClock{})
+	m.volumeRefresh = 0
+	dataDir := t.TempDir()
+	h := sdktest.New(t, m, sdktest.Options{DataDir: dataDir, ConfigJSON: `{"sandbox_image":"edgehive.local/pause:3.10"}`})
+	h.OnSync(metaManager, func(req *sdk.Message) (*sdk.Message, error) {
+		resp := sdk.NewMessage(req.Header.ID).BuildRouter(metaManager, sdk.GroupMeta, req.Router.Resource, sdk.OpResponse)
+		if req.Router.Resource == "default/configmap/it-cfg" {
+			mu.Lock()
+			defer mu.Unlock()
+			return resp, resp.FillBody(&v1.ConfigMap{Data: map[string]string{"app.conf": content}})
+		}
+		return resp, resp.FillBody([]string{})
+	})
+	suffix := time.Now().Format("150405")
+	pod := mkPod("it-vol-"+suffix, "it-vol-"+suffix, true, "app")
+	grace := int64(1)
+	pod.Spec.TerminationGracePeriodSeconds = &grace
+	pod.Spec.Volumes = []v1.Volume{
+		{Name: "cfg", VolumeSource: v1.VolumeSource{ConfigMap: &v1.ConfigMapVolumeSource{LocalObjectReference: v1.LocalObjectReference{Name: "it-cfg"}}}},
+		{Name: "scratch", VolumeSource: v1.VolumeSource{EmptyDir: &v1.EmptyDirVolumeSource{}}},
+	}
+	pod.Spec.Containers[0].VolumeMounts = []v1.VolumeMount{
+		{Name: "cfg", MountPath: "/etc/app", ReadOnly: true},
+		{Name: "scratch", MountPath: "/scratch"},
+	}
+	pod.Spec.Containers[0].Command = []string{"sh", "-c", "echo written > /scratch/out; exec sleep 300"}
+	defer h.Deliver(podMsg(t, sdk.OpDelete, pod))
+	if err := h.Deliver(podMsg(t, sdk.OpInsert, pod)); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, h, pod.Name, 60*time.Second, running)
+	id := strings.TrimPrefix(st.ContainerStatuses[0].ContainerID, "containerd://")
+	cat := func(p string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r, err := check.ExecSync(ctx, id, []string{"cat", p}, 5*time.Second)
+		if err != nil {
+			t.Fatalf("exec cat %s: %v", p, err)
+		}
+		return string(r.Stdout)
+	}
+	if got := cat("/etc/app/app.conf"); got != "hello v1" {
+		t.Fatalf("app.conf = %q", got)
+	}
+	mu.Lock()
+	content = "hello v2"
+	mu.Unlock()
+	t0 := time.Now()
+	if err := h.Deliver(podMsg(t, sdk.OpUpdate, pod)); err != nil {
+		t.Fatal(err)
+	}
+	for cat("/etc/app/app.conf") != "hello v2" {
+		if time.Since(t0) > 20*time.Second {
+			t.Fatal("the changed configMap did not show in the container")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("configMap change seen in the container after %v", time.Since(t0))
+	out, err := os.ReadFile(filepath.Join(dataDir, "pods", string(pod.UID), "volumes", "kubernetes.io~empty-dir", "scratch", "out"))
+	if err != nil || string(out) != "written\n" {
+		t.Fatalf("emptyDir on the host: %q %v", out, err)
+	}
+	if err := h.Deliver(podMsg(t, sdk.OpDelete, pod)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dataDir, "pods", string(pod.UID))); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("pod volume dir not removed")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

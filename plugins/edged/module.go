@@ -33,6 +33,7 @@ import (
 	"github.com/edgehive/edgehive/plugins/edged/server"
 	"github.com/edgehive/edgehive/plugins/edged/staticpod"
 	"github.com/edgehive/edgehive/plugins/edged/status"
+	"github.com/edgehive/edgehive/plugins/edged/volume"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -59,6 +60,8 @@ type Edged struct {
 	newRuntime func(ctx context.Context, endpoint string) (cri.Runtime, error)
 	// staticPeriod is how often static_pod_dir is rescanned.
 	staticPeriod time.Duration
+	// volumeRefresh is the least time between two fetches of a configMap or secret volume.
+	volumeRefresh time.Duration
 
 	host     sdk.Context
 	log      hclog.Logger
@@ -71,6 +74,7 @@ type Edged struct {
 	pleg     *pleg.PLEG
 	statuses *status.Manager
 	probes   *prober.Manager
+	volumes  *volume.Manager
 	probeCh  chan types.UID
 	ready    atomic.Bool
 	// sourcesReady: the stored pod list has been read, so runtime pods that
@@ -100,7 +104,7 @@ var (
 
 // New returns an unconfigured module that connects to the configured CRI endpoint.
 func New() *Edged {
-	return &Edged{clock: clock.RealClock{}, staticPeriod: 5 * time.Second, newRuntime: func(ctx context.Context, endpoint string) (cri.Runtime, error) {
+	return &Edged{clock: clock.RealClock{}, staticPeriod: 5 * time.Second, volumeRefresh: volume.RefreshInterval, newRuntime: func(ctx context.Context, endpoint string) (cri.Runtime, error) {
 		return cri.New(ctx, endpoint)
 	}}
 }
@@ -223,6 +227,9 @@ func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
 		}
 	})
 	e.krt.Unhealthy = e.probes.Unhealthy
+	e.volumes = volume.New(filepath.Join(e.host.DataDir(), "pods"), e.fetchObject, e.clock, e.log.Named("volume"))
+	e.volumes.Refresh = e.volumeRefresh
+	e.krt.Volumes = e.volumes.Setup
 	e.pleg.Relist(ctx)
 	e.ready.Store(true)
 }
@@ -435,6 +442,81 @@ func (e *Edged) queryPods(ctx context.Context) ([]*v1.Pod, error) {
 			continue
 		}
 		out = append(out, p)
+	}
+	return out, nil
+}
+
+// fetchObject asks metamanager for a configMap or secret (volume.Fetcher).
+func (e *Edged) fetchObject(ctx context.Context, kind, namespace, name string) (map[string][]byte, error) {
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	msg := sdk.NewMessage("").BuildRouter(Name, sdk.GroupMeta, namespace+"/"+kind+"/"+name, sdk.OpQuery)
+	resp, err := e.host.SendSync(qctx, metaManager, msg)
+	if err != nil {
+		return nil, err
+	}
+	return decodeObject(kind, resp)
+}
+
+// decodeObject reads a metamanager answer: the object (or JSON in a string),
+// or KubeEdge's ObjectResp {"Object":..,"Err":..}; an error answer saying
+// "not found" wraps volume.ErrNotFound.
+func decodeObject(kind string, resp *sdk.Message) (map[string][]byte, error) {
+	if resp.Router.Operation == sdk.OpError {
+		text := resp.ContentString()
+		if strings.Contains(strings.ToLower(text), "not found") {
+			return nil, fmt.Errorf("metamanager: %s: %w", text, volume.ErrNotFound)
+		}
+		return nil, fmt.Errorf("metamanager: %s", text)
+	}
+	var raw json.RawMessage
+	if err := resp.DecodeContent(&raw); err != nil {
+		return nil, err
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		raw = json.RawMessage(s)
+	}
+	var or struct {
+		Object json.RawMessage
+		Err    json.RawMessage
+	}
+	if json.Unmarshal(raw, &or) == nil && len(or.Object) > 0 {
+		if len(or.Err) > 0 && string(or.Err) != "null" {
+			text := string(or.Err)
+			if strings.Contains(strings.ToLower(text), "not found") {
+				return nil, fmt.Errorf("cloud: %s: %w", text, volume.ErrNotFound)
+			}
+			return nil, fmt.Errorf("cloud: %s", text)
+		}
+		raw = or.Object
+	}
+	out := map[string][]byte{}
+	switch kind {
+	case volume.KindConfigMap:
+		cm := &v1.ConfigMap{}
+		if err := json.Unmarshal(raw, cm); err != nil {
+			return nil, fmt.Errorf("configmap: %w", err)
+		}
+		for k, v := range cm.Data {
+			out[k] = []byte(v)
+		}
+		for k, v := range cm.BinaryData {
+			out[k] = v
+		}
+	case volume.KindSecret:
+		sec := &v1.Secret{}
+		if err := json.Unmarshal(raw, sec); err != nil {
+			return nil, fmt.Errorf("secret: %w", err)
+		}
+		for k, v := range sec.Data {
+			out[k] = v
+		}
+		for k, v := range sec.StringData {
+			out[k] = []byte(v)
+		}
+	default:
+		return nil, fmt.Errorf("kind %q unknown", kind)
 	}
 	return out, nil
 }
@@ -657,6 +739,9 @@ func (e *Edged) syncPod(ctx context.Context, pod *v1.Pod) time.Duration {
 			err = e.krt.KillPod(ctx, ps, kuberuntime.GracePeriod(pod), true)
 		}
 		if err == nil {
+			err = e.volumes.Cleanup(pod.UID)
+		}
+		if err == nil {
 			err = e.sendPodDelete(ctx, pod)
 		}
 		if err != nil {
@@ -692,6 +777,9 @@ func (e *Edged) terminatePod(ctx context.Context, pod *v1.Pod) {
 		ps, err := e.krt.GetPodStatus(ctx, pod.UID, pod.Name, pod.Namespace)
 		if err == nil {
 			err = e.krt.KillPod(ctx, ps, kuberuntime.GracePeriod(pod), true)
+		}
+		if err == nil {
+			err = e.volumes.Cleanup(pod.UID)
 		}
 		if err == nil {
 			break

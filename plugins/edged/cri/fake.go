@@ -51,6 +51,19 @@ type fakeSandbox struct {
 type fakeContainer struct {
 	c      *runtimeapi.Container
 	status *runtimeapi.ContainerStatus
+	config *runtimeapi.ContainerConfig
+}
+
+// ContainerConfig returns a copy of the config a container was created
+// with, or nil for an unknown id.
+func (f *FakeRuntime) ContainerConfig(containerID string) *runtimeapi.ContainerConfig {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[containerID]
+	if !ok {
+		return nil
+	}
+	return proto.Clone(c.config).(*runtimeapi.ContainerConfig)
 }
 
 var _ Runtime = (*FakeRuntime)(nil)
@@ -361,8 +374,13 @@ func (f *FakeRuntime) CreateContainer(ctx context.Context, podSandboxID string, 
 		Labels:       maps.Clone(config.GetLabels()),
 		Annotations:  maps.Clone(config.GetAnnotations()),
 	}
+	var mounts []*runtimeapi.Mount
+	for _, mt := range config.GetMounts() {
+		mounts = append(mounts, proto.Clone(mt).(*runtimeapi.Mount))
+	}
 	f.containers[id] = &fakeContainer{
-		c: c,
+		c:      c,
+		config: proto.Clone(config).(*runtimeapi.ContainerConfig),
 		status: &runtimeapi.ContainerStatus{
 			Id:          id,
 			Metadata:    proto.Clone(md).(*runtimeapi.ContainerMetadata),
@@ -373,6 +391,7 @@ func (f *FakeRuntime) CreateContainer(ctx context.Context, podSandboxID string, 
 			Labels:      maps.Clone(config.GetLabels()),
 			Annotations: maps.Clone(config.GetAnnotations()),
 			LogPath:     config.GetLogPath(),
+			Mounts:      mounts,
 		},
 	}
 	return id, nil

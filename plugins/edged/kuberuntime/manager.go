@@ -32,6 +32,7 @@ const (
 	ReasonCreateContainer   = "CreateContainerError"
 	ReasonRunContainer      = "RunContainerError"
 	ReasonCreateSandbox     = "CreatePodSandboxError"
+	ReasonCreateConfig      = "CreateContainerConfigError"
 )
 
 // Back-off of restarts, as the kubelet's.
@@ -71,6 +72,9 @@ type Manager struct {
 
 	// Unhealthy, when set, names running containers a probe wants killed.
 	Unhealthy Unhealthy
+	// Volumes, when set, prepares (or refreshes) the pod's volumes on every
+	// SyncPod and returns their host paths by volume name.
+	Volumes func(ctx context.Context, pod *v1.Pod) (map[string]string, error)
 }
 
 // New returns a manager. clk drives the restart back-off.
@@ -146,6 +150,20 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 	a := computePodActionsProbed(pod, ps, m.Unhealthy)
 	res.InitFailed = a.InitFailed
 
+	// Volumes are prepared (configMaps and secrets refreshed) on every sync;
+	// a failure only matters to containers that are to start.
+	vols := map[string]string{}
+	var volErr error
+	if m.Volumes != nil {
+		vols, volErr = m.Volumes(ctx, pod)
+		if vols == nil {
+			vols = map[string]string{}
+		}
+		if volErr != nil {
+			m.log.Warn("pod volumes", "pod", pod.Namespace+"/"+pod.Name, "error", volErr)
+		}
+	}
+
 	// Step 2: kill the pod when its sandbox changed (or nothing should run).
 	if a.KillPod {
 		if err := m.KillPod(ctx, ps, gracePeriod(pod, nil), false); err != nil {
@@ -197,7 +215,7 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 
 	// Step 5: the next init container.
 	if c := a.NextInitContainer; c != nil {
-		if d, err := m.startContainer(ctx, pod, ps, sandboxID, sbConfig, c, podIP); err != nil {
+		if d, err := m.startContainer(ctx, pod, ps, sandboxID, sbConfig, c, podIP, vols, volErr); err != nil {
 			res.BackOff = max(res.BackOff, d)
 			return res, err
 		}
@@ -209,7 +227,7 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 	var errs []error
 	for _, i := range a.ContainersToStart {
 		c := &pod.Spec.Containers[i]
-		d, err := m.startContainer(ctx, pod, ps, sandboxID, sbConfig, c, podIP)
+		d, err := m.startContainer(ctx, pod, ps, sandboxID, sbConfig, c, podIP, vols, volErr)
 		if err != nil {
 			res.BackOff = max(res.BackOff, d)
 			errs = append(errs, err)
@@ -253,7 +271,7 @@ func backOffKey(pod *v1.Pod, c *v1.Container) string {
 // startContainer makes sure the image is there, then creates and starts c.
 // On a back-off it returns how long is left.
 func (m *Manager) startContainer(ctx context.Context, pod *v1.Pod, ps *container.PodStatus, sandboxID string,
-	sbConfig *runtimeapi.PodSandboxConfig, c *v1.Container, podIP string) (time.Duration, error) {
+	sbConfig *runtimeapi.PodSandboxConfig, c *v1.Container, podIP string, vols map[string]string, volErr error) (time.Duration, error) {
 	prev := ps.FindContainer(c.Name)
 	restartCount := 0
 	if prev != nil {
@@ -278,11 +296,17 @@ func (m *Manager) startContainer(ctx context.Context, pod *v1.Pod, ps *container
 		}
 		return 0, err
 	}
+	mounts, err := makeMounts(pod, c, vols, volErr)
+	if err != nil {
+		m.setReason(pod.UID, c.Name, &Reason{ReasonCreateConfig, err.Error()})
+		return 0, fmt.Errorf("%s: %w", ReasonCreateConfig, err)
+	}
 	cfg, err := m.containerConfig(pod, c, restartCount, podIP, imageRef)
 	if err != nil {
 		m.setReason(pod.UID, c.Name, &Reason{ReasonCreateContainer, err.Error()})
 		return 0, fmt.Errorf("%s: %w", ReasonCreateContainer, err)
 	}
+	cfg.Mounts = mounts
 	if err := os.MkdirAll(filepath.Join(sbConfig.LogDirectory, c.Name), 0o755); err != nil {
 		return 0, err
 	}
