@@ -34,6 +34,7 @@ import (
 	"github.com/edgehive/edgehive/plugins/edged/staticpod"
 	"github.com/edgehive/edgehive/plugins/edged/status"
 	"github.com/edgehive/edgehive/plugins/edged/volume"
+	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -128,11 +129,8 @@ func (e *Edged) ConfigSchema() *sdk.Schema { return schema() }
 
 // SetConfig decodes and validates the config block.
 func (e *Edged) SetConfig(cfg *sdk.Config) error {
-	c := defaultConfig()
-	if err := cfg.Decode(&c); err != nil {
-		return err
-	}
-	if err := c.validate(); err != nil {
+	c, err := pluginkit.Decode(cfg, defaultConfig(), (*config).validate)
+	if err != nil {
 		return err
 	}
 	e.cfg = c

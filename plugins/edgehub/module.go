@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -116,11 +117,8 @@ func (e *EdgeHub) ConfigSchema() *sdk.Schema { return schema() }
 
 // SetConfig decodes and validates the config block.
 func (e *EdgeHub) SetConfig(cfg *sdk.Config) error {
-	c := defaultConfig()
-	if err := cfg.Decode(&c); err != nil {
-		return err
-	}
-	if err := c.validate(); err != nil {
+	c, err := pluginkit.Decode(cfg, defaultConfig(), (*config).validate)
+	if err != nil {
 		return err
 	}
 	e.cfg = c

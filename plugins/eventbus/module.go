@@ -130,11 +130,8 @@ func (b *EventBus) ConfigSchema() *sdk.Schema { return schema() }
 
 // SetConfig decodes and validates the config block.
 func (b *EventBus) SetConfig(cfg *sdk.Config) error {
-	c := defaultConfig()
-	if err := cfg.Decode(&c); err != nil {
-		return err
-	}
-	if err := c.validate(); err != nil {
+	c, err := pluginkit.Decode(cfg, defaultConfig(), (*config).validate)
+	if err != nil {
 		return err
 	}
 	db, err := pluginkit.DataFile(cfg, Name, "db_file", c.DBFile, "eventbus.db")

@@ -74,11 +74,8 @@ func (m *MetaManager) ConfigSchema() *sdk.Schema { return schema() }
 
 // SetConfig decodes and validates the config block.
 func (m *MetaManager) SetConfig(cfg *sdk.Config) error {
-	c := defaultConfig()
-	if err := cfg.Decode(&c); err != nil {
-		return err
-	}
-	if err := c.validate(); err != nil {
+	c, err := pluginkit.Decode(cfg, defaultConfig(), (*config).validate)
+	if err != nil {
 		return err
 	}
 	file, err := pluginkit.DataFile(cfg, Name, "db_file", c.DBFile, dbFileName)

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -66,11 +67,8 @@ func (s *ServiceBus) ConfigSchema() *sdk.Schema { return schema() }
 
 // SetConfig decodes and validates the config block.
 func (s *ServiceBus) SetConfig(cfg *sdk.Config) error {
-	c := defaultConfig()
-	if err := cfg.Decode(&c); err != nil {
-		return err
-	}
-	if err := c.validate(); err != nil {
+	c, err := pluginkit.Decode(cfg, defaultConfig(), (*config).validate)
+	if err != nil {
 		return err
 	}
 	s.cfg = c

@@ -170,6 +170,15 @@ func hostPortMin(v string, minPort int) error {
 	return nil
 }
 
+// Decode fills def, a module's defaults, from the config block and checks it
+// with validate: what every module's SetConfig starts with.
+func Decode[T any](cfg *sdk.Config, def T, validate func(*T) error) (T, error) {
+	if err := cfg.Decode(&def); err != nil {
+		return def, err
+	}
+	return def, validate(&def)
+}
+
 // DataFile resolves a file key of a module's config: value when set, else
 // name inside the plugin's data directory (an error when the host gave none).
 func DataFile(cfg *sdk.Config, module, key, value, name string) (string, error) {
