@@ -61,35 +61,11 @@ func (d *DeviceTwin) twinUpdate(ctx context.Context, msgID, deviceID, payload st
 	}
 
 	ch := newChange()
-	var sync *sdk.Message
-	notFound := false
-	err := d.db.Update(ctx, func(tx *store.Tx) error {
-		dev, err := tx.Device(ctx, deviceID)
-		if err != nil {
-			return err
-		}
-		if dev == nil {
-			notFound = true
-			return nil
-		}
-		if ch.twins, err = tx.Twins(ctx, deviceID); err != nil {
-			return err
-		}
-		now := nowMS()
-		for _, key := range sortedKeys(u.Twin) {
-			if err := d.applyMapperTwin(ctx, tx, ch, deviceID, key, u.Twin[key], now); err != nil {
-				return err
-			}
-		}
-		if _, err := tx.MarkHandled(ctx, msgID, now); err != nil {
-			return err
-		}
-		if len(ch.sync) > 0 {
-			sync, err = queueTwinSync(ctx, tx, deviceID, ch.sync)
-			return err
-		}
-		return nil
-	})
+	sync, notFound, err := d.updateDeviceTwins(ctx, deviceID, msgID, ch, sortedKeys(u.Twin),
+		func(tx *store.Tx, key string, now int64) error {
+			return d.applyMapperTwin(ctx, tx, ch, deviceID, key, u.Twin[key], now)
+		},
+		func() map[string]*msgTwin { return ch.sync })
 	var br badRequest
 	switch {
 	case errors.As(err, &br):
@@ -199,35 +175,11 @@ func (d *DeviceTwin) cloudUpdated(ctx context.Context, deviceID string, msg *sdk
 	}
 	ch := newChange()
 	conflicts := map[string]*msgTwin{}
-	var sync *sdk.Message
-	notFound := false
-	err := d.db.Update(ctx, func(tx *store.Tx) error {
-		dev, err := tx.Device(ctx, deviceID)
-		if err != nil {
-			return err
-		}
-		if dev == nil {
-			notFound = true
-			return nil
-		}
-		if ch.twins, err = tx.Twins(ctx, deviceID); err != nil {
-			return err
-		}
-		now := nowMS()
-		for _, key := range sortedKeys(u.Twin) {
-			if err := d.applyCloudTwin(ctx, tx, ch, conflicts, deviceID, key, u.Twin[key], now); err != nil {
-				return err
-			}
-		}
-		if _, err := tx.MarkHandled(ctx, msg.Header.ID, now); err != nil {
-			return err
-		}
-		if len(conflicts) > 0 {
-			sync, err = queueTwinSync(ctx, tx, deviceID, conflicts)
-			return err
-		}
-		return nil
-	})
+	sync, notFound, err := d.updateDeviceTwins(ctx, deviceID, msg.Header.ID, ch, sortedKeys(u.Twin),
+		func(tx *store.Tx, key string, now int64) error {
+			return d.applyCloudTwin(ctx, tx, ch, conflicts, deviceID, key, u.Twin[key], now)
+		},
+		func() map[string]*msgTwin { return conflicts })
 	if err != nil {
 		return err
 	}
@@ -393,6 +345,41 @@ func (d *DeviceTwin) publishError(ctx context.Context, topic, eventID string, co
 
 // queueTwinSync stores an edge_updated message for the device, merged with the
 // one still waiting for its confirmation, and returns it.
+// updateDeviceTwins applies a twin update in one transaction: it loads the
+// device's twins into ch, runs apply for each key, marks msgID handled, and
+// queues for the cloud what toCloud returns. notFound: no such device.
+func (d *DeviceTwin) updateDeviceTwins(ctx context.Context, deviceID, msgID string, ch *twinChange, keys []string,
+	apply func(tx *store.Tx, key string, now int64) error, toCloud func() map[string]*msgTwin) (sync *sdk.Message, notFound bool, err error) {
+	err = d.db.Update(ctx, func(tx *store.Tx) error {
+		dev, err := tx.Device(ctx, deviceID)
+		if err != nil {
+			return err
+		}
+		if dev == nil {
+			notFound = true
+			return nil
+		}
+		if ch.twins, err = tx.Twins(ctx, deviceID); err != nil {
+			return err
+		}
+		now := nowMS()
+		for _, key := range keys {
+			if err := apply(tx, key, now); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.MarkHandled(ctx, msgID, now); err != nil {
+			return err
+		}
+		if pending := toCloud(); len(pending) > 0 {
+			sync, err = queueTwinSync(ctx, tx, deviceID, pending)
+			return err
+		}
+		return nil
+	})
+	return sync, notFound, err
+}
+
 func queueTwinSync(ctx context.Context, tx *store.Tx, deviceID string, twins map[string]*msgTwin) (*sdk.Message, error) {
 	key := "twin:" + deviceID
 	merged := map[string]*msgTwin{}
