@@ -16,8 +16,10 @@ type recorder struct {
 func (r *recorder) HandleUpstream(_ context.Context, node string, msg *sdk.Message) {
 	r.got = append(r.got, node+":"+msg.Router.Group)
 }
-func (r *recorder) NodeConnected(_ context.Context, node string) { r.connected = append(r.connected, node) }
-func (r *recorder) NodeDisconnected(node string)                { r.disconnect = append(r.disconnect, node) }
+func (r *recorder) NodeConnected(_ context.Context, node string) {
+	r.connected = append(r.connected, node)
+}
+func (r *recorder) NodeDisconnected(node string) { r.disconnect = append(r.disconnect, node) }
 
 func TestMuxRoutesByGroupAndBroadcastsSessions(t *testing.T) {
 	edge, twin := &recorder{}, &recorder{}
