@@ -63,6 +63,20 @@ type Module interface {
 	Handle(ctx context.Context, msg *Message) error
 }
 
+// BatchHandler is an optional capability of a Module: when it is implemented,
+// the runtime hands over every message already waiting (at most
+// MaxHandleBatch, in delivery order) in one call instead of one Handle call
+// each, so that the module can, say, commit them in one transaction. Each
+// message is acknowledged when HandleBatch returns, whatever it returns;
+// errs[i] is message i's error (a shorter or nil slice means nil for the
+// rest). Handle still gets what HandleBatch is never given (sdktest.Deliver).
+type BatchHandler interface {
+	HandleBatch(ctx context.Context, msgs []*Message) (errs []error)
+}
+
+// MaxHandleBatch bounds the messages of one HandleBatch call.
+const MaxHandleBatch = 256
+
 // HealthChecker is implemented by modules that can tell whether they work.
 type HealthChecker interface {
 	Health(ctx context.Context) error

@@ -342,12 +342,67 @@ func (r *runtime) accept(d *pluginv1.Delivery) {
 
 func (r *runtime) handleLoop() {
 	defer close(r.done)
+	batcher, _ := r.module.(BatchHandler)
+	var batch []*pluginv1.Delivery
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
 		case d := <-r.handleQ:
-			r.handleOne(d)
+			if batcher == nil {
+				r.handleOne(d)
+				continue
+			}
+			// Take whatever else is waiting: no timer, a batch is only what
+			// piled up while the previous one ran.
+			batch = append(batch[:0], d)
+		more:
+			for len(batch) < MaxHandleBatch {
+				select {
+				case d := <-r.handleQ:
+					batch = append(batch, d)
+				default:
+					break more
+				}
+			}
+			r.handleBatch(batcher, batch)
+		}
+	}
+}
+
+// handleBatch runs HandleBatch on the deliveries that are not duplicates and
+// acknowledges them all afterwards.
+func (r *runtime) handleBatch(h BatchHandler, batch []*pluginv1.Delivery) {
+	defer func() {
+		r.mu.Lock()
+		for _, d := range batch {
+			r.outAcks = append(r.outAcks, d.GetSeq())
+		}
+		r.mu.Unlock()
+		r.wake()
+	}()
+	msgs := make([]*Message, 0, len(batch))
+	for _, d := range batch {
+		id := d.GetMessage().GetId()
+		if id != "" && !r.seen.add(id) {
+			r.logger.Debug("dropping duplicate delivery", "msg_id", id)
+			continue
+		}
+		msgs = append(msgs, MessageFromProto(d.GetMessage()))
+	}
+	if len(msgs) == 0 {
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			r.logger.Error("batch handler panicked; messages acknowledged to avoid a poison loop", "messages", len(msgs), "panic", fmt.Sprint(p))
+		}
+	}()
+	errs := h.HandleBatch(r.ctx, msgs)
+	for i, err := range errs {
+		if err != nil && i < len(msgs) {
+			r.seen.forget(msgs[i].Header.ID)
+			r.logger.Warn("handler returned an error", "msg_id", msgs[i].Header.ID, "operation", msgs[i].Router.Operation, "resource", msgs[i].Router.Resource, "error", err)
 		}
 	}
 }

@@ -69,8 +69,20 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		fs.IntVar(&o.Mappers, "mappers", 10, "simulated mappers, one device each")
 		fs.DurationVar(&o.Duration, "duration", 5*time.Second, "how long they publish")
 		fs.IntVar(&o.InFlight, "in-flight", 8, "updates each mapper has waiting for a result")
+		cpuProfile := fs.String("cpuprofile", "", "write the CPU profile of the host and the simulated mappers here (plugins: EDGEHIVE_PLUGIN_CPUPROFILE=DIR)")
 		if fs.Parse(args[1:]) != nil {
 			return 2
+		}
+		if *cpuProfile != "" {
+			f, ferr := os.Create(*cpuProfile)
+			if ferr != nil {
+				fmt.Fprintln(stderr, ferr)
+				return 1
+			}
+			defer f.Close()
+			if perr := pprof.StartCPUProfile(f); perr == nil {
+				defer pprof.StopCPUProfile()
+			}
 		}
 		err = bench.Twin(o, stdout, stderr)
 	case "footprint":

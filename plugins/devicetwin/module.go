@@ -171,8 +171,7 @@ func (d *DeviceTwin) Handle(ctx context.Context, msg *sdk.Message) error {
 	case res == resMembership:
 		err = d.membershipUpdate(ctx, msg)
 	case strings.HasPrefix(res, cloudDevicePrefix) && strings.HasSuffix(res, cloudUpdatedSuffix):
-		id := strings.TrimSuffix(strings.TrimPrefix(res, cloudDevicePrefix), cloudUpdatedSuffix)
-		err = d.cloudUpdated(ctx, id, msg)
+		err = d.handleTwinBatch(ctx, []*sdk.Message{msg})[0]
 	default:
 		d.logger.Debug("message ignored", "msg_id", msg.Header.ID, "source", msg.Router.Source, "operation", op, "resource", res)
 		if msg.Header.Sync {
@@ -191,7 +190,7 @@ func (d *DeviceTwin) handleDeviceTopic(ctx context.Context, msg *sdk.Message) er
 	payload := msg.ContentString()
 	switch {
 	case strings.HasSuffix(rest, suffixTwinUpdate):
-		return d.twinUpdate(ctx, msg.Header.ID, strings.TrimSuffix(rest, suffixTwinUpdate), payload)
+		return d.handleTwinBatch(ctx, []*sdk.Message{msg})[0]
 	case strings.HasSuffix(rest, suffixTwinGet):
 		return d.twinGet(ctx, strings.TrimSuffix(rest, suffixTwinGet), payload)
 	case strings.HasSuffix(rest, suffixStateUpdate):
@@ -203,19 +202,29 @@ func (d *DeviceTwin) handleDeviceTopic(ctx context.Context, msg *sdk.Message) er
 
 // publish sends payload to the MQTT topic through eventbus.
 func (d *DeviceTwin) publish(ctx context.Context, topic string, payload any) {
-	b, err := json.Marshal(payload)
-	if err != nil {
-		d.logger.Error("encode payload", "topic", topic, "error", err)
-		return
-	}
-	m := sdk.NewMessage("").BuildRouter(Name, sdk.GroupUser, topic, sdk.OpPublish)
-	if err := m.FillBody(string(b)); err != nil {
-		d.logger.Error("encode message", "topic", topic, "error", err)
+	m := d.busMessage(topic, payload)
+	if m == nil {
 		return
 	}
 	if err := d.host.Send(ctx, busModule, m); err != nil {
 		d.logger.Warn("publish failed", "topic", topic, "error", err)
 	}
+}
+
+// busMessage is the message that asks eventbus to publish payload on topic;
+// nil (logged) when payload does not encode.
+func (d *DeviceTwin) busMessage(topic string, payload any) *sdk.Message {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		d.logger.Error("encode payload", "topic", topic, "error", err)
+		return nil
+	}
+	m := sdk.NewMessage("").BuildRouter(Name, sdk.GroupUser, topic, sdk.OpPublish)
+	if err := m.FillBody(string(b)); err != nil {
+		d.logger.Error("encode message", "topic", topic, "error", err)
+		return nil
+	}
+	return m
 }
 
 func deviceTopic(deviceID, suffix string) string { return devicePrefix + deviceID + suffix }

@@ -36,62 +36,17 @@ type twinChange struct {
 	doc    map[string]*twinDoc // update/document
 	sync   map[string]*msgTwin // to the cloud (edge_updated), with versions
 	twins  map[string]*store.Twin
+	dirty  map[string]bool // twins to write
 }
 
-func newChange() *twinChange {
-	return &twinChange{result: map[string]*msgTwin{}, doc: map[string]*twinDoc{}, sync: map[string]*msgTwin{}}
-}
-
-// twinUpdate handles D/twin/update from a mapper.
-func (d *DeviceTwin) twinUpdate(ctx context.Context, msgID, deviceID, payload string) error {
-	var u twinUpdate
-	if err := json.Unmarshal([]byte(payload), &u); err != nil {
-		d.publishError(ctx, deviceTopic("", suffixUpdateResult), "", codeBadRequest,
-			errors.New("unmarshal update request body failed, please check the request"))
-		return nil
-	}
-	if err := validateUpdate(&u); err != nil {
-		d.publishError(ctx, deviceTopic("", suffixUpdateResult), "", codeBadRequest, err)
-		return nil
-	}
-	resultTopic := deviceTopic(deviceID, suffixUpdateResult)
-	if done, err := d.db.Handled(ctx, msgID); err == nil && done {
-		d.logger.Debug("twin update already handled", "msg_id", msgID, "device", deviceID)
-		return nil
-	}
-
-	ch := newChange()
-	sync, notFound, err := d.updateDeviceTwins(ctx, deviceID, msgID, ch, sortedKeys(u.Twin),
-		func(tx *store.Tx, key string, now int64) error {
-			return d.applyMapperTwin(ctx, tx, ch, deviceID, key, u.Twin[key], now)
-		},
-		func() map[string]*msgTwin { return ch.sync })
-	var br badRequest
-	switch {
-	case errors.As(err, &br):
-		d.publishError(ctx, resultTopic, u.EventID, codeBadRequest, br.error)
-		return nil
-	case err != nil:
-		d.publishError(ctx, resultTopic, u.EventID, codeInternal, errors.New("storing the twin update failed"))
-		return err
-	case notFound:
-		d.publishError(ctx, resultTopic, u.EventID, codeNotFound,
-			fmt.Errorf("update rejected: the device %s does not exist", deviceID))
-		return nil
-	}
-	d.publish(ctx, resultTopic, twinUpdate{baseMessage: newBase(u.EventID), Twin: ch.result})
-	if len(ch.doc) > 0 {
-		d.publish(ctx, deviceTopic(deviceID, suffixDocument), twinDocument{baseMessage: newBase(u.EventID), Twin: ch.doc})
-	}
-	d.publishDelta(ctx, deviceID, ch.twins)
-	if sync != nil {
-		d.sendCloud(ctx, sync)
-	}
-	return nil
+func newChange(twins map[string]*store.Twin) *twinChange {
+	return &twinChange{result: map[string]*msgTwin{}, doc: map[string]*twinDoc{}, sync: map[string]*msgTwin{},
+		twins: twins, dirty: map[string]bool{}}
 }
 
 // applyMapperTwin applies one key of a mapper's update to ch.twins and the store.
-func (d *DeviceTwin) applyMapperTwin(ctx context.Context, tx *store.Tx, ch *twinChange, deviceID, key string, in *msgTwin, now int64) error {
+// It changes ch.twins only; the batch writes the twins in ch.dirty.
+func applyMapperTwin(ch *twinChange, deviceID, key string, in *msgTwin, now int64) error {
 	cur := ch.twins[key]
 	exists := cur != nil && !cur.Deleted()
 	if in == nil { // delete an optional twin
@@ -105,7 +60,8 @@ func (d *DeviceTwin) applyMapperTwin(ctx context.Context, tx *store.Tx, ch *twin
 		ch.result[key] = nil
 		ch.doc[key] = &twinDoc{Last: last}
 		ch.sync[key] = deletedSync(cur)
-		return tx.PutTwin(ctx, cur)
+		ch.dirty[key] = true
+		return nil
 	}
 	typ := typeString
 	if exists {
@@ -158,53 +114,14 @@ func (d *DeviceTwin) applyMapperTwin(ctx context.Context, tx *store.Tx, ch *twin
 	ch.result[key] = res
 	ch.doc[key] = &twinDoc{Last: last, Current: twinView(cur, false)}
 	ch.sync[key] = syn
-	return tx.PutTwin(ctx, cur)
-}
-
-// cloudUpdated handles desired values from the cloud
-// (device/<ns>/<name>/twin/cloud_updated): expected values are stored, the
-// mapper gets the document and the delta.
-func (d *DeviceTwin) cloudUpdated(ctx context.Context, deviceID string, msg *sdk.Message) error {
-	var u twinUpdate
-	if err := msg.DecodeContent(&u); err != nil || u.Twin == nil {
-		d.logger.Warn("cloud twin update ignored: bad content", "msg_id", msg.Header.ID, "device", deviceID, "error", err)
-		return nil
-	}
-	if done, err := d.db.Handled(ctx, msg.Header.ID); err == nil && done {
-		return nil
-	}
-	ch := newChange()
-	conflicts := map[string]*msgTwin{}
-	sync, notFound, err := d.updateDeviceTwins(ctx, deviceID, msg.Header.ID, ch, sortedKeys(u.Twin),
-		func(tx *store.Tx, key string, now int64) error {
-			return d.applyCloudTwin(ctx, tx, ch, conflicts, deviceID, key, u.Twin[key], now)
-		},
-		func() map[string]*msgTwin { return conflicts })
-	if err != nil {
-		return err
-	}
-	if notFound {
-		d.logger.Warn("cloud twin update for an unknown device", "device", deviceID, "msg_id", msg.Header.ID)
-		return nil
-	}
-	if len(ch.doc) > 0 {
-		eventID := u.EventID
-		if eventID == "" {
-			eventID = newEvent().EventID
-		}
-		d.publish(ctx, deviceTopic(deviceID, suffixDocument), twinDocument{baseMessage: newBase(eventID), Twin: ch.doc})
-	}
-	d.publishDelta(ctx, deviceID, ch.twins)
-	if sync != nil {
-		d.sendCloud(ctx, sync)
-	}
+	ch.dirty[key] = true
 	return nil
 }
 
 // applyCloudTwin applies one key of a cloud update. Entries with a stale
 // expected_version are not applied; the edge's twin goes back to the cloud.
-func (d *DeviceTwin) applyCloudTwin(ctx context.Context, tx *store.Tx, ch *twinChange, conflicts map[string]*msgTwin,
-	deviceID, key string, in *msgTwin, now int64) error {
+// Like applyMapperTwin it changes ch.twins only.
+func (d *DeviceTwin) applyCloudTwin(ch *twinChange, conflicts map[string]*msgTwin, deviceID, key string, in *msgTwin, now int64) error {
 	if err := validateKey(key); err != nil {
 		d.logger.Warn("cloud twin entry ignored", "device", deviceID, "error", err)
 		return nil
@@ -223,7 +140,8 @@ func (d *DeviceTwin) applyCloudTwin(ctx context.Context, tx *store.Tx, ch *twinC
 			cur.ExpectedVersion.Cloud++
 		}
 		ch.doc[key] = &twinDoc{Last: last}
-		return tx.PutTwin(ctx, cur)
+		ch.dirty[key] = true
+		return nil
 	}
 	if in.Expected == nil || in.Expected.Value == nil {
 		d.logger.Debug("cloud twin entry without an expected value ignored", "device", deviceID, "key", key)
@@ -278,12 +196,13 @@ func (d *DeviceTwin) applyCloudTwin(ctx context.Context, tx *store.Tx, ch *twinC
 	cur.AttrType, cur.Metadata = typ, typeMetaJSON(typ)
 	cur.Expected, cur.ExpectedTS, cur.ExpectedVersion = &value, now, ver
 	ch.doc[key] = &twinDoc{Last: last, Current: twinView(cur, false)}
-	return tx.PutTwin(ctx, cur)
+	ch.dirty[key] = true
+	return nil
 }
 
-// publishDelta tells the mapper the desired values its twins have not reached,
-// when there are any.
-func (d *DeviceTwin) publishDelta(ctx context.Context, deviceID string, twins map[string]*store.Twin) {
+// deltaMessage tells the mapper the desired values its twins have not
+// reached; nil when there are none.
+func (d *DeviceTwin) deltaMessage(deviceID string, twins map[string]*store.Twin) *sdk.Message {
 	delta := twinDelta{Twin: map[string]*msgTwin{}, Delta: map[string]string{}}
 	for key, t := range twins {
 		if t.Deleted() || t.Expected == nil {
@@ -295,10 +214,10 @@ func (d *DeviceTwin) publishDelta(ctx context.Context, deviceID string, twins ma
 		}
 	}
 	if len(delta.Delta) == 0 {
-		return
+		return nil
 	}
 	delta.baseMessage = newEvent()
-	d.publish(ctx, deviceTopic(deviceID, suffixDelta), delta)
+	return d.busMessage(deviceTopic(deviceID, suffixDelta), delta)
 }
 
 // twinGet handles D/twin/get: every twin that is not deleted.
@@ -339,71 +258,17 @@ func (d *DeviceTwin) twinGet(ctx context.Context, deviceID, payload string) erro
 }
 
 func (d *DeviceTwin) publishError(ctx context.Context, topic, eventID string, code int, reason error) {
+	if m := d.errorMessage(topic, eventID, code, reason); m != nil {
+		if err := d.host.Send(ctx, busModule, m); err != nil {
+			d.logger.Warn("publish failed", "topic", topic, "error", err)
+		}
+	}
+}
+
+// errorMessage is an error result for the mapper.
+func (d *DeviceTwin) errorMessage(topic, eventID string, code int, reason error) *sdk.Message {
 	d.logger.Debug("error result", "topic", topic, "code", code, "reason", reason)
-	d.publish(ctx, topic, errorResult{baseMessage: newBase(eventID), Code: code, Reason: reason.Error()})
-}
-
-// queueTwinSync stores an edge_updated message for the device, merged with the
-// one still waiting for its confirmation, and returns it.
-// updateDeviceTwins applies a twin update in one transaction: it loads the
-// device's twins into ch, runs apply for each key, marks msgID handled, and
-// queues for the cloud what toCloud returns. notFound: no such device.
-func (d *DeviceTwin) updateDeviceTwins(ctx context.Context, deviceID, msgID string, ch *twinChange, keys []string,
-	apply func(tx *store.Tx, key string, now int64) error, toCloud func() map[string]*msgTwin) (sync *sdk.Message, notFound bool, err error) {
-	err = d.db.Update(ctx, func(tx *store.Tx) error {
-		dev, err := tx.Device(ctx, deviceID)
-		if err != nil {
-			return err
-		}
-		if dev == nil {
-			notFound = true
-			return nil
-		}
-		if ch.twins, err = tx.Twins(ctx, deviceID); err != nil {
-			return err
-		}
-		now := nowMS()
-		for _, key := range keys {
-			if err := apply(tx, key, now); err != nil {
-				return err
-			}
-		}
-		if _, err := tx.MarkHandled(ctx, msgID, now); err != nil {
-			return err
-		}
-		if pending := toCloud(); len(pending) > 0 {
-			sync, err = queueTwinSync(ctx, tx, deviceID, pending)
-			return err
-		}
-		return nil
-	})
-	return sync, notFound, err
-}
-
-func queueTwinSync(ctx context.Context, tx *store.Tx, deviceID string, twins map[string]*msgTwin) (*sdk.Message, error) {
-	key := "twin:" + deviceID
-	merged := map[string]*msgTwin{}
-	old, err := tx.PendingByKey(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	if old != nil {
-		var m sdk.Message
-		var c twinUpdate
-		if json.Unmarshal(old.Message, &m) == nil && m.DecodeContent(&c) == nil {
-			for k, v := range c.Twin {
-				merged[k] = v
-			}
-		}
-	}
-	for k, v := range twins {
-		merged[k] = mergeSync(merged[k], v)
-	}
-	msg := sdk.NewMessage("").BuildRouter(cloudSource, sdk.WireGroupResource, cloudDevicePrefix+deviceID+edgeUpdatedSuffix, sdk.OpUpdate)
-	if err := msg.FillBody(twinUpdate{baseMessage: newEvent(), Twin: merged}); err != nil {
-		return nil, err
-	}
-	return msg, putPending(ctx, tx, key, deviceID, msg)
+	return d.busMessage(topic, errorResult{baseMessage: newBase(eventID), Code: code, Reason: reason.Error()})
 }
 
 func putPending(ctx context.Context, tx *store.Tx, key, deviceID string, msg *sdk.Message) error {

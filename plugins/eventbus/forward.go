@@ -88,7 +88,7 @@ func (b *EventBus) subscribedTo(topic string) bool {
 	return false
 }
 
-// forward hands queued messages on, one at a time and in order, until Stop.
+// forward hands queued messages on, in order and in batches, until Stop.
 func (b *EventBus) forward() {
 	defer close(b.done)
 	for {
@@ -96,8 +96,20 @@ func (b *EventBus) forward() {
 		case <-b.ctx.Done():
 			return
 		case item := <-b.queue:
-			if b.send(item) {
-				item.ack()
+			// Take what else is waiting: a batch is only what piled up
+			// while the previous one was handed on.
+			batch := []*inbound{item}
+		more:
+			for len(batch) < maxForwardBatch {
+				select {
+				case it := <-b.queue:
+					batch = append(batch, it)
+				default:
+					break more
+				}
+			}
+			if !b.forwardBatch(batch) {
+				return
 			}
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -139,18 +141,32 @@ func messagePayload(msg *sdk.Message) (string, []byte, error) {
 // waits until the broker took it (QoS 1, 2) or it was written (QoS 0). It
 // waits for a connection at most publishTimeout.
 func (b *EventBus) publish(ctx context.Context, topic string, payload []byte) error {
-	if err := checkTopicName(topic); err != nil {
-		return err
-	}
-	if len(payload) > b.cfg.MaxPayloadBytes {
-		return refusef("payload is %d bytes, max_payload_bytes is %d", len(payload), b.cfg.MaxPayloadBytes)
-	}
 	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	if err := b.waitConnected(ctx); err != nil {
-		return fmt.Errorf("publish on %s: %w", topic, err)
+	tok, err := b.startPublish(ctx, topic, payload)
+	if err != nil {
+		return err
 	}
-	tok := b.client.Publish(topic, byte(b.cfg.QoS), b.cfg.Retain, payload)
+	return b.finishPublish(ctx, topic, tok)
+}
+
+// startPublish checks and queues a publish in the client without waiting for
+// it to go out.
+func (b *EventBus) startPublish(ctx context.Context, topic string, payload []byte) (paho.Token, error) {
+	if err := checkTopicName(topic); err != nil {
+		return nil, err
+	}
+	if len(payload) > b.cfg.MaxPayloadBytes {
+		return nil, refusef("payload is %d bytes, max_payload_bytes is %d", len(payload), b.cfg.MaxPayloadBytes)
+	}
+	if err := b.waitConnected(ctx); err != nil {
+		return nil, fmt.Errorf("publish on %s: %w", topic, err)
+	}
+	return b.client.Publish(topic, byte(b.cfg.QoS), b.cfg.Retain, payload), nil
+}
+
+// finishPublish waits for a publish startPublish queued.
+func (b *EventBus) finishPublish(ctx context.Context, topic string, tok paho.Token) error {
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():

@@ -243,6 +243,61 @@ func (h *Harness) Deliver(msg *sdk.Message) (err error) {
 	return h.module.Handle(h.ctx, msg.Clone())
 }
 
+// DeliverBatch hands msgs to the module as the runtime does when messages
+// pile up: to HandleBatch in one call when the module is a sdk.BatchHandler,
+// else to Handle one by one. Duplicates (by msg_id) are left out as Deliver
+// does. It returns one error per message; a panic fails them all with ErrPanic.
+func (h *Harness) DeliverBatch(msgs ...*sdk.Message) (errs []error) {
+	errs = make([]error, len(msgs))
+	bh, ok := h.module.(sdk.BatchHandler)
+	if !ok {
+		for i, m := range msgs {
+			errs[i] = h.Deliver(m)
+		}
+		return errs
+	}
+	h.handleMu.Lock()
+	defer h.handleMu.Unlock()
+	var batch []*sdk.Message
+	var index []int
+	for i, m := range msgs {
+		if errs[i] = validate(m); errs[i] != nil {
+			continue
+		}
+		if h.stopped {
+			errs[i] = fmt.Errorf("deliver %s: %w", m.Header.ID, sdk.ErrShuttingDown)
+			continue
+		}
+		if !h.seen.add(m.Header.ID) {
+			continue
+		}
+		batch = append(batch, m.Clone())
+		index = append(index, i)
+	}
+	if len(batch) == 0 {
+		return errs
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			for _, i := range index {
+				errs[i] = fmt.Errorf("%w: %v\n%s", ErrPanic, p, debug.Stack())
+			}
+		}
+		for _, i := range index {
+			if errs[i] != nil {
+				h.seen.forget(msgs[i].Header.ID)
+			}
+		}
+	}()
+	got := bh.HandleBatch(h.ctx, batch)
+	for j, err := range got {
+		if j < len(index) {
+			errs[index[j]] = err
+		}
+	}
+	return errs
+}
+
 // Sent returns a copy of every message sent so far, in order. Failed sends are
 // not included.
 func (h *Harness) Sent() []Sent {

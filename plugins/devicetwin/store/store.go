@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
 	_ "github.com/mattn/go-sqlite3" // the sqlite3 driver
 )
@@ -131,13 +132,17 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the database at path: WAL, a busy timeout,
-// synchronous NORMAL, and write transactions that take the lock at BEGIN.
+// synchronous NORMAL, write transactions that take the lock at BEGIN, and a
+// cache of prepared statements.
 func Open(path string) (*Store, error) {
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
 	q.Set("_busy_timeout", "10000")
 	q.Set("_synchronous", "NORMAL")
 	q.Set("_txlock", "immediate")
+	// The driver keeps prepared statements per connection: the twin path
+	// runs the same few statements for every batch.
+	q.Set("_stmt_cache_size", "64")
 	dsn := "file:" + path + "?" + q.Encode()
 	db, err := sql.Open("sqlite3", dsn)
 	if err != nil {
@@ -389,6 +394,63 @@ func (t *Tx) MarkHandled(ctx context.Context, msgID string, now int64) (bool, er
 	return n > 0, nil
 }
 
+// MarkHandledAll records msgIDs (already recorded ones are kept).
+func (t *Tx) MarkHandledAll(ctx context.Context, msgIDs []string, now int64) error {
+	for len(msgIDs) > 0 {
+		n := min(len(msgIDs), maxVars/2)
+		args := make([]any, 0, 2*n)
+		for _, id := range msgIDs[:n] {
+			args = append(args, id, now)
+		}
+		q := `INSERT OR IGNORE INTO handled_msg (msg_id, at) VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?), ", n), ", ")
+		if _, err := t.tx.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("mark %d messages handled: %w", n, err)
+		}
+		msgIDs = msgIDs[n:]
+	}
+	return nil
+}
+
+// HandledAmong returns which of msgIDs were recorded by MarkHandled.
+func (t *Tx) HandledAmong(ctx context.Context, msgIDs []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for len(msgIDs) > 0 {
+		n := min(len(msgIDs), maxVars)
+		rows, err := t.tx.QueryContext(ctx, `SELECT msg_id FROM handled_msg WHERE msg_id IN (`+placeholders(n)+`)`, anys(msgIDs[:n])...)
+		if err != nil {
+			return nil, fmt.Errorf("handled messages: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("handled messages: %w", err)
+			}
+			out[id] = true
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("handled messages: %w", err)
+		}
+		msgIDs = msgIDs[n:]
+	}
+	return out, nil
+}
+
+// maxVars keeps a statement under SQLite's limit of bound variables.
+const maxVars = 500
+
+func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
 // Handled reports whether msgID was recorded by MarkHandled.
 func (s *Store) Handled(ctx context.Context, msgID string) (bool, error) {
 	var n int
@@ -429,6 +491,35 @@ func (s *Store) MarkSent(ctx context.Context, msgID string, at int64) error {
 		return fmt.Errorf("mark %s sent: %w", msgID, err)
 	}
 	return nil
+}
+
+// MarkSentAll records that the pending messages msgIDs were sent at (Unix ms).
+func (s *Store) MarkSentAll(ctx context.Context, msgIDs []string, at int64) error {
+	for len(msgIDs) > 0 {
+		n := min(len(msgIDs), maxVars)
+		args := append([]any{at}, anys(msgIDs[:n])...)
+		if _, err := s.db.ExecContext(ctx, `UPDATE sync_pending SET sent_at = ? WHERE msg_id IN (`+placeholders(n)+`)`, args...); err != nil {
+			return fmt.Errorf("mark %d messages sent: %w", n, err)
+		}
+		msgIDs = msgIDs[n:]
+	}
+	return nil
+}
+
+// ConfirmAll removes the pending messages msgIDs and returns how many there were.
+func (s *Store) ConfirmAll(ctx context.Context, msgIDs []string) (int64, error) {
+	var total int64
+	for len(msgIDs) > 0 {
+		n := min(len(msgIDs), maxVars)
+		res, err := s.db.ExecContext(ctx, `DELETE FROM sync_pending WHERE msg_id IN (`+placeholders(n)+`)`, anys(msgIDs[:n])...)
+		if err != nil {
+			return total, fmt.Errorf("confirm %d messages: %w", n, err)
+		}
+		c, _ := res.RowsAffected()
+		total += c
+		msgIDs = msgIDs[n:]
+	}
+	return total, nil
 }
 
 // Confirm removes the pending message msgID; false if there was none.
