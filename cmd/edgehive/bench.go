@@ -69,6 +69,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		fs.IntVar(&o.Mappers, "mappers", 10, "simulated mappers, one device each")
 		fs.DurationVar(&o.Duration, "duration", 5*time.Second, "how long they publish")
 		fs.IntVar(&o.InFlight, "in-flight", 8, "updates each mapper has waiting for a result")
+		fs.IntVar(&o.GoMaxProcs, "gomaxprocs", 1, "GOMAXPROCS of eventbus and devicetwin (the default config's is 1)")
 		cpuProfile := fs.String("cpuprofile", "", "write the CPU profile of the host and the simulated mappers here (plugins: EDGEHIVE_PLUGIN_CPUPROFILE=DIR)")
 		if fs.Parse(args[1:]) != nil {
 			return 2

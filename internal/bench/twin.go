@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,8 @@ type TwinOptions struct {
 	Mappers  int           // simulated mappers, one device each
 	Duration time.Duration // how long they publish
 	InFlight int           // updates each mapper has outstanding (waiting for its result)
+	// GoMaxProcs of the two plugins; the default config (configs/edgehive.hcl) uses 1.
+	GoMaxProcs int
 }
 
 // TwinResult is printed as JSON.
@@ -35,6 +38,11 @@ type TwinResult struct {
 	P99Ms        float64 `json:"p99_ms"`
 	Lost         int64   `json:"lost"`
 	SyncedToHub  int64   `json:"synced_to_cloud_link"`
+	// CPU time per answered update while the mappers published: the two
+	// plugins, and the bench process (host router plus the simulated
+	// mappers). Unlike updates_per_s it hardly depends on other load.
+	CPUUsPerUpdate float64 `json:"cpu_us_per_update"`
+	PluginCPUUs    float64 `json:"plugins_cpu_us_per_update"`
 	BrokerEmbedd bool    `json:"embedded_broker"`
 }
 
@@ -51,6 +59,9 @@ func Twin(opts TwinOptions, out, logOut io.Writer) error {
 	if opts.InFlight <= 0 {
 		opts.InFlight = 8
 	}
+	if opts.GoMaxProcs <= 0 {
+		opts.GoMaxProcs = 1
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -63,6 +74,7 @@ func Twin(opts TwinOptions, out, logOut io.Writer) error {
 plugin "eventbus" {
   path = %q
   args = ["__serve", "eventbus"]
+  gomaxprocs = %d
   config {
     listen = "127.0.0.1:%d"
   }
@@ -70,8 +82,9 @@ plugin "eventbus" {
 plugin "devicetwin" {
   path = %q
   args = ["__serve", "devicetwin"]
+  gomaxprocs = %d
 }
-`, exe, port, exe)
+`, exe, opts.GoMaxProcs, port, exe, opts.GoMaxProcs)
 	var synced atomic.Int64
 	var local func(pluginv1.Send_Kind, string, int64, *pluginv1.Message) error
 	r, err := newRigWith(blocks, logOut, "edgehub", "hub", func(d *pluginv1.Delivery) {
@@ -108,6 +121,11 @@ plugin "devicetwin" {
 	var lat []float64
 	var wg sync.WaitGroup
 	errs := make(chan error, opts.Mappers)
+	pids := []int{os.Getpid()}
+	for _, n := range []string{"eventbus", "devicetwin"} {
+		pids = append(pids, r.h.Supervisor(n).Status().PID)
+	}
+	cpuBefore := cpuTimes(pids)
 	deadline := time.Now().Add(opts.Duration)
 	start := time.Now()
 	for i := 0; i < opts.Mappers; i++ {
@@ -125,6 +143,7 @@ plugin "devicetwin" {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpuAfter := cpuTimes(pids)
 	select {
 	case err := <-errs:
 		return err
@@ -133,6 +152,18 @@ plugin "devicetwin" {
 	res := TwinResult{Mappers: opts.Mappers, Sent: sent.Load(), Answered: answered.Load(), SyncedToHub: synced.Load(), BrokerEmbedd: true}
 	res.Lost = res.Sent - res.Answered
 	res.UpdatesPerS = round2(float64(res.Answered) / elapsed.Seconds())
+	if res.Answered > 0 {
+		var all, plugins time.Duration
+		for i := range pids {
+			d := cpuAfter[i] - cpuBefore[i]
+			all += d
+			if i > 0 {
+				plugins += d
+			}
+		}
+		res.CPUUsPerUpdate = round2(float64(all.Microseconds()) / float64(res.Answered))
+		res.PluginCPUUs = round2(float64(plugins.Microseconds()) / float64(res.Answered))
+	}
 	slices.Sort(lat)
 	if len(lat) > 0 {
 		res.P50Ms = round2(lat[len(lat)/2])
@@ -205,3 +236,27 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// cpuTimes returns each process's user+system CPU time from /proc (0 when
+// it cannot be read).
+func cpuTimes(pids []int) []time.Duration {
+	out := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses and may hold spaces.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		utime, _ := strconv.ParseInt(f[11], 10, 64)
+		stime, _ := strconv.ParseInt(f[12], 10, 64)
+		out[i] = time.Duration(utime+stime) * time.Second / clockTicks
+	}
+	return out
+}
+
+// clockTicks is USER_HZ, 100 on every Linux this runs on.
+const clockTicks = 100

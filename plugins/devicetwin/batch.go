@@ -123,6 +123,7 @@ func (d *DeviceTwin) handleTwinBatch(ctx context.Context, msgs []*sdk.Message) [
 		ops[i] = d.parseTwinOp(m)
 	}
 	var syncs []*sdk.Message
+	var devices map[string]*batchDevice
 	err := d.db.Update(ctx, func(tx *store.Tx) error {
 		syncs = nil
 		var ids []string
@@ -135,7 +136,7 @@ func (d *DeviceTwin) handleTwinBatch(ctx context.Context, msgs []*sdk.Message) [
 		if err != nil {
 			return err
 		}
-		devices := map[string]*batchDevice{}
+		devices = map[string]*batchDevice{}
 		var order []string
 		var applied []string
 		for _, op := range ops {
@@ -149,7 +150,7 @@ func (d *DeviceTwin) handleTwinBatch(ctx context.Context, msgs []*sdk.Message) [
 			}
 			dev := devices[op.deviceID]
 			if dev == nil {
-				if dev, err = loadBatchDevice(ctx, tx, op.deviceID); err != nil {
+				if dev, err = d.loadBatchDevice(ctx, tx, op.deviceID); err != nil {
 					return err
 				}
 				devices[op.deviceID] = dev
@@ -191,6 +192,15 @@ func (d *DeviceTwin) handleTwinBatch(ctx context.Context, msgs []*sdk.Message) [
 		}
 		return tx.MarkHandledAll(ctx, applied, nowMS())
 	})
+	if err != nil {
+		clear(d.twins) // the cache may hold what was rolled back
+	} else {
+		for id, dev := range devices {
+			if dev.found {
+				d.twins[id] = dev.twins
+			}
+		}
+	}
 	errs := make([]error, len(ops))
 	var out []*sdk.Message
 	for i, op := range ops {
@@ -304,8 +314,15 @@ func (d *DeviceTwin) applyTwinOp(op *twinOp, dev *batchDevice) (map[string]*msgT
 	return ch.sync, nil
 }
 
-func loadBatchDevice(ctx context.Context, tx *store.Tx, id string) (*batchDevice, error) {
+// loadBatchDevice reads a device and its twins, or takes them from the
+// cache. The twins are never changed in place (applyTwinOp works on copies),
+// so the cache can share them.
+func (d *DeviceTwin) loadBatchDevice(ctx context.Context, tx *store.Tx, id string) (*batchDevice, error) {
 	dev := &batchDevice{dirty: map[string]bool{}}
+	if twins, ok := d.twins[id]; ok {
+		dev.found, dev.twins = true, twins
+		return dev, nil
+	}
 	row, err := tx.Device(ctx, id)
 	if err != nil || row == nil {
 		return dev, err

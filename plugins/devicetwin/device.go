@@ -110,6 +110,7 @@ func (d *DeviceTwin) membershipUpdate(ctx context.Context, msg *sdk.Message) err
 		return nil
 	}
 	var added, removed []device
+	clear(d.twins) // devices come and go, twins of added ones may be stored
 	err := d.db.Update(ctx, func(tx *store.Tx) error {
 		for _, dv := range u.AddDevices {
 			if dv.ID == "" || len(dv.ID) > 64 {

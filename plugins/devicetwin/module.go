@@ -39,6 +39,13 @@ type DeviceTwin struct {
 	logger hclog.Logger
 	db     *store.Store
 
+	// twins holds the stored twins of devices that twin updates touched, so
+	// that a batch need not read them again. Owned by the handler goroutine
+	// (Handle, HandleBatch); entries are replaced after each commit and the
+	// whole map is dropped when membership changes or a commit fails. Only
+	// devices that exist are kept, so it is bounded by the membership.
+	twins map[string]map[string]*store.Twin
+
 	offline atomic.Bool   // edgehub said the cloud is disconnected
 	kick    chan struct{} // resend every pending sync now
 	cancel  context.CancelFunc
@@ -88,6 +95,7 @@ func (d *DeviceTwin) Start(ctx context.Context, host sdk.Context) error {
 		return fmt.Errorf("%s: %w", Name, err)
 	}
 	d.db = db
+	d.twins = map[string]map[string]*store.Twin{}
 	d.kick = make(chan struct{}, 1)
 	d.done = make(chan struct{})
 	loopCtx, cancel := context.WithCancel(ctx)

@@ -57,6 +57,10 @@ func startBroker(listen string, maxPayload, sessionQueue int, logger hclog.Logge
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       newBrokerLogger(logger),
+		// Larger buffers: packets queued for one client leave in one write,
+		// and a burst arrives in fewer reads (mochi's defaults are 2 KiB).
+		ClientNetWriteBufferSize: 32 << 10,
+		ClientNetReadBufferSize:  32 << 10,
 	})
 	b := &broker{server: srv, public: public, self: self}
 	if err := srv.AddHook(new(loopbackOnly), nil); err != nil {
