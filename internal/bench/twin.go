@@ -30,20 +30,20 @@ type TwinOptions struct {
 
 // TwinResult is printed as JSON.
 type TwinResult struct {
-	Mappers      int     `json:"mappers"`
-	Sent         int64   `json:"sent"`
-	Answered     int64   `json:"answered"`
-	UpdatesPerS  float64 `json:"updates_per_s"`
-	P50Ms        float64 `json:"p50_ms"`
-	P99Ms        float64 `json:"p99_ms"`
-	Lost         int64   `json:"lost"`
-	SyncedToHub  int64   `json:"synced_to_cloud_link"`
+	Mappers     int     `json:"mappers"`
+	Sent        int64   `json:"sent"`
+	Answered    int64   `json:"answered"`
+	UpdatesPerS float64 `json:"updates_per_s"`
+	P50Ms       float64 `json:"p50_ms"`
+	P99Ms       float64 `json:"p99_ms"`
+	Lost        int64   `json:"lost"`
+	SyncedToHub int64   `json:"synced_to_cloud_link"`
 	// CPU time per answered update while the mappers published: the two
 	// plugins, and the bench process (host router plus the simulated
 	// mappers). Unlike updates_per_s it hardly depends on other load.
 	CPUUsPerUpdate float64 `json:"cpu_us_per_update"`
 	PluginCPUUs    float64 `json:"plugins_cpu_us_per_update"`
-	BrokerEmbedd bool    `json:"embedded_broker"`
+	BrokerEmbedd   bool    `json:"embedded_broker"`
 }
 
 // Twin pushes MQTT twin updates from simulated mappers through eventbus (its
