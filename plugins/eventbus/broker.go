@@ -6,12 +6,17 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
+	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,7 +35,15 @@ type broker struct {
 // topic (at most 65535 bytes plus its length), a packet id and v5 properties.
 const packetOverhead = maxTopicBytes + 2 + 2 + 4096
 
-func startBroker(listen string, maxPayload, sessionQueue int, logger hclog.Logger) (*broker, error) {
+// brokerStore is where the embedded broker keeps its sessions,
+// subscriptions, messages in flight and retained messages, so that mappers
+// find them again after eventbus restarted (even after a kill -9).
+type brokerStore struct {
+	file    string
+	timeout time.Duration // wait for the file's lock (a live upgrade holds it)
+}
+
+func startBroker(listen string, maxPayload, sessionQueue int, logger hclog.Logger, bridge mqtt.Hook, store brokerStore) (*broker, error) {
 	lc := net.ListenConfig{Control: reusePort}
 	public, err := lc.Listen(context.Background(), "tcp", listen)
 	if err != nil {
@@ -66,6 +79,23 @@ func startBroker(listen string, maxPayload, sessionQueue int, logger hclog.Logge
 	if err := srv.AddHook(new(loopbackOnly), nil); err != nil {
 		b.closeListeners()
 		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	if bridge != nil {
+		if err := srv.AddHook(bridge, nil); err != nil {
+			b.closeListeners()
+			return nil, fmt.Errorf("embedded broker: %w", err)
+		}
+	}
+	if store.file != "" {
+		// NoSync: written to the OS before the broker goes on, which survives a
+		// killed process; an fsync per message would cap the rate.
+		err := srv.AddHook(&keptState{Hook: new(bolt.Hook), stored: map[string]bool{}}, &bolt.Options{Path: store.file, Bucket: "broker",
+			Options: &bbolt.Options{Timeout: store.timeout, NoSync: true, NoFreelistSync: true}})
+		if err != nil {
+			// Another instance holds the file (a live upgrade): serve without
+			// keeping state rather than not at all.
+			logger.Warn("embedded broker state not kept: its store is unavailable", "file", store.file, "error", err)
+		}
 	}
 	if err := srv.AddListener(listeners.NewNet("public", public)); err != nil {
 		b.closeListeners()
@@ -128,3 +158,52 @@ func (h *loopbackOnly) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) 
 }
 
 func (h *loopbackOnly) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+// keptState is mochi's bolt storage hook without the writes that protect
+// nothing: the broker records every incoming QoS 1 publish as in flight until
+// its PUBACK is written, microseconds later, which would cost two bolt
+// transactions per message. Entries for messages to subscribers and QoS 2
+// handshakes are kept as the hook keeps them.
+type keptState struct {
+	*bolt.Hook
+	mu     sync.Mutex
+	stored map[string]bool // in-flight keys in the store
+}
+
+func inflightID(cl *mqtt.Client, pk packets.Packet) string {
+	return storage.InflightKey + "_" + cl.ID + ":" + pk.FormatID()
+}
+
+func (h *keptState) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
+	if pk.FixedHeader.Type == packets.Puback {
+		return
+	}
+	h.mu.Lock()
+	h.stored[inflightID(cl, pk)] = true
+	h.mu.Unlock()
+	h.Hook.OnQosPublish(cl, pk, sent, resends)
+}
+
+func (h *keptState) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	id := inflightID(cl, pk)
+	h.mu.Lock()
+	ok := h.stored[id]
+	delete(h.stored, id)
+	h.mu.Unlock()
+	if ok {
+		h.Hook.OnQosComplete(cl, pk)
+	}
+}
+
+func (h *keptState) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.OnQosComplete(cl, pk) }
+
+// StoredInflightMessages also learns which keys the store holds.
+func (h *keptState) StoredInflightMessages() ([]storage.Message, error) {
+	msgs, err := h.Hook.StoredInflightMessages()
+	h.mu.Lock()
+	for _, m := range msgs {
+		h.stored[m.ID] = true
+	}
+	h.mu.Unlock()
+	return msgs, err
+}

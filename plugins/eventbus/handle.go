@@ -203,7 +203,7 @@ func (b *EventBus) subscribe(filter string) error {
 	b.dynamic[filter] = true
 	b.mu.Unlock()
 	b.logger.Info("cloud subscribed a topic", "topic", filter)
-	if !b.client.IsConnectionOpen() {
+	if b.cfg.Mode == modeInternal || !b.client.IsConnectionOpen() {
 		return nil
 	}
 	tok := b.client.Subscribe(filter, 1, nil)
@@ -230,7 +230,7 @@ func (b *EventBus) unsubscribe(filter string) error {
 	delete(b.dynamic, filter)
 	b.mu.Unlock()
 	b.logger.Info("cloud unsubscribed a topic", "topic", filter)
-	if slices.Contains(fixedTopics, filter) || !b.client.IsConnectionOpen() {
+	if b.cfg.Mode == modeInternal || slices.Contains(fixedTopics, filter) || !b.client.IsConnectionOpen() {
 		return nil
 	}
 	tok := b.client.Unsubscribe(filter)

@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +67,7 @@ var (
 	reconnectMax         = 30 * time.Second
 	reconnectFirst       = time.Second
 	keepAlive            = 30 * time.Second
+	brokerStoreWait      = time.Second // for the embedded broker's store lock
 	shutdownTimeout uint = 250 // ms paho waits for work in flight on Disconnect
 )
 
@@ -78,7 +81,11 @@ type EventBus struct {
 	logger hclog.Logger
 	store  *topicStore
 	broker *broker
-	client paho.Client
+	// journal holds the messages the embedded broker accepted until they
+	// are handed on (internal mode).
+	journal    *journal
+	brokerFile string // the embedded broker's sessions and messages in flight
+	client     paho.Client
 	url    string // the broker the client connects to
 
 	queue  chan *inbound
@@ -139,6 +146,7 @@ func (b *EventBus) SetConfig(cfg *sdk.Config) error {
 		return err
 	}
 	b.cfg, b.dbFile, b.nodeName = c, db, cfg.NodeName
+	b.brokerFile = strings.TrimSuffix(db, filepath.Ext(db)) + "-broker.bolt"
 	return nil
 }
 
@@ -168,17 +176,23 @@ func (b *EventBus) Start(ctx context.Context, host sdk.Context) error {
 	b.ready = make(chan struct{})
 	b.mu.Unlock()
 
+	b.ctx, b.cancel = context.WithCancel(ctx)
+	b.queue = make(chan *inbound, b.cfg.SessionQueueSize)
+	b.done = make(chan struct{})
+
 	opts := paho.NewClientOptions()
+	cleanSession := false
 	switch b.cfg.Mode {
 	case modeInternal:
-		br, err := startBroker(b.cfg.Listen, b.cfg.MaxPayloadBytes, b.cfg.SessionQueueSize, b.logger.Named("broker"))
-		if err != nil {
+		// The broker hands bridged messages to eventbus itself (bridgeHook),
+		// journaled before it acknowledges them; eventbus's own client only
+		// publishes, and keeps no session.
+		cleanSession = true
+		if err := b.startInternal(); err != nil {
+			b.cancel()
 			_ = store.close()
 			return fmt.Errorf("%s: %w", Name, err)
 		}
-		b.broker = br
-		b.url = br.selfURL()
-		b.logger.Info("embedded MQTT broker listening", "address", br.addr())
 	case modeExternal:
 		b.url = b.cfg.BrokerURL
 		tlsCfg, err := b.tlsConfig()
@@ -195,16 +209,13 @@ func (b *EventBus) Start(ctx context.Context, host sdk.Context) error {
 		}
 	}
 
-	b.ctx, b.cancel = context.WithCancel(ctx)
-	b.queue = make(chan *inbound, b.cfg.SessionQueueSize)
-	b.done = make(chan struct{})
 	go b.forward()
 
 	opts.AddBroker(b.url).
 		SetClientID(clientID(b.nodeName)).
-		// A persistent session: the broker keeps our subscriptions and queues
-		// QoS 1 messages while eventbus restarts.
-		SetCleanSession(false).
+		// External broker: a persistent session, so that the broker keeps our
+		// subscriptions and queues QoS 1 messages while eventbus restarts.
+		SetCleanSession(cleanSession).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(reconnectFirst).
@@ -269,10 +280,46 @@ func (b *EventBus) tlsConfig() (*tls.Config, error) {
 	return c, nil
 }
 
+// startInternal opens the journal, starts the embedded broker with its
+// bridge and its store, and the journal's writer with what a previous
+// instance left.
+func (b *EventBus) startInternal() error {
+	j, err := openJournal(b.dbFile)
+	if err != nil {
+		return err
+	}
+	b.journal = j
+	backlog, err := b.journalBacklog(b.ctx)
+	if err != nil {
+		_ = j.close()
+		b.journal = nil
+		return err
+	}
+	store := brokerStore{file: b.brokerFile, timeout: brokerStoreWait}
+	br, err := startBroker(b.cfg.Listen, b.cfg.MaxPayloadBytes, b.cfg.SessionQueueSize, b.logger.Named("broker"),
+		&bridgeHook{bus: b}, store)
+	if err != nil {
+		_ = j.close()
+		b.journal = nil
+		return err
+	}
+	b.broker = br
+	b.url = br.selfURL()
+	go b.runJournal(backlog)
+	b.logger.Info("embedded MQTT broker listening", "address", br.addr(), "store", b.brokerFile, "journal_backlog", len(backlog))
+	return nil
+}
+
 // onConnect runs in its own goroutine after every (re)connection: subscribe
 // to every topic at QoS 1. A persistent session may still hold them; asking
 // again is harmless and covers a broker that lost its state.
 func (b *EventBus) onConnect(c paho.Client) {
+	if b.cfg.Mode == modeInternal { // the broker hands messages over itself
+		b.subscribed.Store(true)
+		b.logger.Info("MQTT connected to the embedded broker", "broker", b.url)
+		b.readyOnce.Do(func() { close(b.ready) })
+		return
+	}
 	filters := map[string]byte{}
 	for _, t := range b.filters() {
 		filters[t] = 1
@@ -326,6 +373,12 @@ func (b *EventBus) Stop(ctx context.Context) error {
 	b.subscribed.Store(false)
 	if b.broker != nil {
 		b.broker.close()
+	}
+	if b.journal != nil {
+		if err := b.journal.flush(ctx); err != nil {
+			b.logger.Warn("journal flush on stop", "error", err)
+		}
+		_ = b.journal.close()
 	}
 	if b.store != nil {
 		return b.store.close()
