@@ -68,7 +68,7 @@ var (
 	reconnectFirst       = time.Second
 	keepAlive            = 30 * time.Second
 	brokerStoreWait      = time.Second // for the embedded broker's store lock
-	shutdownTimeout uint = 250 // ms paho waits for work in flight on Disconnect
+	shutdownTimeout uint = 250         // ms paho waits for work in flight on Disconnect
 )
 
 // EventBus is the eventbus module.
@@ -86,7 +86,7 @@ type EventBus struct {
 	journal    *journal
 	brokerFile string // the embedded broker's sessions and messages in flight
 	client     paho.Client
-	url    string // the broker the client connects to
+	url        string // the broker the client connects to
 
 	queue  chan *inbound
 	ctx    context.Context
