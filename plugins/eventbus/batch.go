@@ -19,7 +19,7 @@ var _ sdk.BatchHandler = (*EventBus)(nil)
 // every publish was taken by the broker (QoS 1, 2) or written (QoS 0).
 func (b *EventBus) HandleBatch(ctx context.Context, msgs []*sdk.Message) []error {
 	errs := make([]error, len(msgs))
-	if b.client == nil {
+	if b.ctx == nil {
 		for i, m := range msgs {
 			errs[i] = b.Handle(ctx, m)
 		}

@@ -20,15 +20,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// broker is the embedded MQTT broker of internal mode. It has two listeners:
-// the configured loopback address for mappers and applications, and a private
-// ephemeral loopback port that only eventbus's own client uses, so that during
-// a live upgrade (two instances sharing the public port with SO_REUSEPORT)
-// each instance's client talks to its own broker.
+// broker is the embedded MQTT broker of internal mode, listening on the
+// configured loopback address (with SO_REUSEPORT, so that a live upgrade can
+// start the new instance beside the old one). eventbus itself is its inline
+// client: no socket of its own.
 type broker struct {
 	server *mqtt.Server
 	public net.Listener
-	self   net.Listener
 }
 
 // packetOverhead is what an MQTT PUBLISH may carry besides its payload: the
@@ -49,11 +47,6 @@ func startBroker(listen string, maxPayload, sessionQueue int, logger hclog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker: listen %s: %w", listen, err)
 	}
-	self, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		_ = public.Close()
-		return nil, fmt.Errorf("embedded broker: private listener: %w", err)
-	}
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	limit := uint64(maxPayload) + packetOverhead
@@ -70,12 +63,13 @@ func startBroker(listen string, maxPayload, sessionQueue int, logger hclog.Logge
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       newBrokerLogger(logger),
+		InlineClient: true, // eventbus publishes with Server.Publish
 		// Larger buffers: packets queued for one client leave in one write,
 		// and a burst arrives in fewer reads (mochi's defaults are 2 KiB).
 		ClientNetWriteBufferSize: 32 << 10,
 		ClientNetReadBufferSize:  32 << 10,
 	})
-	b := &broker{server: srv, public: public, self: self}
+	b := &broker{server: srv, public: public}
 	if err := srv.AddHook(new(loopbackOnly), nil); err != nil {
 		b.closeListeners()
 		return nil, fmt.Errorf("embedded broker: %w", err)
@@ -101,10 +95,6 @@ func startBroker(listen string, maxPayload, sessionQueue int, logger hclog.Logge
 		b.closeListeners()
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	if err := srv.AddListener(listeners.NewNet("self", self)); err != nil {
-		b.closeListeners()
-		return nil, fmt.Errorf("embedded broker: %w", err)
-	}
 	if err := srv.Serve(); err != nil { // Serve starts its loops and returns
 		_ = srv.Close()
 		return nil, fmt.Errorf("embedded broker: %w", err)
@@ -114,14 +104,11 @@ func startBroker(listen string, maxPayload, sessionQueue int, logger hclog.Logge
 
 func (b *broker) closeListeners() {
 	_ = b.public.Close()
-	_ = b.self.Close()
 }
 
 // addr is the public address (the real port when listen asked for port 0).
 func (b *broker) addr() string { return b.public.Addr().String() }
 
-// selfURL is where eventbus's own client connects.
-func (b *broker) selfURL() string { return "tcp://" + b.self.Addr().String() }
 
 func (b *broker) close() { _ = b.server.Close() }
 

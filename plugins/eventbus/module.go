@@ -55,7 +55,6 @@ const (
 
 // Timing. Variables so tests can shorten them.
 var (
-	startWait            = 5 * time.Second  // internal mode: how long Start waits for its own client
 	publishTimeout       = 10 * time.Second // Handle: wait for a connection and the broker's answer
 	subscribeWait        = 10 * time.Second
 	enqueueTimeout       = 5 * time.Second  // MQTT callback: wait for room in the queue
@@ -181,13 +180,10 @@ func (b *EventBus) Start(ctx context.Context, host sdk.Context) error {
 	b.done = make(chan struct{})
 
 	opts := paho.NewClientOptions()
-	cleanSession := false
 	switch b.cfg.Mode {
 	case modeInternal:
 		// The broker hands bridged messages to eventbus itself (bridgeHook),
-		// journaled before it acknowledges them; eventbus's own client only
-		// publishes, and keeps no session.
-		cleanSession = true
+		// journaled before it acknowledges them.
 		if err := b.startInternal(); err != nil {
 			b.cancel()
 			_ = store.close()
@@ -210,12 +206,21 @@ func (b *EventBus) Start(ctx context.Context, host sdk.Context) error {
 	}
 
 	go b.forward()
+	if b.cfg.Mode == modeInternal {
+		// eventbus is the broker's inline client: bridged messages come from
+		// bridgeHook, publishes go in with Server.Publish. No socket, no
+		// session of its own.
+		b.subscribed.Store(true)
+		b.readyOnce.Do(func() { close(b.ready) })
+		b.logger.Info("eventbus started", "mode", b.cfg.Mode, "broker", b.broker.addr(), "cloud_topics", len(topics))
+		return nil
+	}
 
 	opts.AddBroker(b.url).
 		SetClientID(clientID(b.nodeName)).
-		// External broker: a persistent session, so that the broker keeps our
-		// subscriptions and queues QoS 1 messages while eventbus restarts.
-		SetCleanSession(cleanSession).
+		// A persistent session: the broker keeps our subscriptions and queues
+		// QoS 1 messages while eventbus restarts.
+		SetCleanSession(false).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(reconnectFirst).
@@ -236,14 +241,6 @@ func (b *EventBus) Start(ctx context.Context, host sdk.Context) error {
 	b.client = paho.NewClient(opts)
 	b.client.Connect() // completes in the background; onConnect subscribes
 	b.logger.Info("eventbus started", "mode", b.cfg.Mode, "broker", b.url, "client_id", clientID(b.nodeName), "cloud_topics", len(topics))
-
-	if b.cfg.Mode == modeInternal {
-		select {
-		case <-b.ready:
-		case <-time.After(startWait):
-			b.logger.Warn("the client has not reached the embedded broker yet; still trying")
-		}
-	}
 	return nil
 }
 
@@ -304,7 +301,7 @@ func (b *EventBus) startInternal() error {
 		return err
 	}
 	b.broker = br
-	b.url = br.selfURL()
+	b.url = "inline://" + br.addr()
 	go b.runJournal(backlog)
 	b.logger.Info("embedded MQTT broker listening", "address", br.addr(), "store", b.brokerFile, "journal_backlog", len(backlog))
 	return nil
@@ -314,12 +311,6 @@ func (b *EventBus) startInternal() error {
 // to every topic at QoS 1. A persistent session may still hold them; asking
 // again is harmless and covers a broker that lost its state.
 func (b *EventBus) onConnect(c paho.Client) {
-	if b.cfg.Mode == modeInternal { // the broker hands messages over itself
-		b.subscribed.Store(true)
-		b.logger.Info("MQTT connected to the embedded broker", "broker", b.url)
-		b.readyOnce.Do(func() { close(b.ready) })
-		return
-	}
 	filters := map[string]byte{}
 	for _, t := range b.filters() {
 		filters[t] = 1
@@ -389,7 +380,7 @@ func (b *EventBus) Stop(ctx context.Context) error {
 // Health fails when the client is not connected and subscribed, and for a
 // minute after a message was dropped.
 func (b *EventBus) Health(context.Context) error {
-	if b.client == nil {
+	if b.ctx == nil {
 		return errors.New("not started")
 	}
 	if !b.subscribed.Load() {
