@@ -89,3 +89,36 @@ func TestForwardInOrder(t *testing.T) {
 		}
 	}
 }
+
+// A QoS 1 publish the embedded broker acknowledged is in the journal: if
+// eventbus stops before handing it on, the next instance hands it on; a
+// message already handed on is not repeated.
+func TestJournalSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	b, h := startBus(t, dir, internalConfig(""))
+	tc := newTestClient(t, b.BrokerAddr())
+	tc.publish("$hw/events/device/default/j1/twin/update", []byte(`{"n":1}`)) // handed on
+	first := waitSend(t, h, twinModule, "$hw/events/device/default/j1/twin/update")
+	h.FailSendsTo(twinModule, sdk.ErrQueueFull)
+	tc.publish("$hw/events/device/default/j2/twin/update", []byte(`{"n":2}`)) // acknowledged, stuck
+	tc.c.Disconnect(50)
+	h.Stop()
+
+	b2, h2 := startBus(t, dir, internalConfig(""))
+	got := waitSend(t, h2, twinModule, "$hw/events/device/default/j2/twin/update")
+	if got.ContentString() != `{"n":2}` {
+		t.Errorf("content %s", got.Content)
+	}
+	// Wait for the journal to be flushed, then restart again: nothing comes twice.
+	tc2 := newTestClient(t, b2.BrokerAddr())
+	marker(t, h2, tc2)
+	tc2.c.Disconnect(50)
+	h2.Stop()
+	b3, h3 := startBus(t, dir, internalConfig(""))
+	marker(t, h3, newTestClient(t, b3.BrokerAddr()))
+	for _, s := range h3.Sent() {
+		if s.Target == twinModule {
+			t.Errorf("handed on again after a clean restart: %s (first was %s)", s.Message.Router.Resource, first.Header.ID)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"sync"
 	"syscall"
 	"testing"
@@ -15,11 +16,29 @@ import (
 	pluginv1 "github.com/edgehive/edgehive/sdk/proto/plugin/v1"
 )
 
-// A mapper streams twin updates through mosquitto, eventbus and devicetwin
+// A mapper streams twin updates through the broker, eventbus and devicetwin
 // while first devicetwin and then eventbus are killed with SIGKILL: every
-// update the broker accepted is answered with its update/result in the end.
+// update the broker acknowledged is answered with its update/result in the
+// end. With the embedded broker, killing eventbus kills the broker too: the
+// mapper reconnects to the new one and never subscribes again, so its
+// results arriving proves its session (subscription, messages in flight) was
+// kept.
 func TestTwinUpdatesSurviveKilledPlugins(t *testing.T) {
-	broker := testenv.Mosquitto(t)
+	for _, broker := range []string{"mosquitto", "embedded"} {
+		t.Run(broker, func(t *testing.T) { testTwinUpdatesSurviveKills(t, broker) })
+	}
+}
+
+func testTwinUpdatesSurviveKills(t *testing.T, brokerKind string) {
+	var broker, busConfig string
+	if brokerKind == "mosquitto" {
+		broker = testenv.Mosquitto(t)
+		busConfig = fmt.Sprintf(`mode = "external"
+    broker_url = "tcp://%s"`, broker)
+	} else {
+		broker = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+		busConfig = fmt.Sprintf(`listen = %q`, broker)
+	}
 	body := fmt.Sprintf(`
 plugin "eventbus" {
   path = %q
@@ -28,8 +47,7 @@ plugin "eventbus" {
     delay = "50ms"
   }
   config {
-    mode       = "external"
-    broker_url = "tcp://%s"
+    %s
     qos        = 1
   }
 }
@@ -40,7 +58,7 @@ plugin "devicetwin" {
     delay = "50ms"
   }
 }
-`, edgehiveBin(), broker, edgehiveBin())
+`, edgehiveBin(), busConfig, edgehiveBin())
 	// The test is the cloud: a module named edgehub.
 	th := startHostAs(t, body, "edgehub", "hub")
 	th.waitRunning("eventbus", "devicetwin")
@@ -58,7 +76,10 @@ plugin "devicetwin" {
 	const topic = "$hw/events/device/default/thermo-1/twin/update"
 	var mu sync.Mutex
 	results := map[string]int{}
-	opts := mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("mapper-it").SetCleanSession(false).SetAutoReconnect(true)
+	// The mapper keeps its session and reconnects, but never subscribes again.
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("mapper-it").SetCleanSession(false).
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
+		SetMaxReconnectInterval(200 * time.Millisecond)
 	mapper := mqtt.NewClient(opts)
 	if tok := mapper.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("mapper connect: %v", tok.Error())
@@ -106,8 +127,8 @@ plugin "devicetwin" {
 			}
 		}
 		payload := fmt.Sprintf(`{"event_id":"e%d","timestamp":%d,"twin":{"temperature":{"actual":{"value":"%d.5"},"metadata":{"type":"float"}}}}`, i, time.Now().UnixMilli(), i)
-		if tok := mapper.Publish(topic, 1, false, payload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish %d: %v", i, tok.Error())
+		if tok := mapper.Publish(topic, 1, false, payload); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %d not acknowledged: %v", i, tok.Error())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -135,4 +156,14 @@ plugin "devicetwin" {
 			t.Fatalf("%s after its kill: %+v", name, st)
 		}
 	}
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
