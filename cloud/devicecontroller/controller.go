@@ -231,7 +231,9 @@ func (c *Controller) NodeDisconnected(node string) {
 	c.logger.Debug("node disconnected", "node", node)
 }
 
-func hasSuffix(s, suffix string) bool { return len(s) > len(suffix) && s[len(s)-len(suffix):] == suffix }
+func hasSuffix(s, suffix string) bool {
+	return len(s) > len(suffix) && s[len(s)-len(suffix):] == suffix
+}
 
 // enqueueModelDevices queues the devices that use a DeviceModel.
 func (c *Controller) enqueueModelDevices(obj any) {
