@@ -1,0 +1,194 @@
+//go:build e2e
+
+package e2eenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclwrite"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// Test images as `make containerd-up` imports them (hack/images).
+const (
+	BusyboxImage = "docker.io/library/busybox:1.36"
+	PauseImage   = "registry.k8s.io/pause:3.10"
+)
+
+// Containerd is the private test containerd of hack/containerd.sh.
+type Containerd struct {
+	Address     string // socket path
+	Dir         string
+	Snapshotter string
+}
+
+// Endpoint is the CRI endpoint URL.
+func (c Containerd) Endpoint() string { return "unix://" + c.Address }
+
+// ContainerdFromEnv reads the environment `hack/containerd.sh env DIR`
+// prints (make e2e sets it) and checks its proxy guard rail. Without it the
+// test fails: the edge needs a runtime, and the system's is not for tests.
+func ContainerdFromEnv(t testing.TB) Containerd {
+	t.Helper()
+	c := Containerd{Address: os.Getenv("CONTAINERD_ADDRESS"), Dir: os.Getenv("CONTAINERD_DIR"), Snapshotter: os.Getenv("CONTAINERD_SNAPSHOTTER")}
+	if c.Address == "" || c.Dir == "" {
+		t.Fatal("CONTAINERD_ADDRESS and CONTAINERD_DIR are not set: run through `make e2e` (or `make containerd-up` and `env $(bash hack/containerd.sh env _output/containerd) go test -tags e2e ...`)")
+	}
+	CheckContainerdProxy(t, filepath.Join(c.Dir, "containerd.pid"))
+	return c
+}
+
+// JoinOptions are `edgehive join`'s flags.
+type JoinOptions struct {
+	Cloud      *Cloudhive
+	Token      string
+	Node       string
+	ConfigFile string
+	DataDir    string
+}
+
+// Join runs `edgehive join` against the cloudhive and returns its output.
+func Join(ctx context.Context, binDir string, o JoinOptions) (string, error) {
+	return RunCommand(ctx, nil, filepath.Join(binDir, "edgehive"), "join",
+		"-cloud", "127.0.0.1",
+		"-port", strconv.Itoa(o.Cloud.CloudPort()),
+		"-https-port", strconv.Itoa(o.Cloud.BootstrapPort()),
+		"-token", o.Token, "-node", o.Node,
+		"-config", o.ConfigFile, "-data-dir", o.DataDir, "-force")
+}
+
+// Edge is one edge node: its joined, patched config and, once started, the
+// `edgehive run` process (the host and its plugins, one process group).
+type Edge struct {
+	*Process
+	Node        string
+	Bin         string
+	DataDir     string
+	ConfigFile  string
+	AdminSocket string
+	// EdgedAddress is edged's read-only pod API; MetaServerAddress is
+	// metamanager's MetaServer.
+	EdgedAddress      string
+	MetaServerAddress string
+	Containerd        Containerd
+}
+
+// JoinEdge joins node to the cloudhive with token (failing the test if join
+// fails), makes the node's name resolve to loopback, and patches the written
+// config for this machine: the private containerd and test images, free
+// loopback ports and an admin socket under the edge's own dir. It does not
+// start the edge; call Start.
+func JoinEdge(t testing.TB, binDir string, cloud *Cloudhive, token, node string, ctrd Containerd) *Edge {
+	t.Helper()
+	ResolveToLoopback(t, node)
+	dir := t.TempDir()
+	e := &Edge{
+		Node: node, Bin: filepath.Join(binDir, "edgehive"),
+		DataDir: filepath.Join(dir, "data"), ConfigFile: filepath.Join(dir, "edgehive.hcl"),
+		AdminSocket:       filepath.Join(dir, "admin.sock"),
+		EdgedAddress:      fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
+		MetaServerAddress: fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
+		Containerd:        ctrd,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90e9)
+	defer cancel()
+	out, err := Join(ctx, binDir, JoinOptions{Cloud: cloud, Token: token, Node: node, ConfigFile: e.ConfigFile, DataDir: e.DataDir})
+	if err != nil {
+		t.Fatalf("edgehive join: %v\n%s", err, out)
+	}
+	if err := e.patchConfig(t); err != nil {
+		t.Fatalf("patch %s: %v", e.ConfigFile, err)
+	}
+	return e
+}
+
+// patchConfig sets what the test machine needs into the config join wrote,
+// leaving everything else (cloud address, certificates) as join made it.
+func (e *Edge) patchConfig(t testing.TB) error {
+	src, err := os.ReadFile(e.ConfigFile)
+	if err != nil {
+		return err
+	}
+	f, diags := hclwrite.ParseConfig(src, e.ConfigFile, hcl.InitialPos)
+	if diags.HasErrors() {
+		return fmt.Errorf("parse: %w", diags)
+	}
+	root := f.Body()
+	admin := root.FirstMatchingBlock("admin", nil)
+	if admin == nil {
+		admin = root.AppendNewBlock("admin", nil)
+	}
+	admin.Body().RemoveAttribute("address")
+	admin.Body().SetAttributeValue("socket", cty.StringVal(e.AdminSocket))
+
+	set := map[string]map[string]cty.Value{
+		"edged": {
+			"runtime_endpoint": cty.StringVal(e.Containerd.Endpoint()),
+			"sandbox_image":    cty.StringVal(PauseImage),
+			"static_pod_dir":   cty.StringVal(filepath.Join(e.DataDir, "manifests")),
+			// hack/containerd.sh's runc uses cgroupfs (no systemd here).
+			"cgroup_driver": cty.StringVal("cgroupfs"),
+			"http_address":  cty.StringVal(e.EdgedAddress),
+		},
+		"metamanager": {
+			"meta_server_address": cty.StringVal(e.MetaServerAddress),
+		},
+		"eventbus": {
+			"listen": cty.StringVal(fmt.Sprintf("127.0.0.1:%d", FreePort(t))),
+		},
+		"servicebus": {
+			"listen": cty.StringVal(fmt.Sprintf("127.0.0.1:%d", FreePort(t))),
+		},
+	}
+	// The internal MQTT broker and its clients use one port.
+	set["eventbus"]["broker_url"] = cty.StringVal("tcp://" + set["eventbus"]["listen"].AsString())
+	for plugin, attrs := range set {
+		pb := root.FirstMatchingBlock("plugin", []string{plugin})
+		if pb == nil {
+			return fmt.Errorf("join wrote no plugin %q block", plugin)
+		}
+		cfg := pb.Body().FirstMatchingBlock("config", nil)
+		if cfg == nil {
+			cfg = pb.Body().AppendNewBlock("config", nil)
+		}
+		for k, v := range attrs {
+			cfg.Body().SetAttributeValue(k, v)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(e.DataDir, "manifests"), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(e.ConfigFile, f.Bytes(), 0o644)
+}
+
+// Start runs `edgehive run -config FILE` (the first time; later use
+// Restart, Stop, Kill and Start of the embedded Process).
+func (e *Edge) Start(t testing.TB) {
+	t.Helper()
+	if e.Process != nil {
+		e.Process.Start()
+		return
+	}
+	env := []string{
+		"CONTAINERD_ADDRESS=" + e.Containerd.Address,
+		"CONTAINERD_NAMESPACE=k8s.io",
+	}
+	e.Process = StartProcess(t, ProcessSpec{
+		Name: "edgehive-" + e.Node, Path: e.Bin, Args: []string{"run", "-config", e.ConfigFile},
+		Env: env, LogDir: filepath.Dir(e.ConfigFile),
+	})
+}
+
+// StartEdgehive joins and starts one edge node.
+func StartEdgehive(t testing.TB, binDir string, cloud *Cloudhive, token, node string, ctrd Containerd) *Edge {
+	t.Helper()
+	e := JoinEdge(t, binDir, cloud, token, node, ctrd)
+	e.Start(t)
+	return e
+}
