@@ -4,15 +4,20 @@ package e2eenv
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/zclconf/go-cty/cty"
+	v1 "k8s.io/api/core/v1"
 )
 
 // Test images as `make containerd-up` imports them (hack/images).
@@ -191,4 +196,56 @@ func StartEdgehive(t testing.TB, binDir string, cloud *Cloudhive, token, node st
 	e := JoinEdge(t, binDir, cloud, token, node, ctrd)
 	e.Start(t)
 	return e
+}
+
+// EdgedPods reads edged's read-only pod API: the pods the edge runs, with
+// the status it computed, whether or not the cloud is reachable.
+func (e *Edge) EdgedPods(ctx context.Context) ([]v1.Pod, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.EdgedAddress+"/pods", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("edged pods: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return nil, fmt.Errorf("edged pods: %s: %s", resp.Status, b)
+	}
+	var list v1.PodList
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return nil, fmt.Errorf("edged pods: %w", err)
+	}
+	return list.Items, nil
+}
+
+// WaitEdgedPods polls edged's pod API (it has no watch) until cond holds.
+func (e *Edge) WaitEdgedPods(ctx context.Context, cond func([]v1.Pod) bool) ([]v1.Pod, error) {
+	tick := time.NewTicker(criPoll)
+	defer tick.Stop()
+	var last []v1.Pod
+	var lastErr error
+	for {
+		pods, err := e.EdgedPods(ctx)
+		if err == nil {
+			last = pods
+			if cond(pods) {
+				return pods, nil
+			}
+		}
+		lastErr = err
+		select {
+		case <-e.Done():
+			return last, fmt.Errorf("edgehive %s exited", e.Node)
+		case <-ctx.Done():
+			var states []string
+			for _, p := range last {
+				states = append(states, p.Name+"="+string(p.Status.Phase))
+			}
+			return last, fmt.Errorf("edged pods on %s: %w (last: %v, error: %v)", e.Node, ctx.Err(), states, lastErr)
+		case <-tick.C:
+		}
+	}
 }
