@@ -1,0 +1,55 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/edgehive/edgehive/internal/e2eenv"
+)
+
+// TestTwoReplicas: two cloudhive replicas share one address (SO_REUSEPORT)
+// and keep no state outside the API; the edge joined while only the first
+// ran, so it is connected to the first. Stopping the first moves the node to
+// the second: it stays Ready with fresh heartbeats and a new pod runs.
+func TestTwoReplicas(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, true)
+	edge := e.startEdge("moving")
+	cfg := e.cloud.Config
+	cfg.AdminListen = "" // its own health endpoint, the same cloud ports
+	second := e2eenv.StartCloudhive(t, e.bin, "cloudhive-2", cfg)
+	if second.CloudPort() != e.cloud.CloudPort() || second.BootstrapPort() != e.cloud.BootstrapPort() {
+		t.Fatalf("replicas on different ports: %d/%d and %d/%d", e.cloud.CloudPort(), e.cloud.BootstrapPort(), second.CloudPort(), second.BootstrapPort())
+	}
+
+	first := e.createPod("on-first", edge.Node, podOpts{})
+	e.waitRunning(first.Name, 90*time.Second)
+
+	e.cloud.Stop(10 * time.Second)
+	// Heartbeat times have one-second resolution.
+	stopped := time.Now().Truncate(time.Second).Add(time.Second)
+	if _, err := e2eenv.WaitForNode(e.ctx(90*time.Second), e.client, edge.Node, func(n *v1.Node, exists bool) (bool, error) {
+		if !exists || !e2eenv.IsNodeReady(n) {
+			return false, nil
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == v1.NodeReady && !c.LastHeartbeatTime.Time.Before(stopped) {
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		t.Fatalf("the node did not move to the second replica: %v", err)
+	}
+	p := e.createPod("on-second", edge.Node, podOpts{})
+	e.waitRunning(p.Name, 90*time.Second)
+	e.deletePod(first.Name)
+	e.waitDeleted(first, 60*time.Second)
+	if exited, err := second.Exited(); exited {
+		t.Fatalf("the second replica exited: %v", err)
+	}
+}
