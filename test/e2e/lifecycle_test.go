@@ -1,5 +1,9 @@
 //go:build e2e
 
+// Package e2e runs the cloud link end to end on this machine: etcd and a
+// real kube-apiserver, cloudhive, the edgehive host with all its plugins and
+// a private containerd, behind the guard rails of DESIGN.md §6. Run it with
+// `make e2e`; the helpers are in internal/e2eenv.
 package e2e
 
 import (
@@ -136,13 +140,13 @@ func (r *readyReport) check(t *testing.T, start, end time.Time) {
 // the whole edge restarts with no cloud and brings every pod back.
 func TestEdgeLifecycle(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, false)
-	edge := e.startEdge("main")
+	e := e2eenv.NewEnv(t, false)
+	edge := e.StartEdge("main")
 	readyAt := time.Now()
 	readyDone := make(chan *readyReport, 1)
-	go func() { readyDone <- watchReady(context.Background(), e.client, edge.Node, readyWindow) }()
+	go func() { readyDone <- watchReady(context.Background(), e.Client, edge.Node, readyWindow) }()
 
-	n, err := e.client.CoreV1().Nodes().Get(e.ctx(10*time.Second), edge.Node, metav1.GetOptions{})
+	n, err := e.Client.CoreV1().Nodes().Get(e.Ctx(10*time.Second), edge.Node, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,25 +155,25 @@ func TestEdgeLifecycle(t *testing.T) {
 	}
 
 	t.Run("pod runs and is deleted", func(t *testing.T) {
-		e := e.sub(t)
-		e.createPod("web", edge.Node, podOpts{})
-		p := e.waitRunning("web", 90*time.Second)
+		e := e.Sub(t)
+		e.CreatePod("web", edge.Node, e2eenv.PodOptions{})
+		p := e.WaitRunning("web", 90*time.Second)
 		cs := p.Status.ContainerStatuses[0]
 		if cs.Name != "main" || cs.Image == "" || !cs.Ready {
 			t.Errorf("container status %+v: want main, an image, ready", cs)
 		}
-		e.deletePod("web")
-		e.waitDeleted(p, 60*time.Second)
+		e.DeletePod("web")
+		e.WaitDeleted(p, 60*time.Second)
 	})
 
 	t.Run("configMap change reaches the container", func(t *testing.T) {
-		e := e.sub(t)
-		e.setConfigMap("conf", "hello-1")
-		e.createPod("reader", edge.Node, podOpts{configMap: "conf"})
-		p := e.waitRunning("reader", 90*time.Second)
-		e.waitFile(p, "hello-1", 30*time.Second)
-		e.setConfigMap("conf", "hello-2")
-		e.waitFile(p, "hello-2", 90*time.Second)
+		e := e.Sub(t)
+		e.SetConfigMap("conf", "hello-1")
+		e.CreatePod("reader", edge.Node, e2eenv.PodOptions{ConfigMap: "conf"})
+		p := e.WaitRunning("reader", 90*time.Second)
+		e.WaitFile(p, "hello-1", 30*time.Second)
+		e.SetConfigMap("conf", "hello-2")
+		e.WaitFile(p, "hello-2", 90*time.Second)
 	})
 
 	// The offline parts stop the heartbeats: the window ends first.
@@ -180,21 +184,21 @@ func TestEdgeLifecycle(t *testing.T) {
 	}
 
 	t.Run("cloudhive away for 60s", func(t *testing.T) {
-		e := e.sub(t)
-		e.setConfigMap("offline", "before")
-		keep := e.createPod("keep", edge.Node, podOpts{configMap: "offline"})
-		doomed := e.createPod("doomed", edge.Node, podOpts{})
-		keep = e.waitRunning("keep", 90*time.Second)
-		doomed = e.waitRunning("doomed", 90*time.Second)
-		e.waitFile(keep, "before", 30*time.Second)
+		e := e.Sub(t)
+		e.SetConfigMap("offline", "before")
+		keep := e.CreatePod("keep", edge.Node, e2eenv.PodOptions{ConfigMap: "offline"})
+		doomed := e.CreatePod("doomed", edge.Node, e2eenv.PodOptions{})
+		keep = e.WaitRunning("keep", 90*time.Second)
+		doomed = e.WaitRunning("doomed", 90*time.Second)
+		e.WaitFile(keep, "before", 30*time.Second)
 		keepID := keep.Status.ContainerStatuses[0].ContainerID
 
-		e.cloud.Stop(10 * time.Second)
+		e.Cloud.Stop(10 * time.Second)
 		back := time.Now().Add(60 * time.Second)
 		// Changes the edge cannot hear about until cloudhive returns.
-		e.createPod("newcomer", edge.Node, podOpts{})
-		e.deletePod("doomed")
-		e.setConfigMap("offline", "after")
+		e.CreatePod("newcomer", edge.Node, e2eenv.PodOptions{})
+		e.DeletePod("doomed")
+		e.SetConfigMap("offline", "after")
 		// Pods keep running meanwhile: checked through the runtime, twice.
 		for _, at := range []time.Time{time.Now().Add(30 * time.Second), back} {
 			select {
@@ -202,7 +206,7 @@ func TestEdgeLifecycle(t *testing.T) {
 			case <-edge.Done():
 				t.Fatal("edgehive exited while cloudhive was away")
 			}
-			c, err := e2eenv.RunningContainer(e.ctx(10*time.Second), e.cri, keep.UID, "main")
+			c, err := e2eenv.RunningContainer(e.Ctx(10*time.Second), e.CRI, keep.UID, "main")
 			if err != nil {
 				t.Fatalf("with cloudhive away: %v", err)
 			}
@@ -210,19 +214,19 @@ func TestEdgeLifecycle(t *testing.T) {
 				t.Fatalf("with cloudhive away, pod keep's container changed from %s to %s", keepID, c.GetId())
 			}
 		}
-		e.cloud.Restart(t)
-		e.waitRunning("newcomer", 90*time.Second)
-		e.waitDeleted(doomed, 90*time.Second)
-		e.waitFile(keep, "after", 90*time.Second)
-		keep = e.waitRunning("keep", 30*time.Second)
+		e.Cloud.Restart(t)
+		e.WaitRunning("newcomer", 90*time.Second)
+		e.WaitDeleted(doomed, 90*time.Second)
+		e.WaitFile(keep, "after", 90*time.Second)
+		keep = e.WaitRunning("keep", 30*time.Second)
 		if got := keep.Status.ContainerStatuses[0]; got.ContainerID != keepID || got.RestartCount != 0 {
 			t.Errorf("pod keep after the outage: container %s restarts %d, want %s and 0", got.ContainerID, got.RestartCount, keepID)
 		}
 	})
 
 	t.Run("edge restarts with no cloud", func(t *testing.T) {
-		e := e.sub(t)
-		pods, err := e.client.CoreV1().Pods("default").List(e.ctx(10*time.Second), metav1.ListOptions{
+		e := e.Sub(t)
+		pods, err := e.Client.CoreV1().Pods("default").List(e.Ctx(10*time.Second), metav1.ListOptions{
 			FieldSelector: fields.OneTermEqualSelector("spec.nodeName", edge.Node).String(),
 		})
 		if err != nil {
@@ -237,11 +241,11 @@ func TestEdgeLifecycle(t *testing.T) {
 		if len(want) < 2 {
 			t.Fatalf("only %d pods on the node before the restart; the earlier steps left too few to prove anything", len(want))
 		}
-		e.cloud.Stop(10 * time.Second)
+		e.Cloud.Stop(10 * time.Second)
 		edge.Stop(15 * time.Second)
 		edge.Start(t)
 		// With no cloud, edged can only know its pods from SQLite.
-		got, err := edge.WaitEdgedPods(e.ctx(90*time.Second), func(ps []v1.Pod) bool {
+		got, err := edge.WaitEdgedPods(e.Ctx(90*time.Second), func(ps []v1.Pod) bool {
 			running := 0
 			for _, p := range ps {
 				if want[p.Name] && p.Status.Phase == v1.PodRunning {
@@ -257,7 +261,7 @@ func TestEdgeLifecycle(t *testing.T) {
 			if !want[p.Name] {
 				continue
 			}
-			c, err := e2eenv.PodContainers(e.ctx(10*time.Second), e.cri, p.UID, true)
+			c, err := e2eenv.PodContainers(e.Ctx(10*time.Second), e.CRI, p.UID, true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -266,19 +270,12 @@ func TestEdgeLifecycle(t *testing.T) {
 			}
 		}
 		// And once the cloud is back, the API agrees.
-		e.cloud.Restart(t)
-		if _, err := e2eenv.WaitForNode(e.ctx(90*time.Second), e.client, edge.Node, e2eenv.NodeReady); err != nil {
+		e.Cloud.Restart(t)
+		if _, err := e2eenv.WaitForNode(e.Ctx(90*time.Second), e.Client, edge.Node, e2eenv.NodeReady); err != nil {
 			t.Fatal(err)
 		}
 		for name := range want {
-			e.waitRunning(name, 90*time.Second)
+			e.WaitRunning(name, 90*time.Second)
 		}
 	})
-}
-
-// sub is the env for a subtest: same processes, the subtest's t.
-func (e *env) sub(t *testing.T) *env {
-	c := *e
-	c.t = t
-	return &c
 }

@@ -17,22 +17,22 @@ import (
 // the second: it stays Ready with fresh heartbeats and a new pod runs.
 func TestTwoReplicas(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, true)
-	edge := e.startEdge("moving")
-	cfg := e.cloud.Config
+	e := e2eenv.NewEnv(t, true)
+	edge := e.StartEdge("moving")
+	cfg := e.Cloud.Config
 	cfg.AdminListen = "" // its own health endpoint, the same cloud ports
-	second := e2eenv.StartCloudhive(t, e.bin, "cloudhive-2", cfg)
-	if second.CloudPort() != e.cloud.CloudPort() || second.BootstrapPort() != e.cloud.BootstrapPort() {
-		t.Fatalf("replicas on different ports: %d/%d and %d/%d", e.cloud.CloudPort(), e.cloud.BootstrapPort(), second.CloudPort(), second.BootstrapPort())
+	second := e2eenv.StartCloudhive(t, e.Bin, "cloudhive-2", cfg)
+	if second.CloudPort() != e.Cloud.CloudPort() || second.BootstrapPort() != e.Cloud.BootstrapPort() {
+		t.Fatalf("replicas on different ports: %d/%d and %d/%d", e.Cloud.CloudPort(), e.Cloud.BootstrapPort(), second.CloudPort(), second.BootstrapPort())
 	}
 
-	first := e.createPod("on-first", edge.Node, podOpts{})
-	e.waitRunning(first.Name, 90*time.Second)
+	first := e.CreatePod("on-first", edge.Node, e2eenv.PodOptions{})
+	e.WaitRunning(first.Name, 90*time.Second)
 
-	e.cloud.Stop(10 * time.Second)
+	e.Cloud.Stop(10 * time.Second)
 	// Heartbeat times have one-second resolution.
 	stopped := time.Now().Truncate(time.Second).Add(time.Second)
-	if _, err := e2eenv.WaitForNode(e.ctx(90*time.Second), e.client, edge.Node, func(n *v1.Node, exists bool) (bool, error) {
+	if _, err := e2eenv.WaitForNode(e.Ctx(90*time.Second), e.Client, edge.Node, func(n *v1.Node, exists bool) (bool, error) {
 		if !exists || !e2eenv.IsNodeReady(n) {
 			return false, nil
 		}
@@ -45,10 +45,10 @@ func TestTwoReplicas(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("the node did not move to the second replica: %v", err)
 	}
-	p := e.createPod("on-second", edge.Node, podOpts{})
-	e.waitRunning(p.Name, 90*time.Second)
-	e.deletePod(first.Name)
-	e.waitDeleted(first, 60*time.Second)
+	p := e.CreatePod("on-second", edge.Node, e2eenv.PodOptions{})
+	e.WaitRunning(p.Name, 90*time.Second)
+	e.DeletePod(first.Name)
+	e.WaitDeleted(first, 60*time.Second)
 	if exited, err := second.Exited(); exited {
 		t.Fatalf("the second replica exited: %v", err)
 	}

@@ -122,11 +122,11 @@ func (p *pinger) alive(timeout time.Duration) error {
 // keeps working.
 func TestCloudhubRefusesBadPeers(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, false)
-	live := e.startEdge("live")
+	e := e2eenv.NewEnv(t, false)
+	live := e.StartEdge("live")
 	// A second node that is joined (it holds a real node certificate) but
 	// never started: the test speaks for it on the websocket.
-	probe := e2eenv.JoinEdge(t, e.bin, e.cloud, e.token, nodeName("probe"), e.ctrd)
+	probe := e2eenv.JoinEdge(t, e.Bin, e.Cloud, e.Token, e2eenv.NodeName("probe"), e.Containerd)
 	certsDir := filepath.Join(probe.DataDir, "certs")
 	caFile := filepath.Join(certsDir, "ca.crt")
 	nodeCert, err := tls.LoadX509KeyPair(filepath.Join(certsDir, "node.crt"), filepath.Join(certsDir, "node.key"))
@@ -136,14 +136,14 @@ func TestCloudhubRefusesBadPeers(t *testing.T) {
 
 	t.Run("wrong token refused", func(t *testing.T) {
 		for name, tok := range map[string]string{
-			"bad signature": wrongSignature(t, e.token),
-			"bad CA hash":   strings.Repeat("0", 64) + e.token[strings.IndexByte(e.token, '.'):],
+			"bad signature": wrongSignature(t, e.Token),
+			"bad CA hash":   strings.Repeat("0", 64) + e.Token[strings.IndexByte(e.Token, '.'):],
 			"not a token":   "not-a-token",
 		} {
-			node := nodeName("badtoken")
+			node := e2eenv.NodeName("badtoken")
 			dir := t.TempDir()
-			out, err := e2eenv.Join(e.ctx(60*time.Second), e.bin, e2eenv.JoinOptions{
-				Cloud: e.cloud, Token: tok, Node: node,
+			out, err := e2eenv.Join(e.Ctx(60*time.Second), e.Bin, e2eenv.JoinOptions{
+				Cloud: e.Cloud, Token: tok, Node: node,
 				ConfigFile: filepath.Join(dir, "edgehive.hcl"), DataDir: filepath.Join(dir, "data"),
 			})
 			if err == nil {
@@ -156,7 +156,7 @@ func TestCloudhubRefusesBadPeers(t *testing.T) {
 				t.Errorf("%s: a config was written", name)
 			}
 		}
-		if _, err := e.client.CoreV1().Nodes().Get(e.ctx(10*time.Second), nodeName("badtoken"), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		if _, err := e.Client.CoreV1().Nodes().Get(e.Ctx(10*time.Second), e2eenv.NodeName("badtoken"), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("a node with a wrong token exists in the API (get: %v)", err)
 		}
 	})
@@ -177,7 +177,7 @@ func TestCloudhubRefusesBadPeers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		conn, err := dialCloudhub(e.ctx(20*time.Second), e.cloud, probe.Node, caFile, forged)
+		conn, err := dialCloudhub(e.Ctx(20*time.Second), e.Cloud, probe.Node, caFile, forged)
 		if err == nil {
 			// Some servers finish the handshake and then drop the link:
 			// it must not stay usable.
@@ -190,7 +190,7 @@ func TestCloudhubRefusesBadPeers(t *testing.T) {
 		}
 		// The same dial with the node's real certificate works, so the CA is
 		// what was refused.
-		conn, err = dialCloudhub(e.ctx(20*time.Second), e.cloud, probe.Node, caFile, nodeCert)
+		conn, err = dialCloudhub(e.Ctx(20*time.Second), e.Cloud, probe.Node, caFile, nodeCert)
 		if err != nil {
 			t.Fatalf("with the real node certificate: %v", err)
 		}
@@ -202,7 +202,7 @@ func TestCloudhubRefusesBadPeers(t *testing.T) {
 	})
 
 	t.Run("malformed and oversized frames", func(t *testing.T) {
-		conn, err := dialCloudhub(e.ctx(20*time.Second), e.cloud, probe.Node, caFile, nodeCert)
+		conn, err := dialCloudhub(e.Ctx(20*time.Second), e.Cloud, probe.Node, caFile, nodeCert)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -230,14 +230,14 @@ func TestCloudhubRefusesBadPeers(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Errorf("cloudhive kept the connection after a %d MiB frame (write: %v)", len(big)>>20, werr)
 		}
-		if exited, err := e.cloud.Exited(); exited {
+		if exited, err := e.Cloud.Exited(); exited {
 			t.Fatalf("cloudhive exited after bad frames: %v", err)
 		}
-		if err := e.cloud.WaitHealthy(e.ctx(10 * time.Second)); err != nil {
+		if err := e.Cloud.WaitHealthy(e.Ctx(10 * time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		// A new connection is served again.
-		conn2, err := dialCloudhub(e.ctx(20*time.Second), e.cloud, probe.Node, caFile, nodeCert)
+		conn2, err := dialCloudhub(e.Ctx(20*time.Second), e.Cloud, probe.Node, caFile, nodeCert)
 		if err != nil {
 			t.Fatalf("after an oversized frame: %v", err)
 		}
@@ -248,13 +248,13 @@ func TestCloudhubRefusesBadPeers(t *testing.T) {
 	})
 
 	t.Run("live edge unaffected", func(t *testing.T) {
-		e := e.sub(t)
+		e := e.Sub(t)
 		if exited, err := live.Exited(); exited {
 			t.Fatalf("the live edge exited: %v", err)
 		}
-		p := e.createPod("after-bad-peers", live.Node, podOpts{})
-		e.waitRunning(p.Name, 90*time.Second)
-		e.deletePod(p.Name)
-		e.waitDeleted(p, 60*time.Second)
+		p := e.CreatePod("after-bad-peers", live.Node, e2eenv.PodOptions{})
+		e.WaitRunning(p.Name, 90*time.Second)
+		e.DeletePod(p.Name)
+		e.WaitDeleted(p, 60*time.Second)
 	})
 }
