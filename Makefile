@@ -105,7 +105,7 @@ lint:
 	  if [ -n "$$bad" ]; then echo "gofmt would change:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags containerd ./plugins/edged/cri/
-	$(GO) vet -tags e2e ./internal/e2eenv/ ./test/e2e/
+	$(GO) vet -tags e2e ./internal/e2eenv/ ./test/e2e/...
 
 clean:
 	rm -rf $(BIN) .tools

@@ -175,3 +175,46 @@ func DescribeNode(n *v1.Node) string {
 	}
 	return s
 }
+
+// PodsListWatch lists and watches the pods of ns matching a label selector.
+func PodsListWatch(client kubernetes.Interface, ns, labelSelector string) *cache.ListWatch {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = labelSelector
+			return client.CoreV1().Pods(ns).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = labelSelector
+			return client.CoreV1().Pods(ns).Watch(ctx, o)
+		},
+	}
+}
+
+// WaitForPods watches the pods matching labelSelector until cond holds for
+// the set as it stands (name -> pod; deleted pods are absent).
+func WaitForPods(ctx context.Context, client kubernetes.Interface, ns, labelSelector string, cond func(map[string]*v1.Pod) bool) (map[string]*v1.Pod, error) {
+	pods := map[string]*v1.Pod{}
+	pre := func(store cache.Store) (bool, error) {
+		for _, o := range store.List() {
+			p := o.(*v1.Pod)
+			pods[p.Name] = p
+		}
+		return cond(pods), nil
+	}
+	_, err := watchtools.UntilWithSync(ctx, PodsListWatch(client, ns, labelSelector), &v1.Pod{}, pre, func(e watch.Event) (bool, error) {
+		p, ok := e.Object.(*v1.Pod)
+		if !ok {
+			return false, nil
+		}
+		if e.Type == watch.Deleted {
+			delete(pods, p.Name)
+		} else {
+			pods[p.Name] = p
+		}
+		return cond(pods), nil
+	})
+	if err != nil {
+		return pods, fmt.Errorf("pods %s in %s: %w", labelSelector, ns, err)
+	}
+	return pods, nil
+}
