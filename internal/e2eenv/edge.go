@@ -144,6 +144,7 @@ func (e *Edge) patchConfig(t testing.TB) error {
 		"metamanager": {
 			"meta_server_address": cty.StringVal(e.MetaServerAddress),
 		},
+		// The embedded MQTT broker (internal mode) on its own port.
 		"eventbus": {
 			"listen": cty.StringVal(fmt.Sprintf("127.0.0.1:%d", FreePort(t))),
 		},
@@ -151,8 +152,6 @@ func (e *Edge) patchConfig(t testing.TB) error {
 			"listen": cty.StringVal(fmt.Sprintf("127.0.0.1:%d", FreePort(t))),
 		},
 	}
-	// The internal MQTT broker and its clients use one port.
-	set["eventbus"]["broker_url"] = cty.StringVal("tcp://" + set["eventbus"]["listen"].AsString())
 	for plugin, attrs := range set {
 		pb := root.FirstMatchingBlock("plugin", []string{plugin})
 		if pb == nil {

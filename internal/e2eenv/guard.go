@@ -4,7 +4,6 @@ package e2eenv
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -66,19 +65,58 @@ func ResolveToLoopback(t testing.TB, name string) {
 			t.Errorf("guard rail: remove %q from %s: %v", name, hostsFile, err)
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	// The pure-Go resolver reads /etc/hosts first and never asks DNS for a
-	// name it finds there.
-	addrs, err := (&net.Resolver{PreferGo: true}).LookupHost(ctx, name)
-	if err != nil {
-		t.Fatalf("guard rail: %s does not resolve after adding it to %s: %v", name, hostsFile, err)
+	// Checked by reading the files, never by a lookup: a lookup that missed
+	// /etc/hosts would ask the DNS server, the very thing this prevents
+	// (and Go's resolver caches /etc/hosts for seconds).
+	if err := checkResolvesToLoopback(name, line); err != nil {
+		t.Fatalf("guard rail: %v", err)
 	}
-	for _, a := range addrs {
-		if ip := net.ParseIP(a); ip == nil || !ip.IsLoopback() {
-			t.Fatalf("guard rail: %s resolves to %v, not only loopback", name, addrs)
+}
+
+// checkResolvesToLoopback checks that /etc/hosts has line and no other
+// address for name, and that the system resolver reads files before DNS.
+func checkResolvesToLoopback(name, line string) error {
+	b, err := os.ReadFile(hostsFile)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, l := range strings.Split(string(b), "\n") {
+		if l == line {
+			found = true
+			continue
+		}
+		fields := strings.Fields(strings.SplitN(l, "#", 2)[0])
+		if len(fields) < 2 || !slices.Contains(fields[1:], name) {
+			continue
+		}
+		if ip := net.ParseIP(fields[0]); ip == nil || !ip.IsLoopback() {
+			return fmt.Errorf("%s maps %s to %s as well", hostsFile, name, fields[0])
 		}
 	}
+	if !found {
+		return fmt.Errorf("%s lacks the line added for %s", hostsFile, name)
+	}
+	ns, err := os.ReadFile("/etc/nsswitch.conf")
+	if err != nil {
+		return nil // no NSS config: glibc and Go read files first
+	}
+	for _, l := range strings.Split(string(ns), "\n") {
+		fields := strings.Fields(strings.SplitN(l, "#", 2)[0])
+		if len(fields) == 0 || fields[0] != "hosts:" {
+			continue
+		}
+		for _, src := range fields[1:] {
+			if src == "files" {
+				return nil
+			}
+			if strings.HasPrefix(src, "dns") || strings.HasPrefix(src, "resolve") {
+				return fmt.Errorf("/etc/nsswitch.conf asks %s before files for host names", src)
+			}
+		}
+		return fmt.Errorf("/etc/nsswitch.conf does not read files for host names: %q", l)
+	}
+	return nil
 }
 
 func editHosts(edit func([]string) []string) error {
