@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -31,6 +32,9 @@ type Containerd struct {
 	Address     string // socket path
 	Dir         string
 	Snapshotter string
+	// PodCIDR is the subnet of its CNI network, read from its config, so
+	// the guard rails cover the addresses pods really get.
+	PodCIDR string
 }
 
 // Endpoint is the CRI endpoint URL.
@@ -46,7 +50,42 @@ func ContainerdFromEnv(t testing.TB) Containerd {
 		t.Fatal("CONTAINERD_ADDRESS and CONTAINERD_DIR are not set: run through `make e2e` (or `make containerd-up` and `env $(bash hack/containerd.sh env _output/containerd) go test -tags e2e ...`)")
 	}
 	CheckContainerdProxy(t, filepath.Join(c.Dir, "containerd.pid"))
+	subnet, err := cniSubnet(filepath.Join(c.Dir, "cni", "10-edgehive.conflist"))
+	if err != nil {
+		t.Fatalf("test containerd's pod subnet: %v", err)
+	}
+	c.PodCIDR = subnet
 	return c
+}
+
+// cniSubnet reads the host-local subnet of hack/containerd.sh's network.
+func cniSubnet(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	var conf struct {
+		Plugins []struct {
+			IPAM struct {
+				Ranges [][]struct {
+					Subnet string `json:"subnet"`
+				} `json:"ranges"`
+			} `json:"ipam"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &conf); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	for _, p := range conf.Plugins {
+		for _, r := range p.IPAM.Ranges {
+			for _, sub := range r {
+				if _, n, err := net.ParseCIDR(sub.Subnet); err == nil {
+					return n.String(), nil
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("%s: no ipam subnet", path)
 }
 
 // JoinOptions are `edgehive join`'s flags.

@@ -5,8 +5,8 @@ package e2eenv
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,7 +41,7 @@ func NewEnv(t testing.TB, reusePort bool) *Env {
 	e := &Env{T: t, Bin: BinDir(t), made: &sync.Map{}}
 	e.Containerd = ContainerdFromEnv(t)
 	e.CRI = NewCRI(t, e.Containerd)
-	e.Cluster = StartCluster(t, ClusterOptions{})
+	e.Cluster = StartCluster(t, ClusterOptions{PodCIDR: e.Containerd.PodCIDR})
 	e.Client = e.Cluster.Client
 	// Runs after the edges and cloudhive stopped, before the API server
 	// does: the shared containerd keeps no pod of this test.
@@ -136,8 +136,8 @@ func (e *Env) WaitRunning(name string, timeout time.Duration) *v1.Pod {
 	if err != nil {
 		e.T.Fatal(err)
 	}
-	if !strings.HasPrefix(p.Status.PodIP, podIPPrefix()) {
-		e.T.Errorf("pod %s: IP %q outside the pod CIDR %s", name, p.Status.PodIP, PodCIDR())
+	if _, podNet, err := net.ParseCIDR(e.Cluster.PodCIDR); err != nil || !podNet.Contains(net.ParseIP(p.Status.PodIP)) {
+		e.T.Errorf("pod %s: IP %q outside the pod CIDR %s", name, p.Status.PodIP, e.Cluster.PodCIDR)
 	}
 	c, err := RunningContainer(e.Ctx(10*time.Second), e.CRI, p.UID, "main")
 	if err != nil {
@@ -147,11 +147,6 @@ func (e *Env) WaitRunning(name string, timeout time.Duration) *v1.Pod {
 		e.T.Errorf("pod %s: status names container %s, the runtime runs %s", name, p.Status.ContainerStatuses[0].ContainerID, want)
 	}
 	return p
-}
-
-func podIPPrefix() string {
-	c := PodCIDR() // a /24: the first three octets
-	return c[:strings.LastIndexByte(c, '.')+1]
 }
 
 func (e *Env) DeletePod(name string) {
