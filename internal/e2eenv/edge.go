@@ -123,16 +123,15 @@ type Edge struct {
 	Containerd        Containerd
 }
 
-// JoinEdge joins node to the cloudhive with token (failing the test if join
-// fails), makes the node's name resolve to loopback, and patches the written
-// config for this machine: the private containerd and test images, free
-// loopback ports and an admin socket under the edge's own dir. It does not
-// start the edge; call Start.
-func JoinEdge(t testing.TB, binDir string, cloud *Cloudhive, token, node string, ctrd Containerd) *Edge {
+// NewEdge lays out an edge node's directory (data dir, config path, admin
+// socket, free loopback ports for edged and the MetaServer) and makes the
+// node's name resolve to loopback. It writes no config; JoinEdge or
+// WriteConfig does.
+func NewEdge(t testing.TB, binDir, node string, ctrd Containerd) *Edge {
 	t.Helper()
 	ResolveToLoopback(t, node)
 	dir := t.TempDir()
-	e := &Edge{
+	return &Edge{
 		Node: node, Bin: filepath.Join(binDir, "edgehive"),
 		DataDir: filepath.Join(dir, "data"), ConfigFile: filepath.Join(dir, "edgehive.hcl"),
 		AdminSocket:       filepath.Join(dir, "admin.sock"),
@@ -140,21 +139,39 @@ func JoinEdge(t testing.TB, binDir string, cloud *Cloudhive, token, node string,
 		MetaServerAddress: fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
 		Containerd:        ctrd,
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90e9)
+}
+
+// JoinEdge joins node to the cloudhive with token (failing the test if join
+// fails) and patches the written config for this machine: the private
+// containerd and test images, free loopback ports and an admin socket under
+// the edge's own dir. It does not start the edge; call Start.
+func JoinEdge(t testing.TB, binDir string, cloud *Cloudhive, token, node string, ctrd Containerd) *Edge {
+	t.Helper()
+	e := NewEdge(t, binDir, node, ctrd)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	out, err := Join(ctx, binDir, JoinOptions{Cloud: cloud, Token: token, Node: node, ConfigFile: e.ConfigFile, DataDir: e.DataDir})
 	if err != nil {
 		t.Fatalf("edgehive join: %v\n%s", err, out)
 	}
-	if err := e.patchConfig(t); err != nil {
+	if err := e.patchConfig(t, nil); err != nil {
 		t.Fatalf("patch %s: %v", e.ConfigFile, err)
 	}
 	return e
 }
 
+// WriteConfig writes src as the edge's config and patches it as JoinEdge
+// does, plus extra plugin settings (plugin -> attribute -> value).
+func (e *Edge) WriteConfig(t testing.TB, src []byte, extra map[string]map[string]cty.Value) error {
+	if err := os.WriteFile(e.ConfigFile, src, 0o644); err != nil {
+		return err
+	}
+	return e.patchConfig(t, extra)
+}
+
 // patchConfig sets what the test machine needs into the config join wrote,
 // leaving everything else (cloud address, certificates) as join made it.
-func (e *Edge) patchConfig(t testing.TB) error {
+func (e *Edge) patchConfig(t testing.TB, extra map[string]map[string]cty.Value) error {
 	src, err := os.ReadFile(e.ConfigFile)
 	if err != nil {
 		return err
@@ -190,6 +207,14 @@ func (e *Edge) patchConfig(t testing.TB) error {
 		"servicebus": {
 			"listen": cty.StringVal(fmt.Sprintf("127.0.0.1:%d", FreePort(t))),
 		},
+	}
+	for plugin, attrs := range extra {
+		if set[plugin] == nil {
+			set[plugin] = map[string]cty.Value{}
+		}
+		for k, v := range attrs {
+			set[plugin][k] = v
+		}
 	}
 	for plugin, attrs := range set {
 		pb := root.FirstMatchingBlock("plugin", []string{plugin})

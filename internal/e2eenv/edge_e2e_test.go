@@ -83,7 +83,7 @@ func TestPatchConfig(t *testing.T) {
 	if err := os.WriteFile(e.ConfigFile, []byte(strings.ReplaceAll(joinLike, "DATA", e.DataDir)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.patchConfig(t); err != nil {
+	if err := e.patchConfig(t, nil); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(e.ConfigFile)
@@ -108,15 +108,7 @@ func TestPatchConfig(t *testing.T) {
 // pod API answers), and Stop leaves no process of the group behind.
 func TestEdgeHostRuns(t *testing.T) {
 	ctrd := ContainerdFromEnv(t)
-	dir := t.TempDir()
-	e := &Edge{
-		Node: fmt.Sprintf("e2e-hostruns-%d", os.Getpid()), Bin: filepath.Join(BinDir(t), "edgehive"),
-		DataDir: filepath.Join(dir, "data"), ConfigFile: filepath.Join(dir, "edgehive.hcl"),
-		AdminSocket:  filepath.Join(dir, "admin.sock"),
-		EdgedAddress: fmt.Sprintf("127.0.0.1:%d", FreePort(t)), MetaServerAddress: fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
-		Containerd: ctrd,
-	}
-	ResolveToLoopback(t, e.Node)
+	e := NewEdge(t, BinDir(t), fmt.Sprintf("e2e-hostruns-%d", os.Getpid()), ctrd)
 	certs := filepath.Join(e.DataDir, "certs")
 	if err := os.MkdirAll(certs, 0o700); err != nil {
 		t.Fatal(err)
@@ -132,10 +124,7 @@ func TestEdgeHostRuns(t *testing.T) {
 	cfg := strings.ReplaceAll(joinLike, "DATA", e.DataDir)
 	cfg = strings.ReplaceAll(cfg, `"n1"`, fmt.Sprintf("%q", e.Node))
 	cfg = strings.ReplaceAll(cfg, "10000", fmt.Sprint(FreePort(t)))
-	if err := os.WriteFile(e.ConfigFile, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.patchConfig(t); err != nil {
+	if err := e.WriteConfig(t, []byte(cfg), nil); err != nil {
 		t.Fatal(err)
 	}
 	e.Start(t)
