@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -311,4 +312,39 @@ func (e *Edge) WaitEdgedPods(ctx context.Context, cond func([]v1.Pod) bool) ([]v
 		case <-tick.C:
 		}
 	}
+}
+
+// JoinedConfig is a config of the shape `edgehive join` writes, for edges
+// that talk to a test double instead of a joined cloudhive.
+func JoinedConfig(node, dataDir, server, httpsServer, caFile, certFile, keyFile string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "node_name = %q\ndata_dir  = %q\n\nlog {\n  level = \"info\"\n}\n\n", node, dataDir)
+	fmt.Fprintf(&b, "plugin \"edgehub\" {\n  gomaxprocs = 1\n  config {\n    server               = %q\n    https_server         = %q\n"+
+		"    tls_ca_file          = %q\n    tls_cert_file        = %q\n    tls_private_key_file = %q\n  }\n}\n",
+		server, httpsServer, caFile, certFile, keyFile)
+	for _, p := range []string{"edged", "metamanager", "eventbus", "devicetwin", "servicebus"} {
+		fmt.Fprintf(&b, "\nplugin %q {\n  gomaxprocs = 1\n}\n", p)
+	}
+	return b.String()
+}
+
+// PluginStatus is one row of `edgehive status -json`.
+type PluginStatus struct {
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	PID      int    `json:"pid"`
+	Restarts int    `json:"restarts"`
+}
+
+// Status runs `edgehive status -json` against the edge's admin socket.
+func (e *Edge) Status(ctx context.Context) ([]PluginStatus, error) {
+	out, err := RunCommand(ctx, nil, e.Bin, "status", "-json", "-admin", e.AdminSocket)
+	if err != nil {
+		return nil, err
+	}
+	var st []PluginStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return nil, fmt.Errorf("edgehive status: %w: %s", err, out)
+	}
+	return st, nil
 }
