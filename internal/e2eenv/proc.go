@@ -104,8 +104,13 @@ func (p *Process) start() error {
 	}
 	done := make(chan struct{})
 	p.cmd, p.done, p.exitErr = cmd, done, nil
+	pid := cmd.Process.Pid
 	go func() {
 		err := cmd.Wait()
+		// Children left in the group go with the leader, now: the group id
+		// is still ours (a group id is not reused while members remain),
+		// and signalling it later could reach a stranger.
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		logf.Close()
 		p.mu.Lock()
 		p.exitErr = err
@@ -173,20 +178,19 @@ func (p *Process) signal(sig syscall.Signal, grace time.Duration) {
 	pid := cmd.Process.Pid
 	select {
 	case <-done:
-		// The leader is gone; children in its group may not be.
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		return
+		return // already exited, its group swept
 	default:
 	}
 	_ = syscall.Kill(-pid, sig)
 	if sig != syscall.SIGKILL {
 		select {
 		case <-done:
+			return
 		case <-time.After(grace):
 			p.t.Logf("e2eenv: %s (pid %d) did not stop within %s; killing it", p.Name, pid, grace)
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
 	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	<-done
 }
 
