@@ -5,6 +5,7 @@ package e2eenv
 import (
 	"context"
 	"fmt"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -217,4 +218,22 @@ func WaitForPods(ctx context.Context, client kubernetes.Interface, ns, labelSele
 		return pods, fmt.Errorf("pods %s in %s: %w", labelSelector, ns, err)
 	}
 	return pods, nil
+}
+
+// NodeHeartbeatAfter holds when the node is Ready with a Ready heartbeat at
+// or after since (heartbeats have one-second resolution: since is rounded
+// up), i.e. an edge reported after that moment rather than a stale status.
+func NodeHeartbeatAfter(since time.Time) Condition[*v1.Node] {
+	since = since.Truncate(time.Second).Add(time.Second)
+	return func(n *v1.Node, exists bool) (bool, error) {
+		if !exists || n == nil {
+			return false, nil
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == v1.NodeReady {
+				return c.Status == v1.ConditionTrue && !c.LastHeartbeatTime.Time.Before(since), nil
+			}
+		}
+		return false, nil
+	}
 }

@@ -214,7 +214,11 @@ func TestEdgeLifecycle(t *testing.T) {
 				t.Fatalf("with cloudhive away, pod keep's container changed from %s to %s", keepID, c.GetId())
 			}
 		}
+		returned := time.Now()
 		e.Cloud.Restart(t)
+		if _, err := e2eenv.WaitForNode(e.Ctx(90*time.Second), e.Client, edge.Node, e2eenv.NodeHeartbeatAfter(returned)); err != nil {
+			t.Fatalf("after cloudhive returned: %v", err)
+		}
 		e.WaitRunning("newcomer", 90*time.Second)
 		e.WaitDeleted(doomed, 90*time.Second)
 		e.WaitFile(keep, "after", 90*time.Second)
@@ -270,8 +274,9 @@ func TestEdgeLifecycle(t *testing.T) {
 			}
 		}
 		// And once the cloud is back, the API agrees.
+		back := time.Now()
 		e.Cloud.Restart(t)
-		if _, err := e2eenv.WaitForNode(e.Ctx(90*time.Second), e.Client, edge.Node, e2eenv.NodeReady); err != nil {
+		if _, err := e2eenv.WaitForNode(e.Ctx(90*time.Second), e.Client, edge.Node, e2eenv.NodeHeartbeatAfter(back)); err != nil {
 			t.Fatal(err)
 		}
 		for name := range want {

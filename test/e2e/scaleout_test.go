@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	v1 "k8s.io/api/core/v1"
-
 	"github.com/edgehive/edgehive/internal/e2eenv"
 )
 
@@ -30,19 +28,8 @@ func TestTwoReplicas(t *testing.T) {
 	e.WaitRunning(first.Name, 90*time.Second)
 
 	e.Cloud.Stop(10 * time.Second)
-	// Heartbeat times have one-second resolution.
-	stopped := time.Now().Truncate(time.Second).Add(time.Second)
-	if _, err := e2eenv.WaitForNode(e.Ctx(90*time.Second), e.Client, edge.Node, func(n *v1.Node, exists bool) (bool, error) {
-		if !exists || !e2eenv.IsNodeReady(n) {
-			return false, nil
-		}
-		for _, c := range n.Status.Conditions {
-			if c.Type == v1.NodeReady && !c.LastHeartbeatTime.Time.Before(stopped) {
-				return true, nil
-			}
-		}
-		return false, nil
-	}); err != nil {
+	stopped := time.Now()
+	if _, err := e2eenv.WaitForNode(e.Ctx(90*time.Second), e.Client, edge.Node, e2eenv.NodeHeartbeatAfter(stopped)); err != nil {
 		t.Fatalf("the node did not move to the second replica: %v", err)
 	}
 	p := e.CreatePod("on-second", edge.Node, e2eenv.PodOptions{})
