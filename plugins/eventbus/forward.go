@@ -17,6 +17,7 @@ type inbound struct {
 	module string
 	msg    *sdk.Message
 	ack    func() // acknowledges the MQTT message to the broker
+	seq    int64  // its row in the journal (internal mode, QoS > 0)
 }
 
 // onMessage is paho's handler for every MQTT message. It checks the message,

@@ -26,7 +26,7 @@ type journal struct {
 	reqs chan *journalReq
 
 	mu   sync.Mutex
-	done []string      // msg ids handed on, deleted with the next write or flush
+	done []int64       // rows handed on, deleted with the next write or flush
 	kick chan struct{} // something to delete
 }
 
@@ -49,14 +49,15 @@ func openJournal(file string) (*journal, error) {
 		return nil, fmt.Errorf("open %s: %w", file, err)
 	}
 	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS inbox (
-		seq     INTEGER PRIMARY KEY AUTOINCREMENT,
-		msg_id  TEXT NOT NULL UNIQUE,
+	// No index but the rowid: a commit of appended rows touches few pages.
+	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS mqtt_journal (
+		seq     INTEGER PRIMARY KEY,
+		msg_id  TEXT NOT NULL,
 		topic   TEXT NOT NULL,
 		payload BLOB NOT NULL
 	)`); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("create table inbox in %s: %w", file, err)
+		return nil, fmt.Errorf("create table mqtt_journal in %s: %w", file, err)
 	}
 	return &journal{db: db, reqs: make(chan *journalReq, maxJournalBatch), kick: make(chan struct{}, 1)}, nil
 }
@@ -66,25 +67,27 @@ func (j *journal) close() error { return j.db.Close() }
 // backlog returns what a previous instance left, oldest first, rebuilt as
 // it was first built (same msg_id).
 func (b *EventBus) journalBacklog(ctx context.Context) ([]*inbound, error) {
-	rows, err := b.journal.db.QueryContext(ctx, `SELECT msg_id, topic, payload FROM inbox ORDER BY seq`)
+	rows, err := b.journal.db.QueryContext(ctx, `SELECT seq, msg_id, topic, payload FROM mqtt_journal ORDER BY seq`)
 	if err != nil {
 		return nil, fmt.Errorf("read the journal: %w", err)
 	}
 	defer rows.Close()
 	var out []*inbound
 	for rows.Next() {
+		var seq int64
 		var id, topic string
 		var payload []byte
-		if err := rows.Scan(&id, &topic, &payload); err != nil {
+		if err := rows.Scan(&seq, &id, &topic, &payload); err != nil {
 			return nil, fmt.Errorf("read the journal: %w", err)
 		}
 		item, err := b.inboundFor(topic, payload)
 		if err != nil { // the limits changed meanwhile
 			b.refuse("journaled MQTT message", err, "topic", printable(topic))
-			b.journal.handedOn(id)
+			b.journal.handedOn(seq)
 			continue
 		}
 		item.msg.Header.ID = id
+		item.seq = seq
 		out = append(out, item)
 	}
 	return out, rows.Err()
@@ -104,8 +107,12 @@ func (j *journal) write(ctx context.Context, items []*journalReq) error {
 		return err
 	}
 	for _, r := range items {
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO inbox (msg_id, topic, payload) VALUES (?, ?, ?)`,
-			r.item.msg.Header.ID, r.topic, r.payload); err != nil {
+		res, err := tx.ExecContext(ctx, `INSERT INTO mqtt_journal (msg_id, topic, payload) VALUES (?, ?, ?)`,
+			r.item.msg.Header.ID, r.topic, r.payload)
+		if err == nil {
+			r.item.seq, err = res.LastInsertId()
+		}
+		if err != nil {
 			_ = tx.Rollback()
 			j.giveBack(done)
 			return fmt.Errorf("journal: insert: %w", err)
@@ -118,7 +125,7 @@ func (j *journal) write(ctx context.Context, items []*journalReq) error {
 	return nil
 }
 
-func (j *journal) takeDone() []string {
+func (j *journal) takeDone() []int64 {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	ids := j.done
@@ -126,7 +133,7 @@ func (j *journal) takeDone() []string {
 	return ids
 }
 
-func (j *journal) giveBack(ids []string) {
+func (j *journal) giveBack(ids []int64) {
 	j.mu.Lock()
 	j.done = append(ids, j.done...)
 	j.mu.Unlock()
@@ -136,14 +143,14 @@ type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-func deleteIDs(ctx context.Context, db execer, ids []string) error {
+func deleteIDs(ctx context.Context, db execer, ids []int64) error {
 	for len(ids) > 0 {
 		n := min(len(ids), 500)
 		args := make([]any, n)
 		for i, id := range ids[:n] {
 			args[i] = id
 		}
-		q := `DELETE FROM inbox WHERE msg_id IN (` + strings.TrimSuffix(strings.Repeat("?,", n), ",") + `)`
+		q := `DELETE FROM mqtt_journal WHERE seq IN (` + strings.TrimSuffix(strings.Repeat("?,", n), ",") + `)`
 		if _, err := db.ExecContext(ctx, q, args...); err != nil {
 			return fmt.Errorf("journal: delete: %w", err)
 		}
@@ -154,9 +161,9 @@ func deleteIDs(ctx context.Context, db execer, ids []string) error {
 
 // handedOn marks a message for deletion with the next write or flush, and
 // wakes the writer so that an idle journal is flushed too.
-func (j *journal) handedOn(id string) {
+func (j *journal) handedOn(seq int64) {
 	j.mu.Lock()
-	j.done = append(j.done, id)
+	j.done = append(j.done, seq)
 	j.mu.Unlock()
 	select {
 	case j.kick <- struct{}{}:
@@ -228,8 +235,7 @@ func (b *EventBus) runJournal(backlog []*inbound) {
 
 // journalAck makes an item's acknowledgement a deletion from the journal.
 func (b *EventBus) journalAck(it *inbound) {
-	id := it.msg.Header.ID
-	it.ack = func() { b.journal.handedOn(id) }
+	it.ack = func() { b.journal.handedOn(it.seq) }
 }
 
 // bridgeHook is the embedded broker's side of eventbus: every publish on a
