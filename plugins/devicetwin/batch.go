@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/edgehive/edgehive/plugins/devicetwin/store"
@@ -84,9 +85,11 @@ func (d *DeviceTwin) confirmAll(ctx context.Context, msgs []*sdk.Message) error 
 	}
 	n, err := d.db.ConfirmAll(ctx, ids)
 	if err != nil {
+		d.dropCaches()
 		d.logger.Error("confirmations failed", "count", len(ids), "error", err)
 		return err
 	}
+	d.confirmed(ids)
 	d.logger.Trace("cloud confirmations", "count", len(ids), "pending_removed", n)
 	return nil
 }
@@ -124,6 +127,7 @@ func (d *DeviceTwin) handleTwinBatch(ctx context.Context, msgs []*sdk.Message) [
 	}
 	var syncs []*sdk.Message
 	var devices map[string]*batchDevice
+	var written map[string]cachedSync
 	err := d.db.Update(ctx, func(tx *store.Tx) error {
 		syncs = nil
 		var ids []string
@@ -137,6 +141,7 @@ func (d *DeviceTwin) handleTwinBatch(ctx context.Context, msgs []*sdk.Message) [
 			return err
 		}
 		devices = map[string]*batchDevice{}
+		written = map[string]cachedSync{}
 		var order []string
 		var applied []string
 		for _, op := range ops {
@@ -163,7 +168,7 @@ func (d *DeviceTwin) handleTwinBatch(ctx context.Context, msgs []*sdk.Message) [
 			handled[id] = true
 			applied = append(applied, id)
 			if len(toCloud) > 0 {
-				if err := dev.loadSync(ctx, tx, op.deviceID); err != nil {
+				if err := d.loadSync(ctx, tx, dev, op.deviceID); err != nil {
 					return err
 				}
 				for k, v := range toCloud {
@@ -184,21 +189,35 @@ func (d *DeviceTwin) handleTwinBatch(ctx context.Context, msgs []*sdk.Message) [
 				if err := msg.FillBody(twinUpdate{baseMessage: newEvent(), Twin: dev.sync}); err != nil {
 					return err
 				}
-				if err := putPending(ctx, tx, "twin:"+id, id, msg); err != nil {
+				// Stamped as sent: it goes right after the commit (when it
+				// does not, sendCloudBatch clears the stamp).
+				sentAt := int64(0)
+				if !d.offline.Load() {
+					sentAt = nowMS()
+				}
+				if err := putPending(ctx, tx, "twin:"+id, id, msg, sentAt); err != nil {
 					return err
 				}
 				syncs = append(syncs, msg)
+				written[id] = cachedSync{msgID: msg.Header.ID, twins: dev.sync}
 			}
 		}
 		return tx.MarkHandledAll(ctx, applied, nowMS())
 	})
 	if err != nil {
-		clear(d.twins) // the cache may hold what was rolled back
+		d.dropCaches() // they may hold what was rolled back
 	} else {
 		for id, dev := range devices {
 			if dev.found {
 				d.twins[id] = dev.twins
 			}
+		}
+		for id, c := range written {
+			if old, ok := d.pendingSync[id]; ok {
+				delete(d.syncOwner, old.msgID)
+			}
+			d.pendingSync[id] = c
+			d.syncOwner[c.msgID] = id
 		}
 	}
 	errs := make([]error, len(ops))
@@ -333,12 +352,20 @@ func (d *DeviceTwin) loadBatchDevice(ctx context.Context, tx *store.Tx, id strin
 }
 
 // loadSync reads the device's unconfirmed edge_updated, once per batch, so
-// that this batch's changes are merged into it in order.
-func (dev *batchDevice) loadSync(ctx context.Context, tx *store.Tx, id string) error {
+// that this batch's changes are merged into it in order. The last one
+// written is usually cached.
+func (d *DeviceTwin) loadSync(ctx context.Context, tx *store.Tx, dev *batchDevice, id string) error {
 	if dev.syncLoaded {
 		return nil
 	}
 	dev.syncLoaded = true
+	if p, ok := d.pendingSync[id]; ok {
+		dev.sync = maps.Clone(p.twins)
+		if dev.sync == nil {
+			dev.sync = map[string]*msgTwin{}
+		}
+		return nil
+	}
 	dev.sync = map[string]*msgTwin{}
 	old, err := tx.PendingByKey(ctx, "twin:"+id)
 	if err != nil || old == nil {
@@ -376,23 +403,49 @@ func (d *DeviceTwin) sendBus(ctx context.Context, msgs []*sdk.Message) {
 }
 
 // sendCloudBatch sends stored syncs in one round trip, unless the cloud is
-// known to be away, and records when they went.
+// known to be away. They were stored as sent; those that did not go are
+// marked unsent, so that the sync loop sends them at its next tick.
 func (d *DeviceTwin) sendCloudBatch(ctx context.Context, msgs []*sdk.Message) {
 	if len(msgs) == 0 || d.offline.Load() {
 		return
 	}
 	err := d.host.SendBatch(ctx, cloudModule, msgs)
+	if err == nil {
+		return
+	}
 	var be *sdk.BatchError
-	sent := make([]string, 0, len(msgs))
+	unsent := make([]string, 0, len(msgs))
 	for i, m := range msgs {
-		if err == nil || (errors.As(err, &be) && i < len(be.Errs) && be.Errs[i] == nil) {
-			sent = append(sent, m.Header.ID)
+		if !errors.As(err, &be) || i >= len(be.Errs) || be.Errs[i] != nil {
+			unsent = append(unsent, m.Header.ID)
 		}
 	}
-	if err != nil {
-		d.logger.Warn("sync to the cloud failed; it will be resent", "messages", len(msgs), "error", err)
+	d.logger.Warn("sync to the cloud failed; it will be resent", "messages", len(unsent), "error", err)
+	if err := d.db.MarkSentAll(ctx, unsent, 0); err != nil {
+		d.logger.Warn("mark syncs unsent", "error", err)
 	}
-	if err := d.db.MarkSentAll(ctx, sent, nowMS()); err != nil {
-		d.logger.Warn("mark syncs sent", "error", err)
+}
+
+// cachedSync is a device's stored, unconfirmed edge_updated: its msg_id
+// and content (twins nil: none is pending).
+type cachedSync struct {
+	msgID string
+	twins map[string]*msgTwin
+}
+
+// dropCaches forgets the cached twins and syncs.
+func (d *DeviceTwin) dropCaches() {
+	clear(d.twins)
+	clear(d.pendingSync)
+	clear(d.syncOwner)
+}
+
+// confirmed updates the sync cache for syncs the cloud confirmed.
+func (d *DeviceTwin) confirmed(msgIDs []string) {
+	for _, id := range msgIDs {
+		if dev, ok := d.syncOwner[id]; ok {
+			delete(d.syncOwner, id)
+			d.pendingSync[dev] = cachedSync{} // none pending
+		}
 	}
 }

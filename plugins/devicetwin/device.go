@@ -56,7 +56,7 @@ func (d *DeviceTwin) stateUpdate(ctx context.Context, deviceID, payload string) 
 		if err := sync.FillBody(string(result)); err != nil {
 			return err
 		}
-		return putPending(ctx, tx, "state:"+deviceID, deviceID, sync)
+		return putPending(ctx, tx, "state:"+deviceID, deviceID, sync, 0)
 	})
 	if err != nil {
 		return err
@@ -110,7 +110,7 @@ func (d *DeviceTwin) membershipUpdate(ctx context.Context, msg *sdk.Message) err
 		return nil
 	}
 	var added, removed []device
-	clear(d.twins) // devices come and go, twins of added ones may be stored
+	d.dropCaches() // devices come and go, twins of added ones may be stored
 	err := d.db.Update(ctx, func(tx *store.Tx) error {
 		for _, dv := range u.AddDevices {
 			if dv.ID == "" || len(dv.ID) > 64 {

@@ -45,6 +45,11 @@ type DeviceTwin struct {
 	// whole map is dropped when membership changes or a commit fails. Only
 	// devices that exist are kept, so it is bounded by the membership.
 	twins map[string]map[string]*store.Twin
+	// pendingSync caches each device's unconfirmed edge_updated as last
+	// written, syncOwner maps its msg_id back to the device; same owner and
+	// lifetime as twins.
+	pendingSync map[string]cachedSync
+	syncOwner   map[string]string
 
 	offline atomic.Bool   // edgehub said the cloud is disconnected
 	kick    chan struct{} // resend every pending sync now
@@ -96,6 +101,8 @@ func (d *DeviceTwin) Start(ctx context.Context, host sdk.Context) error {
 	}
 	d.db = db
 	d.twins = map[string]map[string]*store.Twin{}
+	d.pendingSync = map[string]cachedSync{}
+	d.syncOwner = map[string]string{}
 	d.kick = make(chan struct{}, 1)
 	d.done = make(chan struct{})
 	loopCtx, cancel := context.WithCancel(ctx)

@@ -48,8 +48,10 @@ func (d *DeviceTwin) requestDetail(ctx context.Context) {
 func (d *DeviceTwin) confirm(ctx context.Context, parentID string) error {
 	ok, err := d.db.Confirm(ctx, parentID)
 	if err != nil {
+		d.dropCaches()
 		return err
 	}
+	d.confirmed([]string{parentID})
 	d.logger.Debug("cloud confirmation", "parent_msg_id", parentID, "pending", ok)
 	return nil
 }

@@ -271,12 +271,12 @@ func (d *DeviceTwin) errorMessage(topic, eventID string, code int, reason error)
 	return d.busMessage(topic, errorResult{baseMessage: newBase(eventID), Code: code, Reason: reason.Error()})
 }
 
-func putPending(ctx context.Context, tx *store.Tx, key, deviceID string, msg *sdk.Message) error {
+func putPending(ctx context.Context, tx *store.Tx, key, deviceID string, msg *sdk.Message, sentAt int64) error {
 	raw, err := json.Marshal(msg)
 	if err != nil {
 		return err
 	}
-	return tx.PutPending(ctx, store.Pending{MsgID: msg.Header.ID, Key: key, DeviceID: deviceID, Message: raw, Created: nowMS()})
+	return tx.PutPending(ctx, store.Pending{MsgID: msg.Header.ID, Key: key, DeviceID: deviceID, Message: raw, Created: nowMS(), SentAt: sentAt})
 }
 
 // mergeSync combines two unconfirmed changes of one twin: the newer one wins
