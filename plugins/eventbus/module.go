@@ -82,10 +82,11 @@ type EventBus struct {
 	broker *broker
 	// journal holds the messages the embedded broker accepted until they
 	// are handed on (internal mode).
-	journal    *journal
-	brokerFile string // the embedded broker's sessions and messages in flight
-	client     paho.Client
-	url        string // the broker the client connects to
+	journal     *journal
+	journalDone chan struct{} // closed when the journal's writer ends
+	brokerFile  string        // the embedded broker's sessions and messages in flight
+	client      paho.Client
+	url         string // the broker the client connects to
 
 	queue  chan *inbound
 	ctx    context.Context
@@ -302,7 +303,11 @@ func (b *EventBus) startInternal() error {
 	}
 	b.broker = br
 	b.url = "inline://" + br.addr()
-	go b.runJournal(backlog)
+	b.journalDone = make(chan struct{})
+	go func() {
+		defer close(b.journalDone)
+		b.runJournal(backlog)
+	}()
 	b.logger.Info("embedded MQTT broker listening", "address", br.addr(), "store", b.brokerFile, "journal_backlog", len(backlog))
 	return nil
 }
@@ -366,6 +371,10 @@ func (b *EventBus) Stop(ctx context.Context) error {
 		b.broker.close()
 	}
 	if b.journal != nil {
+		select {
+		case <-b.journalDone:
+		case <-ctx.Done():
+		}
 		if err := b.journal.flush(ctx); err != nil {
 			b.logger.Warn("journal flush on stop", "error", err)
 		}
