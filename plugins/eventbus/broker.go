@@ -109,7 +109,6 @@ func (b *broker) closeListeners() {
 // addr is the public address (the real port when listen asked for port 0).
 func (b *broker) addr() string { return b.public.Addr().String() }
 
-
 func (b *broker) close() { _ = b.server.Close() }
 
 func reusePort(_, _ string, c syscall.RawConn) error {

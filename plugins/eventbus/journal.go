@@ -2,10 +2,15 @@ package eventbus
 
 import (
 	"context"
-	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
 	"runtime"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -19,15 +24,37 @@ import (
 // OnPublish before its PUBACK), so a kill -9 of eventbus — and with it of the
 // broker — loses nothing a mapper saw acknowledged: the next instance hands
 // on what the journal still holds, with the same msg_id, so devicetwin drops
-// a message it had already taken. Writes of publishes that arrive together
-// share one commit.
+// a message it had already taken.
+//
+// It is an append-only log in segment files (<dir>/<number>.log): each write is
+// one write(2) of every record of a batch of publishes — in the OS once it
+// returns, which is what a killed process needs, with no fsync (a power cut
+// can lose the last writes, as the broker's own state). Records carry a
+// CRC; a torn record at the end is ignored. Messages are handed on in the
+// order they were written, so a watermark record ("handed on up to seq N")
+// says what a restart can skip; segments wholly below it are deleted.
 type journal struct {
-	db   *sql.DB
+	dir  string
 	reqs chan *journalReq
+	kick chan struct{} // the watermark moved
+
+	// Owned by the writer (runJournal), and by Start/Stop around it.
+	f         *os.File
+	size      int64
+	segs      []segment // closed segments, oldest first
+	cur       segment   // the one f writes
+	nextSeg   int64     // number of the next segment file
+	nextSeq   int64
+	markWrote int64 // watermark last written
+	buf       []byte
 
 	mu   sync.Mutex
-	done []int64       // rows handed on, deleted with the next write or flush
-	kick chan struct{} // something to delete
+	done int64 // handed on up to this seq
+}
+
+type segment struct {
+	path    string
+	lastSeq int64
 }
 
 type journalReq struct {
@@ -37,133 +64,240 @@ type journalReq struct {
 	err     chan error
 }
 
-// maxJournalBatch bounds the publishes of one commit.
+// maxJournalBatch bounds the publishes of one write.
 const maxJournalBatch = 256
 
-func openJournal(file string) (*journal, error) {
-	// synchronous=NORMAL: a commit is in the OS before OnPublish returns, which
-	// is what a killed process needs; one fsync per publish would cap the rate.
-	dsn := "file:" + file + "?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=5000&_stmt_cache_size=16"
-	db, err := sql.Open("sqlite3", dsn)
+// segmentBytes is the size at which the journal starts a new segment.
+var segmentBytes int64 = 4 << 20
+
+// Record types.
+const (
+	recData = 'D'
+	recMark = 'W'
+)
+
+// openJournal reads the segments in dir and returns the journal with what a
+// previous instance had not handed on, oldest first.
+func openJournal(dir string) (*journal, []journalRecord, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("journal: %w", err)
+	}
+	names, err := filepath.Glob(filepath.Join(dir, "*.log"))
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", file, err)
+		return nil, nil, fmt.Errorf("journal: %w", err)
 	}
-	db.SetMaxOpenConns(1)
-	// No index but the rowid: a commit of appended rows touches few pages.
-	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS mqtt_journal (
-		seq     INTEGER PRIMARY KEY,
-		msg_id  TEXT NOT NULL,
-		topic   TEXT NOT NULL,
-		payload BLOB NOT NULL
-	)`); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("create table mqtt_journal in %s: %w", file, err)
+	sort.Strings(names)
+	j := &journal{dir: dir, reqs: make(chan *journalReq, maxJournalBatch), kick: make(chan struct{}, 1), nextSeq: 1}
+	var records []journalRecord
+	var mark int64
+	for _, name := range names {
+		recs, marks, last, err := readSegment(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		records = append(records, recs...)
+		mark = max(mark, marks)
+		j.nextSeq = max(j.nextSeq, last+1)
+		j.segs = append(j.segs, segment{path: name, lastSeq: last})
+		if n, err := strconv.ParseInt(strings.TrimSuffix(filepath.Base(name), ".log"), 10, 64); err == nil {
+			j.nextSeg = max(j.nextSeg, n+1)
+		}
 	}
-	return &journal{db: db, reqs: make(chan *journalReq, maxJournalBatch), kick: make(chan struct{}, 1)}, nil
+	var backlog []journalRecord
+	for _, r := range records {
+		if r.seq > mark {
+			backlog = append(backlog, r)
+		}
+	}
+	j.done, j.markWrote = mark, mark
+	if err := j.startSegment(); err != nil {
+		return nil, nil, err
+	}
+	return j, backlog, nil
 }
 
-func (j *journal) close() error { return j.db.Close() }
+// journalRecord is a message as it was journaled.
+type journalRecord struct {
+	seq       int64
+	id, topic string
+	payload   []byte
+}
 
-// backlog returns what a previous instance left, oldest first, rebuilt as
-// it was first built (same msg_id).
-func (b *EventBus) journalBacklog(ctx context.Context) ([]*inbound, error) {
-	rows, err := b.journal.db.QueryContext(ctx, `SELECT seq, msg_id, topic, payload FROM mqtt_journal ORDER BY seq`)
+// readSegment returns a segment's messages, its highest watermark and its
+// highest seq. It stops at the first record that is short or fails its CRC:
+// the end of what a killed writer wrote.
+func readSegment(name string) (recs []journalRecord, mark, last int64, err error) {
+	data, err := os.ReadFile(name)
 	if err != nil {
-		return nil, fmt.Errorf("read the journal: %w", err)
+		return nil, 0, 0, fmt.Errorf("journal: %w", err)
 	}
-	defer rows.Close()
-	var out []*inbound
-	for rows.Next() {
-		var seq int64
-		var id, topic string
-		var payload []byte
-		if err := rows.Scan(&seq, &id, &topic, &payload); err != nil {
-			return nil, fmt.Errorf("read the journal: %w", err)
+	for len(data) >= 8 {
+		n := binary.LittleEndian.Uint32(data[0:4])
+		sum := binary.LittleEndian.Uint32(data[4:8])
+		if uint64(n) > uint64(len(data)-8) || n < 9 {
+			break
 		}
-		item, err := b.inboundFor(topic, payload)
+		body := data[8 : 8+n]
+		if crc32.ChecksumIEEE(body) != sum {
+			break
+		}
+		data = data[8+n:]
+		seq := int64(binary.LittleEndian.Uint64(body[1:9]))
+		switch body[0] {
+		case recMark:
+			mark = max(mark, seq)
+		case recData:
+			r, ok := decodeData(seq, body[9:])
+			if !ok {
+				continue
+			}
+			recs = append(recs, r)
+			last = max(last, seq)
+		}
+	}
+	return recs, mark, last, nil
+}
+
+func decodeData(seq int64, b []byte) (journalRecord, bool) {
+	if len(b) < 2 {
+		return journalRecord{}, false
+	}
+	idLen := int(binary.LittleEndian.Uint16(b))
+	b = b[2:]
+	if len(b) < idLen+4 {
+		return journalRecord{}, false
+	}
+	id := string(b[:idLen])
+	b = b[idLen:]
+	topicLen := int(binary.LittleEndian.Uint32(b))
+	b = b[4:]
+	if len(b) < topicLen {
+		return journalRecord{}, false
+	}
+	return journalRecord{seq: seq, id: id, topic: string(b[:topicLen]), payload: append([]byte(nil), b[topicLen:]...)}, true
+}
+
+// appendRecord adds one record to buf.
+func appendRecord(buf []byte, typ byte, seq int64, fields ...[]byte) []byte {
+	n := 9
+	for _, f := range fields {
+		n += len(f)
+	}
+	start := len(buf)
+	buf = binary.LittleEndian.AppendUint32(buf, uint32(n))
+	buf = binary.LittleEndian.AppendUint32(buf, 0) // CRC, filled below
+	buf = append(buf, typ)
+	buf = binary.LittleEndian.AppendUint64(buf, uint64(seq))
+	for _, f := range fields {
+		buf = append(buf, f...)
+	}
+	binary.LittleEndian.PutUint32(buf[start+4:], crc32.ChecksumIEEE(buf[start+8:]))
+	return buf
+}
+
+func (j *journal) startSegment() error {
+	path := filepath.Join(j.dir, fmt.Sprintf("%020d.log", j.nextSeg))
+	j.nextSeg++
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	j.f, j.size, j.cur = f, 0, segment{path: path}
+	return nil
+}
+
+func (j *journal) close() error {
+	if j.f == nil {
+		return nil
+	}
+	err := j.f.Close()
+	j.f = nil
+	return err
+}
+
+// backlogItems rebuilds the messages a previous instance left, as they were
+// first built (same msg_id).
+func (b *EventBus) backlogItems(recs []journalRecord) []*inbound {
+	var out []*inbound
+	for _, r := range recs {
+		item, err := b.inboundFor(r.topic, r.payload)
 		if err != nil { // the limits changed meanwhile
-			b.refuse("journaled MQTT message", err, "topic", printable(topic))
-			b.journal.handedOn(seq)
+			b.refuse("journaled MQTT message", err, "topic", printable(r.topic))
+			b.journal.handedOn(r.seq)
 			continue
 		}
-		item.msg.Header.ID = id
-		item.seq = seq
+		item.msg.Header.ID = r.id
+		item.seq = r.seq
 		out = append(out, item)
 	}
-	return out, rows.Err()
+	return out
 }
 
-// write stores items, and forgets the messages handed on meanwhile, in one
-// transaction.
-func (j *journal) write(ctx context.Context, items []*journalReq) error {
-	tx, err := j.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("journal: begin: %w", err)
-	}
-	done := j.takeDone()
-	if err := deleteIDs(ctx, tx, done); err != nil {
-		_ = tx.Rollback()
-		j.giveBack(done)
-		return err
-	}
+// write appends the messages of a batch, and the watermark when it moved,
+// with one write(2).
+func (j *journal) write(_ context.Context, items []*journalReq) error {
+	buf := j.buf[:0]
+	var lens [6]byte
 	for _, r := range items {
-		res, err := tx.ExecContext(ctx, `INSERT INTO mqtt_journal (msg_id, topic, payload) VALUES (?, ?, ?)`,
-			r.item.msg.Header.ID, r.topic, r.payload)
-		if err == nil {
-			r.item.seq, err = res.LastInsertId()
-		}
-		if err != nil {
-			_ = tx.Rollback()
-			j.giveBack(done)
-			return fmt.Errorf("journal: insert: %w", err)
-		}
+		r.item.seq = j.nextSeq
+		j.nextSeq++
+		id := r.item.msg.Header.ID
+		binary.LittleEndian.PutUint16(lens[0:2], uint16(len(id)))
+		binary.LittleEndian.PutUint32(lens[2:6], uint32(len(r.topic)))
+		buf = appendRecord(buf, recData, r.item.seq, lens[0:2], []byte(id), lens[2:6], []byte(r.topic), r.payload)
 	}
-	if err := tx.Commit(); err != nil {
-		j.giveBack(done)
-		return fmt.Errorf("journal: commit: %w", err)
-	}
-	return nil
+	buf = j.appendMark(buf)
+	j.buf = buf
+	return j.append(buf)
 }
 
-func (j *journal) takeDone() []int64 {
+// appendMark adds the watermark when it moved since last written.
+func (j *journal) appendMark(buf []byte) []byte {
 	j.mu.Lock()
-	defer j.mu.Unlock()
-	ids := j.done
-	j.done = nil
-	return ids
-}
-
-func (j *journal) giveBack(ids []int64) {
-	j.mu.Lock()
-	j.done = append(ids, j.done...)
+	done := j.done
 	j.mu.Unlock()
+	if done > j.markWrote {
+		buf = appendRecord(buf, recMark, done)
+		j.markWrote = done
+	}
+	return buf
 }
 
-type execer interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-}
-
-func deleteIDs(ctx context.Context, db execer, ids []int64) error {
-	for len(ids) > 0 {
-		n := min(len(ids), 500)
-		args := make([]any, n)
-		for i, id := range ids[:n] {
-			args[i] = id
+func (j *journal) append(buf []byte) error {
+	if len(buf) == 0 {
+		return nil
+	}
+	if _, err := j.f.Write(buf); err != nil {
+		return fmt.Errorf("journal: write: %w", err)
+	}
+	j.size += int64(len(buf))
+	j.cur.lastSeq = j.nextSeq - 1
+	if j.size >= segmentBytes {
+		_ = j.f.Close()
+		j.segs = append(j.segs, j.cur)
+		if err := j.startSegment(); err != nil {
+			return err
 		}
-		q := `DELETE FROM mqtt_journal WHERE seq IN (` + strings.TrimSuffix(strings.Repeat("?,", n), ",") + `)`
-		if _, err := db.ExecContext(ctx, q, args...); err != nil {
-			return fmt.Errorf("journal: delete: %w", err)
+		// The new segment starts with the watermark, so that it alone tells
+		// a restart what to skip once the old ones are gone.
+		j.markWrote = 0
+		if err := j.append(j.appendMark(nil)); err != nil {
+			return err
 		}
-		ids = ids[n:]
 	}
 	return nil
 }
 
-// handedOn marks a message for deletion with the next write or flush, and
-// wakes the writer so that an idle journal is flushed too.
+// handedOn records that the message seq was handed on; the forwarder hands
+// them on in the order they were written, so everything up to seq is done.
 func (j *journal) handedOn(seq int64) {
+	if seq == 0 {
+		return
+	}
 	j.mu.Lock()
-	j.done = append(j.done, seq)
+	if seq > j.done {
+		j.done = seq
+	}
 	j.mu.Unlock()
 	select {
 	case j.kick <- struct{}{}:
@@ -171,13 +305,25 @@ func (j *journal) handedOn(seq int64) {
 	}
 }
 
-// flush deletes the messages handed on since the last write or flush.
-func (j *journal) flush(ctx context.Context) error {
-	ids := j.takeDone()
-	if err := deleteIDs(ctx, j.db, ids); err != nil {
-		j.giveBack(ids)
+// flush writes the watermark and deletes the segments wholly below it.
+func (j *journal) flush(context.Context) error {
+	if err := j.append(j.appendMark(nil)); err != nil {
 		return err
 	}
+	j.mu.Lock()
+	done := j.done
+	j.mu.Unlock()
+	keep := j.segs[:0]
+	for _, s := range j.segs {
+		if s.lastSeq <= done {
+			if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				keep = append(keep, s)
+			}
+			continue
+		}
+		keep = append(keep, s)
+	}
+	j.segs = keep
 	return nil
 }
 

@@ -85,6 +85,7 @@ type EventBus struct {
 	journal     *journal
 	journalDone chan struct{} // closed when the journal's writer ends
 	brokerFile  string        // the embedded broker's sessions and messages in flight
+	journalDir  string        // the journal's segments
 	client      paho.Client
 	url         string // the broker the client connects to
 
@@ -147,6 +148,7 @@ func (b *EventBus) SetConfig(cfg *sdk.Config) error {
 	}
 	b.cfg, b.dbFile, b.nodeName = c, db, cfg.NodeName
 	b.brokerFile = strings.TrimSuffix(db, filepath.Ext(db)) + "-broker.bolt"
+	b.journalDir = strings.TrimSuffix(db, filepath.Ext(db)) + "-journal"
 	return nil
 }
 
@@ -282,17 +284,12 @@ func (b *EventBus) tlsConfig() (*tls.Config, error) {
 // bridge and its store, and the journal's writer with what a previous
 // instance left.
 func (b *EventBus) startInternal() error {
-	j, err := openJournal(b.dbFile)
+	j, recs, err := openJournal(b.journalDir)
 	if err != nil {
 		return err
 	}
 	b.journal = j
-	backlog, err := b.journalBacklog(b.ctx)
-	if err != nil {
-		_ = j.close()
-		b.journal = nil
-		return err
-	}
+	backlog := b.backlogItems(recs)
 	store := brokerStore{file: b.brokerFile, timeout: brokerStoreWait}
 	br, err := startBroker(b.cfg.Listen, b.cfg.MaxPayloadBytes, b.cfg.SessionQueueSize, b.logger.Named("broker"),
 		&bridgeHook{bus: b}, store)
@@ -308,7 +305,7 @@ func (b *EventBus) startInternal() error {
 		defer close(b.journalDone)
 		b.runJournal(backlog)
 	}()
-	b.logger.Info("embedded MQTT broker listening", "address", br.addr(), "store", b.brokerFile, "journal_backlog", len(backlog))
+	b.logger.Info("embedded MQTT broker listening", "address", br.addr(), "store", b.brokerFile, "journal", b.journalDir, "journal_backlog", len(backlog))
 	return nil
 }
 
