@@ -489,6 +489,14 @@ func TestMatchTopic(t *testing.T) {
 		{"default/test", "default/test", true},
 		{"a/+", "a", false},
 		{"a/+", "a/", true},
+		{"a/#", "a", true},
+		{"a/b", "a/b/c", false},
+		{"a/b/c", "a/b", false},
+		{"+/+", "a/b", true},
+		{"#", "a/b", true},
+		{"a/+/c", "a/x/c", true},
+		{"a/+/c", "a/x/d", false},
+		{"", "", true},
 	}
 	for _, tt := range tests {
 		if got := matchTopic(tt.filter, tt.topic); got != tt.want {

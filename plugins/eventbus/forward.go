@@ -81,7 +81,14 @@ func (b *EventBus) inboundFor(topic string, payload []byte) (*inbound, error) {
 
 // subscribedTo reports whether topic matches one of the current filters.
 func (b *EventBus) subscribedTo(topic string) bool {
-	for _, f := range b.filters() {
+	for _, f := range fixedTopics {
+		if matchTopic(f, topic) {
+			return true
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for f := range b.dynamic {
 		if matchTopic(f, topic) {
 			return true
 		}

@@ -89,18 +89,24 @@ func matchTopic(filter, topic string) bool {
 	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
 		return false
 	}
-	f := strings.Split(filter, "/")
-	t := strings.Split(topic, "/")
-	for i, level := range f {
-		if level == "#" {
+	// Level by level, without splitting: this runs for every message.
+	for {
+		fl, frest, fmore := strings.Cut(filter, "/")
+		if fl == "#" {
 			return true // also matches the parent level: "a/#" matches "a"
 		}
-		if i >= len(t) {
+		tl, trest, tmore := strings.Cut(topic, "/")
+		if fl != "+" && fl != tl {
 			return false
 		}
-		if level != "+" && level != t[i] {
+		switch {
+		case !fmore && !tmore:
+			return true
+		case !fmore:
 			return false
+		case !tmore:
+			return frest == "#" // "a/#" matches "a"
 		}
+		filter, topic = frest, trest
 	}
-	return len(f) == len(t)
 }
