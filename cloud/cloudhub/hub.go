@@ -145,14 +145,15 @@ type Hub struct {
 
 var _ nodelink.Sender = (*Hub)(nil)
 
-// New builds a hub that delivers upstream messages to handler. tlsCfg is
-// usually ServerTLS(...). It does not listen.
-func New(cfg Config, tlsCfg *tls.Config, handler nodelink.Handler, logger hclog.Logger, metrics *Metrics) (*Hub, error) {
+// New builds a hub; tlsCfg is usually ServerTLS(...). It neither listens
+// nor has a handler yet, so controllers can be built with the hub as their
+// Sender before Serve.
+func New(cfg Config, tlsCfg *tls.Config, logger hclog.Logger, metrics *Metrics) (*Hub, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("cloudhub: %w", err)
 	}
-	if tlsCfg == nil || handler == nil {
-		return nil, errors.New("cloudhub: TLS config and handler are required")
+	if tlsCfg == nil {
+		return nil, errors.New("cloudhub: TLS config is required")
 	}
 	if logger == nil {
 		logger = hclog.NewNullLogger()
@@ -161,7 +162,7 @@ func New(cfg Config, tlsCfg *tls.Config, handler nodelink.Handler, logger hclog.
 		metrics = NewMetrics(nil)
 	}
 	h := &Hub{
-		cfg: cfg, tls: tlsCfg, handler: handler, logger: logger, metrics: metrics,
+		cfg: cfg, tls: tlsCfg, logger: logger, metrics: metrics,
 		sessions: map[string]*session{},
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: 30 * time.Second,
@@ -177,8 +178,14 @@ func New(cfg Config, tlsCfg *tls.Config, handler nodelink.Handler, logger hclog.
 }
 
 // Serve serves websocket sessions on ln (plain TCP; TLS is added here) until
-// ctx ends; then it closes every session and waits for them.
-func (h *Hub) Serve(ctx context.Context, ln net.Listener) error {
+// ctx ends, delivering what nodes send to handler; then it closes every
+// session and waits for them. Call it once.
+func (h *Hub) Serve(ctx context.Context, ln net.Listener, handler nodelink.Handler) error {
+	if handler == nil {
+		return errors.New("cloudhub: a handler is required")
+	}
+	// Set before the server starts: every session goroutine sees it.
+	h.handler = handler
 	srv := &http.Server{
 		Handler:           http.HandlerFunc(h.serveHTTP),
 		ReadHeaderTimeout: 30 * time.Second,
