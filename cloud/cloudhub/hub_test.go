@@ -82,6 +82,7 @@ func (r *recorder) waitEvents(t *testing.T, want ...string) {
 
 type env struct {
 	t        *testing.T
+	client   *fake.Clientset
 	hub      *cloudhub.Hub
 	handler  *recorder
 	reg      *prometheus.Registry
@@ -151,7 +152,7 @@ func newEnv(t *testing.T, tune func(*cloudhub.Config)) *env {
 		}
 	}()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	return &env{t: t, hub: hub, handler: rec, reg: reg, ca: ca, token: token,
+	return &env{t: t, client: client, hub: hub, handler: rec, reg: reg, ca: ca, token: token,
 		wsAddr: wsLn.Addr().String(), certsURL: "https://" + bsLn.Addr().String(), dir: t.TempDir()}
 }
 
