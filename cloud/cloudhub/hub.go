@@ -140,6 +140,7 @@ type Hub struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // owned under mu: the live session per node
+	closed   bool                // under mu: Serve has ended, attach refuses
 	running  sync.WaitGroup      // every session goroutine
 }
 
@@ -196,6 +197,7 @@ func (h *Hub) Serve(ctx context.Context, ln net.Listener, handler nodelink.Handl
 	h.logger.Info("cloudhub listening", "address", ln.Addr().String())
 	err := serveUntil(ctx, srv, tls.NewListener(ln, h.tls))
 	h.mu.Lock()
+	h.closed = true
 	for _, s := range h.sessions {
 		s.cancel(errShutdown)
 	}
@@ -287,17 +289,22 @@ func (h *Hub) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		h.logger.Warn("websocket upgrade failed", "node", node, "remote", r.RemoteAddr, "error", err)
 		return
 	}
-	s := newSession(r.Context(), node, conn, h.cfg.QueueSize, h.logger.With("node", node, "remote", r.RemoteAddr))
+	// The session ends by its own cancel (with a cause), not the request's.
+	s := newSession(context.WithoutCancel(r.Context()), node, conn, h.cfg.QueueSize, h.logger.With("node", node, "remote", r.RemoteAddr))
 	prev, err := h.attach(s)
 	if err != nil {
-		h.metrics.sessionsRefused.WithLabelValues("node_limit").Inc()
+		code := websocket.CloseTryAgainLater
+		if errors.Is(err, errShutdown) {
+			code = websocket.CloseGoingAway
+		} else {
+			h.metrics.sessionsRefused.WithLabelValues("node_limit").Inc()
+		}
 		_ = conn.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.CloseTryAgainLater, err.Error()), time.Now().Add(time.Second))
+			websocket.FormatCloseMessage(code, err.Error()), time.Now().Add(time.Second))
 		_ = conn.Close()
 		return
 	}
-	h.running.Add(1)
-	defer h.running.Done()
+	defer h.running.Done() // added by attach
 	h.run(s, prev)
 }
 
@@ -312,11 +319,15 @@ func (h *Hub) hasRoom(node string) bool {
 func (h *Hub) attach(s *session) (*session, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed {
+		return nil, errShutdown
+	}
 	prev := h.sessions[s.node]
 	if prev == nil && len(h.sessions) >= h.cfg.NodeLimit {
 		return nil, errNodeLimit
 	}
 	h.sessions[s.node] = s
+	h.running.Add(1) // under mu, before Serve can see closed and Wait
 	if prev == nil {
 		h.metrics.sessions.Inc()
 	}

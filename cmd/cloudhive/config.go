@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
 	"strings"
 	"time"
 
@@ -108,6 +109,14 @@ func parseConfig(filename string, src []byte) (*Config, hcl.Diagnostics) {
 	}
 	v := validator{}
 	cfg := v.build(&fc, file.Body)
+	// Top to bottom, as the file reads.
+	sort.SliceStable(v.diags, func(i, j int) bool {
+		a, b := v.diags[i].Subject, v.diags[j].Subject
+		if a == nil || b == nil {
+			return a == nil && b != nil
+		}
+		return a.Start.Byte < b.Start.Byte
+	})
 	diags = append(diags, v.diags...)
 	if diags.HasErrors() {
 		return nil, diags

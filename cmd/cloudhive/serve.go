@@ -119,6 +119,16 @@ func serve(ctx context.Context, cfg *Config, ctrl controllerConfig, logger hclog
 	if err != nil {
 		return err
 	}
+	return serveWith(ctx, cfg, ctrl, client, clusterCA(rc), logger, nil)
+}
+
+// listening are the addresses cloudhive serves on, once it is ready.
+type listening struct{ hub, bootstrap, admin net.Addr }
+
+// serveWith is serve with the API client given; onReady (optional) learns
+// the addresses once everything listens.
+func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client kubernetes.Interface, clusterCAPEM []byte,
+	logger hclog.Logger, onReady func(listening)) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := cloudhub.NewMetrics(reg)
@@ -150,7 +160,7 @@ func serve(ctx context.Context, cfg *Config, ctrl controllerConfig, logger hclog
 		"server_sans", fmt.Sprint(pair.cert.Leaf.IPAddresses, pair.cert.Leaf.DNSNames), "server_cert_stored", pair.stored)
 
 	hubCfg := cfg.Hub
-	hubCfg.ClusterCA = clusterCA(rc)
+	hubCfg.ClusterCA = clusterCAPEM
 	hub, err := cloudhub.New(hubCfg, cloudhub.ServerTLS(pair.cert, ca.Pool()), logger.Named("cloudhub"), metrics)
 	if err != nil {
 		return err
@@ -184,6 +194,9 @@ func serve(ctx context.Context, cfg *Config, ctrl controllerConfig, logger hclog
 	defer cancel()
 	ready.Store(true)
 	logger.Info("cloudhive ready", "cloudhub", wsLn.Addr().String(), "bootstrap", bsLn.Addr().String(), "admin", adminLn.Addr().String())
+	if onReady != nil {
+		onReady(listening{hub: wsLn.Addr(), bootstrap: bsLn.Addr(), admin: adminLn.Addr()})
+	}
 	return g.Wait()
 }
 
