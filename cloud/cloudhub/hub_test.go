@@ -7,6 +7,7 @@ package cloudhub_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -639,4 +640,117 @@ func testenvLogger(t *testing.T) hclog.Logger {
 		return hclog.NewNullLogger()
 	}
 	return hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: hclog.Trace, Output: os.Stderr})
+}
+
+func TestPingIsAnsweredWithPong(t *testing.T) {
+	e := newEnv(t, nil)
+	conn := e.connect("edge-1")
+	pong := make(chan string, 1)
+	conn.SetPongHandler(func(data string) error { pong <- data; return nil })
+	if err := conn.WriteControl(websocket.PingMessage, []byte("hello"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	_, _, _ = conn.ReadMessage() // runs the pong handler, then times out
+	select {
+	case got := <-pong:
+		if got != "hello" {
+			t.Fatalf("pong %q", got)
+		}
+	default:
+		t.Fatal("no pong")
+	}
+}
+
+// Two replicas share one address with SO_REUSEPORT and one set of secrets;
+// stopping the one that serves the node moves the node to the other.
+func TestNodeMovesToTheOtherReplica(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset()
+	secrets := cloudhub.Secrets{Client: client, Namespace: "kubeedge"}
+	lo := []net.IP{net.ParseIP("127.0.0.1")}
+	type replica struct {
+		hub    *cloudhub.Hub
+		events *recorder
+		stop   context.CancelFunc
+		done   chan struct{}
+	}
+	addr := "127.0.0.1:0"
+	var replicas []*replica
+	var caPool *x509.CertPool
+	for range 2 {
+		ca, err := secrets.CA(ctx, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		caPool = ca.Pool()
+		server, _, err := secrets.ServerCert(ctx, ca, lo, nil, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		hub, err := cloudhub.New(cloudhub.DefaultConfig(), cloudhub.ServerTLS(server, ca.Pool()), testenvLogger(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := cloudhub.Listen(ctx, addr, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = ln.Addr().String()
+		rctx, stop := context.WithCancel(ctx)
+		r := &replica{hub: hub, events: newRecorder(), stop: stop, done: make(chan struct{})}
+		go func() {
+			defer close(r.done)
+			_ = hub.Serve(rctx, ln, r.events)
+		}()
+		t.Cleanup(func() { stop(); <-r.done })
+		replicas = append(replicas, r)
+	}
+
+	// The replicas share the CA, so a certificate it signs is good for both.
+	ca, err := secrets.CA(ctx, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := testenv.NewKey(t)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "system:node:edge-1", Organization: []string{"system:nodes"}}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, _ := x509.ParseCertificateRequest(csr)
+	der, err := ca.SignNode(parsed, nil, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: caPool,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	e := &env{t: t, wsAddr: addr}
+
+	conn, _, err := e.dial("edge-1", tlsCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serving, other *replica
+	waitFor(t, func() bool {
+		switch {
+		case replicas[0].hub.Connected("edge-1"):
+			serving, other = replicas[0], replicas[1]
+		case replicas[1].hub.Connected("edge-1"):
+			serving, other = replicas[1], replicas[0]
+		}
+		return serving != nil
+	})
+	serving.stop()
+	<-serving.done
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := conn.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+		t.Fatalf("read: %v, want close 1001 from the stopped replica", err)
+	}
+	serving.events.waitEvents(t, "connected:edge-1", "disconnected:edge-1")
+	if _, _, err := e.dial("edge-1", tlsCfg); err != nil {
+		t.Fatalf("reconnect: %v", err)
+	}
+	waitFor(t, func() bool { return other.hub.Connected("edge-1") })
+	other.events.waitEvents(t, "connected:edge-1")
 }
