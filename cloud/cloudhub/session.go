@@ -167,14 +167,14 @@ func (h *Hub) dispatchUpstream(s *session, m *sdk.Message, keepalive *time.Timer
 func (h *Hub) answerClusterCA(s *session, req *sdk.Message) {
 	resp := sdk.NewMessage(req.Header.ID).BuildRouter(req.Router.Source, req.Router.Group, req.Router.Resource, sdk.OpResponse)
 	_ = resp.FillBody(string(h.cfg.ClusterCA))
-	// The reader must not block on a full queue: the writer may be waiting for
-	// an ACK that only this reader can deliver.
-	go func() {
-		select {
-		case s.queue <- resp:
-		case <-s.ctx.Done():
-		}
-	}()
+	// The reader must not block on a full queue (the writer may be waiting
+	// for an ACK only this reader can deliver): when full, the answer is
+	// dropped and the edge asks again after its request timeout.
+	select {
+	case s.queue <- resp:
+	default:
+		s.logger.Warn("send queue full; dropped the k8s/ca.crt answer", "msg_id", req.Header.ID)
+	}
 }
 
 // writeLoop writes the queue in order until the session ends.
