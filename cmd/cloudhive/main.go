@@ -27,6 +27,7 @@ Usage:
   cloudhive run      [-config FILE] [-kubeconfig FILE]   run (no -config: the embedded default)
   cloudhive token    [-config FILE] [-kubeconfig FILE]   print a join token (created when missing or old)
   cloudhive validate [-config FILE]                      check a config
+  cloudhive bench    nodes [-nodes N] [-pods N]          simulated nodes against an in-process cloudhub
   cloudhive version
 `
 
@@ -49,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdToken(args[1:], stdout, stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "bench":
+		return cmdBench(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "cloudhive %s (%s)\n", version, goVersion())
 		return 0

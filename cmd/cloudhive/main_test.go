@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -111,6 +112,24 @@ func TestBinary(t *testing.T) {
 		!strings.Contains(stderr, bad+`:2:23: error: Invalid value for keepalive_timeout`) {
 		t.Fatalf("exit %d stderr %s", code, stderr)
 	}
+
+	t.Run("bench nodes", func(t *testing.T) {
+		code, stdout, stderr := runBinary(t, bin, "bench", "nodes", "-nodes", "3", "-pods", "2")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		var res struct {
+			Nodes, Delivered int
+			P99              float64 `json:"p99_ms"`
+			BytesPerNode     int64   `json:"bytes_per_node"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+			t.Fatalf("%q: %v", stdout, err)
+		}
+		if res.Nodes != 3 || res.Delivered != 6 || res.P99 <= 0 {
+			t.Fatalf("%+v", res)
+		}
+	})
 
 	t.Run("run stops cleanly on SIGTERM while the API is unreachable", func(t *testing.T) {
 		kubeconfig := filepath.Join(dir, "kubeconfig")
