@@ -84,6 +84,7 @@ func (c *CertServer) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ca.crt", c.serveCA)
 	mux.HandleFunc("GET /edge.crt", c.serveEdgeCert)
+	mux.HandleFunc("POST /edge.crt", c.serveEdgeCert) // same request from clients that will not send a GET body
 	mux.HandleFunc("GET /node/{name}", c.serveNode)
 	return mux
 }
