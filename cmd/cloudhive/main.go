@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -24,7 +25,7 @@ import (
 const usage = `cloudhive — the cloud half of edgehive (cloudhub and controllers)
 
 Usage:
-  cloudhive run      [-config FILE] [-kubeconfig FILE]   run (no -config: the embedded default)
+  cloudhive run      [-config FILE] [-kubeconfig FILE] [-admin ADDR]   run (no -config: the embedded default)
   cloudhive token    [-config FILE] [-kubeconfig FILE]   print a join token (created when missing or old)
   cloudhive validate [-config FILE]                      check a config
   cloudhive bench    nodes [-nodes N] [-pods N]          simulated nodes against an in-process cloudhub
@@ -112,12 +113,20 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "HCL config file (default: the embedded configs/cloudhive.hcl)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (overrides the config's kubeconfig)")
+	admin := fs.String("admin", "", "admin API address (overrides admin.listen; replicas sharing one config need their own)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	cfg, ctrl, ok := loadConfig(*cfgPath, *kubeconfig, stderr)
 	if !ok {
 		return 1
+	}
+	if *admin != "" {
+		if _, _, err := net.SplitHostPort(*admin); err != nil {
+			fmt.Fprintf(stderr, "cloudhive: -admin %q: %v\n", *admin, err)
+			return 2
+		}
+		cfg.AdminAddr = *admin
 	}
 	logger := newLogger(cfg, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

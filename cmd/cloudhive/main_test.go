@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -144,11 +143,11 @@ current-context: x
 		}
 		admin := freePort(t)
 		cfg := filepath.Join(dir, "run.hcl")
-		if err := os.WriteFile(cfg, []byte(fmt.Sprintf("admin { listen = %q }\n", admin)), 0o644); err != nil {
+		if err := os.WriteFile(cfg, []byte("admin { listen = \"127.0.0.1:1\" }\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		var stderr bytes.Buffer
-		cmd := exec.Command(bin, "run", "-config", cfg, "-kubeconfig", kubeconfig)
+		cmd := exec.Command(bin, "run", "-config", cfg, "-kubeconfig", kubeconfig, "-admin", admin)
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
