@@ -26,7 +26,8 @@ const jwtHeader = `{"alg":"HS256","typ":"JWT"}`
 // ErrBadToken is returned for a token that is malformed, forged or expired.
 var ErrBadToken = errors.New("invalid join token")
 
-var b64 = base64.RawURLEncoding
+// Strict: one token, one spelling (no variants in unused trailing bits).
+var b64 = base64.RawURLEncoding.Strict()
 
 // CAHash is the hex SHA-256 of the CA's DER, the first part of a join token.
 func (ca *CA) CAHash() string {
