@@ -259,7 +259,9 @@ func TestNodeUpdatesReachTheNodeButStatusDoesNot(t *testing.T) {
 	if _, err := h.client.CoreV1().Nodes().UpdateStatus(h.ctx, n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	h.expectQuiet(func(s nodelinktest.Sent) bool { return s.Msg.Router.Resource == "null/node/"+edge1 && s.Msg.Router.Operation == sdk.OpUpdate })
+	h.expectQuiet(func(s nodelinktest.Sent) bool {
+		return s.Msg.Router.Resource == "null/node/"+edge1 && s.Msg.Router.Operation == sdk.OpUpdate
+	})
 	n.Spec.Unschedulable = true
 	n.ResourceVersion = "3"
 	if _, err := h.client.CoreV1().Nodes().Update(h.ctx, n, metav1.UpdateOptions{}); err != nil {
