@@ -39,8 +39,9 @@ type harness struct {
 	c      *Controller
 }
 
-// start runs a controller over a fake clientset holding objs, with the
-// given nodes connected, and waits until its informers watch.
+// start runs a controller over a fake clientset holding objs, waits until
+// its informers watch, then connects the given nodes. Connecting after the
+// start keeps the startup resync (of nodes connected early) out of the tests.
 func start(t *testing.T, cfg Config, objs []runtime.Object, connected ...string) *harness {
 	t.Helper()
 	client := fake.NewClientset(objs...)
@@ -49,7 +50,7 @@ func start(t *testing.T, cfg Config, objs []runtime.Object, connected ...string)
 		watches.Add(1)
 		return false, nil, nil
 	})
-	sender := nodelinktest.New(connected...)
+	sender := nodelinktest.New()
 	logger := hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: testWriter{t}})
 	c, err := New(client, sender, logger, cfg)
 	if err != nil {
@@ -79,6 +80,24 @@ func start(t *testing.T, cfg Config, objs []runtime.Object, connected ...string)
 	}
 	// The fake registers a watch just after the reactor ran.
 	time.Sleep(50 * time.Millisecond)
+	// Let the startup events drain while nothing is connected.
+	for {
+		synced := true
+		for _, f := range c.synced {
+			synced = synced && f()
+		}
+		if synced && c.queue.Len() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("startup queue did not drain")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	for _, n := range connected {
+		sender.Connect(n)
+	}
 	return &harness{t: t, ctx: ctx, client: client, sender: sender, c: c}
 }
 
@@ -247,3 +266,5 @@ func errStatus(m *sdk.Message) (metav1.Status, bool) {
 	}
 	return *e.ErrStatus, true
 }
+
+func fakeClient() *fake.Clientset { return fake.NewClientset() }
