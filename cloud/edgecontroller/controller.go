@@ -72,6 +72,7 @@ type Controller struct {
 
 	running atomic.Bool
 	dropped atomic.Int64 // upstream messages dropped on a full queue
+	panics  atomic.Int64 // upstream handler panics recovered (a bug if ever > 0)
 }
 
 var _ nodelink.Handler = (*Controller)(nil)

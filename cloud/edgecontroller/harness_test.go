@@ -268,3 +268,5 @@ func errStatus(m *sdk.Message) (metav1.Status, bool) {
 }
 
 func fakeClient() *fake.Clientset { return fake.NewClientset() }
+
+func fakeSender() *nodelinktest.Sender { return nodelinktest.New() }

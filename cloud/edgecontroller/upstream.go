@@ -32,6 +32,7 @@ const (
 func (c *Controller) handleUpstream(ctx context.Context, node string, msg *sdk.Message) {
 	defer func() {
 		if r := recover(); r != nil {
+			c.panics.Add(1)
 			c.log.Error("upstream handler panicked; message dropped", "node", node, "msg", msg.String(), "panic", r)
 		}
 	}()

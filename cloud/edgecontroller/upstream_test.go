@@ -502,7 +502,7 @@ func TestUpstream(t *testing.T) {
 // an answer or nothing, never a panic or a stuck worker.
 func TestUpstreamMalformedNeverPanics(t *testing.T) {
 	noSvc := false
-	h := start(t, Config{SyncServices: &noSvc, UpstreamWorkers: 1}, []runtime.Object{edgeNode(edge1), pod("mine", edge1)}, edge1)
+	h := start(t, Config{SyncServices: &noSvc, UpstreamWorkers: 1, UpstreamQueue: 4096}, []runtime.Object{edgeNode(edge1), pod("mine", edge1)}, edge1)
 	contents := []json.RawMessage{nil, raw(`null`), raw(`""`), raw(`"{"`), raw(`[]`), raw(`{}`), raw(`{"metadata":null}`),
 		raw(`{"status":null}`), raw(`{"status":[1]}`), raw(`{"metadata":{"uid":7}}`), raw(`"\"x\""`), raw(`{"Event":null,"Data":"{"}`),
 		raw(`{"spec":{"boundObjectRef":{"kind":"Pod"}}}`), raw(`[{"Name":""}]`), raw(`123`), raw(`true`)}
@@ -542,6 +542,9 @@ func TestUpstreamMalformedNeverPanics(t *testing.T) {
 			t.Fatalf("worker stuck after %d malformed messages", n)
 		}
 		last = upMsg(sdk.OpQuery, "null/node/"+edge1, nil) // may have been dropped on a full queue
+	}
+	if p := h.c.panics.Load(); p > 0 {
+		t.Fatalf("%d upstream handlers panicked", p)
 	}
 	if d := h.c.dropped.Load(); d > 0 {
 		t.Logf("%d of %d messages dropped on a full queue", d, n)
