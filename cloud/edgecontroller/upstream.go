@@ -36,6 +36,13 @@ func (c *Controller) handleUpstream(ctx context.Context, node string, msg *sdk.M
 			c.log.Error("upstream handler panicked; message dropped", "node", node, "msg", msg.String(), "panic", r)
 		}
 	}()
+	switch msg.Router.Operation {
+	case sdk.OpResponse, sdk.OpError, sdk.OpKeepalive:
+		// ACKs and keepalives belong to cloudhub; an edge's error answer is
+		// only logged, as in KubeEdge. Answering would be noise.
+		c.log.Debug("upstream answer ignored", "node", node, "msg", msg.String(), "content", truncate(msg.ContentString(), 200))
+		return
+	}
 	resource := strings.TrimPrefix(msg.Router.Resource, "node/"+node+"/")
 	res, err := sdk.ParseResource(resource)
 	if err != nil {
@@ -774,4 +781,11 @@ func (c *Controller) serviceAccountToken(ctx context.Context, node string, msg *
 	req := &authv1.TokenRequest{Spec: tr.Spec}
 	req.Spec.BoundObjectRef = &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
 	return c.client.CoreV1().ServiceAccounts(res.Namespace).CreateToken(ctx, res.Name, req, metav1.CreateOptions{})
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

@@ -439,6 +439,14 @@ func TestUpstream(t *testing.T) {
 				}
 			}},
 
+		{name: "an error answer from the edge is not answered", noReply: true,
+			msg: func() *sdk.Message {
+				m := upMsg(sdk.OpError, "default/pod/mine", "storage failed")
+				m.Header.ParentID = "some-downstream-id"
+				return m
+			}(),
+			check: apiCheck(func(*testing.T, *harness) {})},
+
 		// --- events
 		{name: "event about the node's pod is created, without an answer", noReply: true,
 			msg: upMsg(sdk.OpInsert, "default/event/mine.1", &v1.Event{ObjectMeta: metav1.ObjectMeta{Name: "mine.1", Namespace: ns},
