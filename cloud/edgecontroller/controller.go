@@ -135,6 +135,11 @@ func New(client kubernetes.Interface, sender nodelink.Sender, logger hclog.Logge
 	c.secLister = secInf.Lister()
 
 	register := func(inf cache.SharedIndexInformer, h cache.ResourceEventHandler) error {
+		// managedFields are server bookkeeping nobody here reads; they are
+		// often the bulk of an object.
+		if err := inf.SetTransform(dropManagedFields); err != nil {
+			return fmt.Errorf("edgecontroller: informer transform: %w", err)
+		}
 		if _, err := inf.AddEventHandler(h); err != nil {
 			return fmt.Errorf("edgecontroller: event handler: %w", err)
 		}
@@ -352,4 +357,11 @@ func (c *Controller) podsOn(node string) []*v1.Pod {
 		}
 	}
 	return pods
+}
+
+func dropManagedFields(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }
