@@ -2,25 +2,41 @@ package main
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/edgehive/edgehive/cloud/edgecontroller"
 	"github.com/edgehive/edgehive/cloud/nodelink"
 	"github.com/edgehive/edgehive/sdk"
 )
 
-// controllerConfig is the decoded edgecontroller block. While no controller
-// is linked in, the block takes no keys (any key is reported as unknown).
-type controllerConfig struct{}
+// controllerConfig is the decoded edgecontroller block.
+type controllerConfig = edgecontroller.Config
 
 // decodeControllerConfig decodes the edgecontroller block; `validate` and
 // `run` both call it, so its diagnostics appear before anything starts.
 func decodeControllerConfig(body hcl.Body) (controllerConfig, hcl.Diagnostics) {
-	var cfg controllerConfig
+	cfg := edgecontroller.DefaultConfig()
+	if body == nil {
+		return cfg, nil
+	}
 	diags := gohcl.DecodeBody(body, nil, &cfg)
+	if diags.HasErrors() {
+		return cfg, diags
+	}
+	if err := cfg.Validate(); err != nil {
+		rng := body.MissingItemRange()
+		diags = append(diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Invalid edgecontroller block",
+			Detail:   err.Error(),
+			Subject:  &rng,
+		})
+	}
 	return cfg, diags
 }
 
@@ -35,9 +51,11 @@ type controllerRunner func(ctx context.Context) error
 // config, register it on the mux (as the fallback for everything not
 // claimed by a group: nodelink.NewMux(controller)), and append its Run.
 func newControllers(client kubernetes.Interface, sender nodelink.Sender, cfg controllerConfig, logger hclog.Logger) (nodelink.Handler, []controllerRunner, error) {
-	_, _, _ = client, sender, cfg
-	mux := nodelink.NewMux(&loggingHandler{logger: logger.Named("upstream")})
-	return mux, nil, nil
+	ec, err := edgecontroller.New(client, sender, logger.Named("edgecontroller"), cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("edgecontroller: %w", err)
+	}
+	return nodelink.NewMux(ec), []controllerRunner{ec.Run}, nil
 }
 
 // loggingHandler logs what nodes send and answers nothing: cloudhive with
