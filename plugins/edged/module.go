@@ -87,6 +87,7 @@ type Edged struct {
 	apiAddr string
 
 	mu       sync.Mutex
+	invalid  map[types.UID]error // pods whose content did not decode
 	workers  map[types.UID]*worker
 	nextSync map[types.UID]time.Time
 	wg       sync.WaitGroup
@@ -95,6 +96,9 @@ type Edged struct {
 type podUpdate struct {
 	op  string // sdk.OpInsert (upsert) or sdk.OpDelete
 	pod *v1.Pod
+	// invalid is why the pod's content did not decode (pod is then a stub
+	// with its metadata): it is reported Failed, never run.
+	invalid error
 }
 
 var (
@@ -144,6 +148,7 @@ func (e *Edged) Start(ctx context.Context, host sdk.Context) error {
 	e.pods = podmanager.New()
 	e.configCh = make(chan podUpdate, 1024)
 	e.workers = map[types.UID]*worker{}
+	e.invalid = map[types.UID]error{}
 	e.nextSync = map[types.UID]time.Time{}
 	e.loopDone = make(chan struct{})
 	e.probeCh = make(chan types.UID, 256)
@@ -292,8 +297,14 @@ func (e *Edged) Handle(ctx context.Context, msg *sdk.Message) error {
 	default:
 		return nil
 	}
-	pod := &v1.Pod{}
-	if err := msg.DecodeContent(pod); err != nil {
+	pod, err := decodePod(msg.Content)
+	var invalid *errInvalidPod
+	switch {
+	case errors.As(err, &invalid) && op == sdk.OpInsert:
+		e.log.Warn("pod content does not decode; reporting it Failed", "resource", msg.Router.Resource, "error", err)
+	case errors.As(err, &invalid):
+		err = nil // a delete needs only the metadata
+	case err != nil:
 		return fmt.Errorf("pod %s: %w", msg.Router.Resource, err)
 	}
 	if pod.Namespace == "" {
@@ -303,7 +314,7 @@ func (e *Edged) Handle(ctx context.Context, msg *sdk.Message) error {
 		pod.Name = parts[2]
 	}
 	select {
-	case e.configCh <- podUpdate{op: op, pod: pod}:
+	case e.configCh <- podUpdate{op: op, pod: pod, invalid: err}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -431,10 +442,13 @@ func (e *Edged) queryPods(ctx context.Context) ([]*v1.Pod, error) {
 		if json.Unmarshal(raw, &s) == nil {
 			raw = json.RawMessage(s)
 		}
-		p := &v1.Pod{}
-		if err := json.Unmarshal(raw, p); err != nil {
-			e.log.Warn("stored pod not decodable", "error", err)
-			continue
+		p, err := decodePod(raw)
+		if err != nil {
+			var invalid *errInvalidPod
+			if !errors.As(err, &invalid) {
+				e.log.Warn("stored pod not decodable", "error", err)
+				continue
+			}
 		}
 		if p.Spec.NodeName != "" && p.Spec.NodeName != e.host.NodeName() {
 			continue
@@ -553,6 +567,13 @@ func (e *Edged) syncLoopIteration(ctx context.Context, syncCh, hkCh <-chan time.
 	case u := <-e.configCh:
 		switch u.op {
 		case sdk.OpInsert:
+			e.mu.Lock()
+			if u.invalid != nil {
+				e.invalid[u.pod.UID] = u.invalid
+			} else {
+				delete(e.invalid, u.pod.UID)
+			}
+			e.mu.Unlock()
 			if old := e.pods.Upsert(u.pod); old != nil {
 				e.dispatch(ctx, old, true)
 			}
@@ -664,6 +685,7 @@ func (e *Edged) podWorker(ctx context.Context, uid types.UID, w *worker) {
 			e.mu.Lock()
 			delete(e.workers, uid)
 			delete(e.nextSync, uid)
+			delete(e.invalid, uid)
 			e.mu.Unlock()
 			return
 		}
@@ -672,27 +694,6 @@ func (e *Edged) podWorker(ctx context.Context, uid types.UID, w *worker) {
 		e.nextSync[uid] = e.clock.Now().Add(next)
 		e.mu.Unlock()
 	}
-}
-
-// validatePod rejects specs the runtime cannot run.
-func validatePod(pod *v1.Pod) error {
-	if pod.UID == "" || pod.Name == "" {
-		return errors.New("pod has no name or uid")
-	}
-	if len(pod.Spec.Containers) == 0 {
-		return errors.New("pod has no containers")
-	}
-	seen := map[string]bool{}
-	for _, c := range append(append([]v1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...) {
-		if c.Name == "" || c.Image == "" {
-			return fmt.Errorf("container %q needs a name and an image", c.Name)
-		}
-		if seen[c.Name] {
-			return fmt.Errorf("duplicate container name %q", c.Name)
-		}
-		seen[c.Name] = true
-	}
-	return nil
 }
 
 func (e *Edged) reasons(uid types.UID) map[string]status.Reason {
@@ -724,8 +725,14 @@ func (e *Edged) updateStatus(ctx context.Context, pod *v1.Pod) {
 // syncPod is one pass of a pod worker; it returns when to sync again.
 func (e *Edged) syncPod(ctx context.Context, pod *v1.Pod) time.Duration {
 	name := pod.Namespace + "/" + pod.Name
-	if err := validatePod(pod); err != nil {
-		st := v1.PodStatus{Phase: v1.PodFailed, Reason: "InvalidPodSpec", Message: err.Error()}
+	e.mu.Lock()
+	err := e.invalid[pod.UID]
+	e.mu.Unlock()
+	if err == nil {
+		err = validatePod(pod)
+	}
+	if err != nil {
+		st := v1.PodStatus{Phase: v1.PodFailed, Reason: ReasonInvalidPodSpec, Message: err.Error()}
 		if _, serr := e.statuses.Set(ctx, pod, st); serr != nil {
 			return retryInterval
 		}

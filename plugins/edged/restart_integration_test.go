@@ -42,9 +42,9 @@ type fakeMeta struct {
 	t     *testing.T
 	local *router.Local
 
-	mu      sync.Mutex
-	stored  map[string]*v1.Pod
-	last    map[string]v1.PodStatus
+	mu     sync.Mutex
+	stored map[string]*v1.Pod
+	last   map[string]v1.PodStatus
 	// podQueries counts edged's pod list queries: each edged instance asks
 	// once at start, so patches after the second came from the restarted one.
 	podQueries int
