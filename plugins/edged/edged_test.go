@@ -176,7 +176,7 @@ func badPodSpecs(prefix string) map[string][2]string {
 			"not supported"},
 		"no-such-mount": {pod("no-such-mount", `{"containers":[`+c(`,"volumeMounts":[{"name":"nope","mountPath":"/x"}]`)+`]}`),
 			"names no volume"},
-		"bad-name": {pod("bad-name", `{"containers":[{"name":"App_1","image":"`+busybox+`"}]}`), "container name"},
+		"bad-name":   {pod("bad-name", `{"containers":[{"name":"App_1","image":"`+busybox+`"}]}`), "container name"},
 		"bad-policy": {pod("bad-policy", `{"restartPolicy":"Sometimes","containers":[`+c("")+`]}`), "restartPolicy"},
 	}
 }
