@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 
@@ -77,6 +78,7 @@ type Edged struct {
 	probes   *prober.Manager
 	volumes  *volume.Manager
 	probeCh  chan types.UID
+	events   *eventRecorder
 	ready    atomic.Bool
 	// sourcesReady: the stored pod list has been read, so runtime pods that
 	// are not in the pod manager are orphans.
@@ -217,10 +219,21 @@ func (s apiSource) LogDir(pod *v1.Pod) string {
 // before any sync, finds the pods already there.
 func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
 	e.rt = rt
+	cpu, mem := node.Allocatable()
 	e.krt = kuberuntime.New(e.rt, e.clock, e.log.Named("kuberuntime"), kuberuntime.Config{
 		SandboxImage: e.cfg.SandboxImage, PodLogsRoot: filepath.Join(e.host.DataDir(), "pods"),
 		ClusterDNS: e.cfg.ClusterDNS, ClusterDomain: e.cfg.ClusterDomain, MaxDeadPerName: max(e.cfg.MaxDeadContainersPerPod, 1),
+		NodeCPU: cpu, NodeMemory: mem,
 	})
+	e.krt.Fetch = e.fetchObject
+	e.krt.Services = e.listServices
+	e.krt.HostIP = status.HostIP
+	e.events = newEventRecorder(e.host.NodeName(), e.clock, func(ctx context.Context, msg *sdk.Message) error {
+		return e.host.Send(ctx, metaManager, msg)
+	})
+	if e.cfg.ReportEvents {
+		e.krt.Events = e.events.record
+	}
 	e.pleg = pleg.New(e.rt, e.clock, e.log.Named("pleg"))
 	e.statuses = status.NewManager(e.sendStatus)
 	e.probes = prober.NewManager(e.rt, e.clock, e.log.Named("prober"), e.statuses.Get, func(uid types.UID) {
@@ -230,6 +243,11 @@ func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
 		}
 	})
 	e.krt.Unhealthy = e.probes.Unhealthy
+	if e.cfg.ReportEvents {
+		e.probes.OnFailure = func(pod *v1.Pod, c string, t prober.Type, out string) {
+			e.events.record(pod, c, v1.EventTypeWarning, "Unhealthy", fmt.Sprintf("%s probe failed: %s", t, out))
+		}
+	}
 	e.volumes = volume.New(filepath.Join(e.host.DataDir(), "pods"), e.fetchObject, e.clock, e.log.Named("volume"))
 	e.volumes.Refresh = e.volumeRefresh
 	e.krt.Volumes = e.volumes.Setup
@@ -348,6 +366,8 @@ func (e *Edged) run(ctx context.Context) {
 		e.wg.Add(1)
 		go func() { defer e.wg.Done(); e.watchStaticPods(ctx) }()
 	}
+	e.wg.Add(1)
+	go func() { defer e.wg.Done(); e.events.run(ctx) }()
 	go func() { defer e.wg.Done(); e.pleg.Run(ctx) }()
 	go func() { defer e.wg.Done(); e.loadPods(ctx) }()
 	e.syncLoop(ctx)
@@ -468,6 +488,41 @@ func (e *Edged) fetchObject(ctx context.Context, kind, namespace, name string) (
 		return nil, err
 	}
 	return decodeObject(kind, resp)
+}
+
+// listServices asks metamanager for the services of a namespace (a list
+// query "<ns>/service", answered from its store), for the service
+// environment variables. Short timeout: a container start waits for it.
+func (e *Edged) listServices(ctx context.Context, namespace string) ([]*v1.Service, error) {
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	msg := sdk.NewMessage("").BuildRouter(Name, sdk.GroupMeta, namespace+"/service", sdk.OpQuery)
+	resp, err := e.host.SendSync(qctx, metaManager, msg)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Router.Operation == sdk.OpError {
+		return nil, fmt.Errorf("metamanager: %s", resp.ContentString())
+	}
+	var items []json.RawMessage
+	if err := resp.DecodeContent(&items); err != nil {
+		return nil, err
+	}
+	var out []*v1.Service
+	for _, raw := range items {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			raw = json.RawMessage(s)
+		}
+		svc := &v1.Service{}
+		if err := json.Unmarshal(raw, svc); err != nil {
+			continue
+		}
+		if svc.Namespace == "" || svc.Namespace == namespace {
+			out = append(out, svc)
+		}
+	}
+	return out, nil
 }
 
 // decodeObject reads a metamanager answer: the object (or JSON in a string),
@@ -741,7 +796,7 @@ func (e *Edged) syncPod(ctx context.Context, pod *v1.Pod) time.Duration {
 	if pod.DeletionTimestamp != nil {
 		ps, err := e.krt.GetPodStatus(ctx, pod.UID, pod.Name, pod.Namespace)
 		if err == nil {
-			err = e.krt.KillPod(ctx, ps, kuberuntime.GracePeriod(pod), true)
+			err = e.krt.KillPod(ctx, pod, ps, kuberuntime.GracePeriod(pod), true)
 		}
 		if err == nil {
 			err = e.volumes.Cleanup(pod.UID)
@@ -760,6 +815,16 @@ func (e *Edged) syncPod(ctx context.Context, pod *v1.Pod) time.Duration {
 		e.log.Warn("pod status", "pod", name, "error", err)
 		return retryInterval
 	}
+	next := resyncInterval
+	if d := pod.Spec.ActiveDeadlineSeconds; d != nil {
+		if st, ok := e.statuses.Get(pod.UID); ok && st.StartTime != nil {
+			left := time.Duration(*d)*time.Second - e.clock.Since(st.StartTime.Time)
+			if left <= 0 {
+				return e.deadlineExceeded(ctx, pod, ps)
+			}
+			next = min(next, left)
+		}
+	}
 	res, err := e.krt.SyncPod(ctx, pod, ps)
 	e.updateStatus(ctx, pod)
 	e.probes.AddPod(ctx, pod)
@@ -773,6 +838,48 @@ func (e *Edged) syncPod(ctx context.Context, pod *v1.Pod) time.Duration {
 	if len(res.Started) > 0 {
 		e.log.Info("containers started", "pod", name, "containers", res.Started)
 	}
+	return next
+}
+
+// Reason and message of a pod stopped by activeDeadlineSeconds, as the kubelet's.
+const (
+	reasonDeadlineExceeded  = "DeadlineExceeded"
+	messageDeadlineExceeded = "Pod was active on the node longer than the specified deadline"
+)
+
+// deadlineExceeded stops a pod past its activeDeadlineSeconds and reports
+// it Failed; it stays stopped (every later sync lands here again).
+func (e *Edged) deadlineExceeded(ctx context.Context, pod *v1.Pod, ps *container.PodStatus) time.Duration {
+	if err := e.krt.KillPod(ctx, pod, ps, kuberuntime.GracePeriod(pod), false); err != nil {
+		e.log.Warn("stopping a pod past its deadline", "pod", pod.Namespace+"/"+pod.Name, "error", err)
+		return retryInterval
+	}
+	if ps2, err := e.krt.GetPodStatus(ctx, pod.UID, pod.Name, pod.Namespace); err == nil {
+		ps = ps2
+	}
+	old, ok := e.statuses.Get(pod.UID)
+	var oldp *v1.PodStatus
+	if ok {
+		oldp = &old
+	}
+	if !ok || old.Reason != reasonDeadlineExceeded {
+		e.krt.Event(pod, "", v1.EventTypeNormal, reasonDeadlineExceeded, messageDeadlineExceeded)
+	}
+	st := status.ComputeWith(pod, ps, e.reasons(pod.UID), e.clock.Now(), oldp, e.probes.UpdatePodStatus)
+	st.Phase, st.Reason, st.Message = v1.PodFailed, reasonDeadlineExceeded, messageDeadlineExceeded
+	for i := range st.ContainerStatuses {
+		st.ContainerStatuses[i].Ready = false
+	}
+	for i := range st.Conditions {
+		if c := &st.Conditions[i]; c.Type == v1.PodReady || c.Type == v1.ContainersReady {
+			if c.Status == v1.ConditionTrue {
+				c.Status, c.Reason, c.LastTransitionTime = v1.ConditionFalse, "PodFailed", metav1.NewTime(e.clock.Now().Truncate(time.Second))
+			}
+		}
+	}
+	if _, err := e.statuses.Set(ctx, pod, st); err != nil {
+		return retryInterval
+	}
 	return resyncInterval
 }
 
@@ -781,7 +888,7 @@ func (e *Edged) terminatePod(ctx context.Context, pod *v1.Pod) {
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		ps, err := e.krt.GetPodStatus(ctx, pod.UID, pod.Name, pod.Namespace)
 		if err == nil {
-			err = e.krt.KillPod(ctx, ps, kuberuntime.GracePeriod(pod), true)
+			err = e.krt.KillPod(ctx, pod, ps, kuberuntime.GracePeriod(pod), true)
 		}
 		if err == nil {
 			err = e.volumes.Cleanup(pod.UID)
@@ -800,6 +907,3 @@ func (e *Edged) terminatePod(ctx context.Context, pod *v1.Pod) {
 	e.krt.Forget(pod.UID)
 	e.log.Info("pod removed", "pod", pod.Namespace+"/"+pod.Name, "uid", pod.UID)
 }
-
-// keep the container package linked for its label constants in docs/tests.
-var _ = container.LabelPodUID

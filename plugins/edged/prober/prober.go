@@ -114,6 +114,10 @@ type Manager struct {
 	results map[resultKey]Result
 	// failMsg: why a liveness/startup probe failed, by container id.
 	failMsg map[resultKey]string
+
+	// OnFailure, when set, is told about every failed probe run (the
+	// kubelet's Unhealthy event); set before AddPod.
+	OnFailure func(pod *v1.Pod, container string, t Type, output string)
 }
 
 // NewManager returns a manager. status reads the pod's current status;
@@ -406,6 +410,9 @@ func (w *worker) doProbe(ctx context.Context) bool {
 	res, msg := w.m.runProbe(ctx, w.typ, w.pod, st, w.container, id, w.spec)
 	if res == Unknown {
 		return true
+	}
+	if res == Failure && w.m.OnFailure != nil {
+		w.m.OnFailure(w.pod, w.container.Name, w.typ, msg)
 	}
 	w.mu.Lock()
 	if res == w.lastResult {
