@@ -308,4 +308,3 @@ func QOSClass(pod *v1.Pod) v1.PodQOSClass {
 	}
 	return v1.PodQOSBurstable
 }
-
