@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	authv1 "k8s.io/api/authentication/v1"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -250,6 +251,7 @@ func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
 	}
 	e.volumes = volume.New(filepath.Join(e.host.DataDir(), "pods"), e.fetchObject, e.clock, e.log.Named("volume"))
 	e.volumes.Refresh = e.volumeRefresh
+	e.volumes.Tokens = e.fetchToken
 	e.krt.Volumes = e.volumes.Setup
 	e.pleg.Relist(ctx)
 	e.ready.Store(true)
@@ -488,6 +490,57 @@ func (e *Edged) fetchObject(ctx context.Context, kind, namespace, name string) (
 		return nil, err
 	}
 	return decodeObject(kind, resp)
+}
+
+// fetchToken asks for a service account token bound to pod: KubeEdge's
+// query on <ns>/serviceaccounttoken/<sa> with an authentication.k8s.io/v1
+// TokenRequest, answered with the TokenRequest filled in.
+func (e *Edged) fetchToken(ctx context.Context, pod *v1.Pod, sa, audience string, exp int64) (volume.Token, error) {
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tr := &authv1.TokenRequest{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "authentication.k8s.io/v1", Kind: "TokenRequest"},
+		ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: pod.Namespace},
+		Spec: authv1.TokenRequestSpec{ExpirationSeconds: &exp,
+			BoundObjectRef: &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}},
+	}
+	if audience != "" {
+		tr.Spec.Audiences = []string{audience}
+	}
+	msg := sdk.NewMessage("").BuildRouter(Name, sdk.GroupMeta, pod.Namespace+"/serviceaccounttoken/"+sa, sdk.OpQuery)
+	if err := msg.FillBody(tr); err != nil {
+		return volume.Token{}, err
+	}
+	resp, err := e.host.SendSync(qctx, metaManager, msg)
+	if err != nil {
+		return volume.Token{}, err
+	}
+	if resp.Router.Operation == sdk.OpError {
+		return volume.Token{}, fmt.Errorf("metamanager: %s", resp.ContentString())
+	}
+	raw := json.RawMessage(resp.Content)
+	var str string
+	if json.Unmarshal(raw, &str) == nil {
+		raw = json.RawMessage(str)
+	}
+	var or struct {
+		Object json.RawMessage
+		Err    json.RawMessage
+	}
+	if json.Unmarshal(raw, &or) == nil && len(or.Object) > 0 {
+		if len(or.Err) > 0 && string(or.Err) != "null" {
+			return volume.Token{}, fmt.Errorf("cloud: %s", or.Err)
+		}
+		raw = or.Object
+	}
+	got := &authv1.TokenRequest{}
+	if err := json.Unmarshal(raw, got); err != nil {
+		return volume.Token{}, fmt.Errorf("token request answer: %w", err)
+	}
+	if got.Status.Token == "" {
+		return volume.Token{}, errors.New("token request answered without a token")
+	}
+	return volume.Token{Value: got.Status.Token, Expires: got.Status.ExpirationTimestamp.Time}, nil
 }
 
 // listServices asks metamanager for the services of a namespace (a list

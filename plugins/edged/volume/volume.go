@@ -1,5 +1,5 @@
 // Package volume prepares pod volumes on the host before a pod's containers
-// are created: emptyDir, hostPath, configMap, secret and downwardAPI. Each
+// are created: emptyDir, hostPath, configMap, secret, downwardAPI and projected. Each
 // volume that needs a directory gets <root>/<uid>/volumes/<plugin>/<name>;
 // Setup returns the host path per volume name, for the CRI mounts.
 //
@@ -69,9 +69,13 @@ type Manager struct {
 	// (RefreshInterval by default).
 	Refresh time.Duration
 
+	// Tokens, when set, provides service account tokens for projected volumes.
+	Tokens TokenFetcher
+
 	mu      sync.Mutex
 	fetched map[string]time.Time // volume dir → last fetch
 	written map[string]string    // volume dir → hash of the written payload
+	tokens  map[tokenKey]Token
 }
 
 // New returns a manager keeping volumes under root (<data_dir>/pods).
@@ -83,7 +87,7 @@ func New(root string, fetch Fetcher, clk clock.Clock, log hclog.Logger) *Manager
 		clk = clock.RealClock{}
 	}
 	return &Manager{root: root, fetch: fetch, clock: clk, log: log, Refresh: RefreshInterval,
-		fetched: map[string]time.Time{}, written: map[string]string{}}
+		fetched: map[string]time.Time{}, written: map[string]string{}, tokens: map[tokenKey]Token{}}
 }
 
 // PodDir is the directory of a pod's volumes.
@@ -127,6 +131,8 @@ func (m *Manager) setupOne(ctx context.Context, pod *v1.Pod, vol *v1.Volume) (st
 		return m.secret(ctx, pod, vol)
 	case vol.DownwardAPI != nil:
 		return m.downwardAPI(pod, vol)
+	case vol.Projected != nil:
+		return m.projected(ctx, pod, vol)
 	}
 	return "", errors.New("unsupported volume type")
 }
@@ -526,6 +532,11 @@ func (m *Manager) Cleanup(uid types.UID) error {
 	for k := range m.written {
 		if strings.HasPrefix(k, prefix) {
 			delete(m.written, k)
+		}
+	}
+	for k := range m.tokens {
+		if k.uid == string(uid) {
+			delete(m.tokens, k)
 		}
 	}
 	m.mu.Unlock()
