@@ -27,6 +27,7 @@ import (
 
 	"github.com/edgehive/edgehive/plugins/edged/container"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
+	"github.com/edgehive/edgehive/plugins/edged/gc"
 	"github.com/edgehive/edgehive/plugins/edged/kuberuntime"
 	"github.com/edgehive/edgehive/plugins/edged/node"
 	"github.com/edgehive/edgehive/plugins/edged/pleg"
@@ -65,6 +66,10 @@ type Edged struct {
 	staticPeriod time.Duration
 	// volumeRefresh is the least time between two fetches of a configMap or secret volume.
 	volumeRefresh time.Duration
+	// GC periods (the kubelet's: containers every minute, images every 5 minutes).
+	containerGCPeriod, imageGCPeriod time.Duration
+	// imageFsStats reads the image filesystem's capacity (tests fake it).
+	imageFsStats gc.FsStats
 
 	host     sdk.Context
 	log      hclog.Logger
@@ -112,7 +117,8 @@ var (
 
 // New returns an unconfigured module that connects to the configured CRI endpoint.
 func New() *Edged {
-	return &Edged{clock: clock.RealClock{}, staticPeriod: 5 * time.Second, volumeRefresh: volume.RefreshInterval, newRuntime: func(ctx context.Context, endpoint string) (cri.Runtime, error) {
+	return &Edged{clock: clock.RealClock{}, staticPeriod: 5 * time.Second, volumeRefresh: volume.RefreshInterval,
+		containerGCPeriod: time.Minute, imageGCPeriod: 5 * time.Minute, newRuntime: func(ctx context.Context, endpoint string) (cri.Runtime, error) {
 		return cri.New(ctx, endpoint)
 	}}
 }
@@ -368,11 +374,40 @@ func (e *Edged) run(ctx context.Context) {
 		e.wg.Add(1)
 		go func() { defer e.wg.Done(); e.watchStaticPods(ctx) }()
 	}
-	e.wg.Add(1)
+	e.wg.Add(2)
 	go func() { defer e.wg.Done(); e.events.run(ctx) }()
+	go func() { defer e.wg.Done(); e.garbageCollect(ctx) }()
 	go func() { defer e.wg.Done(); e.pleg.Run(ctx) }()
 	go func() { defer e.wg.Done(); e.loadPods(ctx) }()
 	e.syncLoop(ctx)
+}
+
+// garbageCollect runs container GC and image GC on their periods.
+func (e *Edged) garbageCollect(ctx context.Context) {
+	cgc := gc.NewContainerGC(e.rt, e.clock, e.log.Named("gc"), gc.ContainerPolicy{MaxPerPodContainer: max(e.cfg.MaxDeadContainersPerPod, 1)})
+	igc := gc.NewImageGC(e.rt, e.clock, e.log.Named("gc"), gc.ImagePolicy{HighThresholdPercent: e.cfg.ImageGCHighThreshold,
+		LowThresholdPercent: e.cfg.ImageGCLowThreshold, MinAge: 2 * time.Minute, Keep: []string{e.cfg.SandboxImage}}, e.imageFsStats)
+	ct := e.clock.NewTicker(e.containerGCPeriod)
+	defer ct.Stop()
+	it := e.clock.NewTicker(e.imageGCPeriod)
+	defer it.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ct.C():
+			if !e.sourcesReady.Load() {
+				continue // what is dead may still be adopted
+			}
+			if c, s, err := cgc.GarbageCollect(ctx); err != nil || c+s > 0 {
+				e.log.Info("container GC", "containers_removed", c, "sandboxes_removed", s, "error", err)
+			}
+		case <-it.C():
+			if freed, err := igc.GarbageCollect(ctx); err != nil || freed > 0 {
+				e.log.Info("image GC", "freed_bytes", freed, "error", err)
+			}
+		}
+	}
 }
 
 // watchStaticPods rescans static_pod_dir every staticPodPeriod: new or
