@@ -119,8 +119,8 @@ var (
 func New() *Edged {
 	return &Edged{clock: clock.RealClock{}, staticPeriod: 5 * time.Second, volumeRefresh: volume.RefreshInterval,
 		containerGCPeriod: time.Minute, imageGCPeriod: 5 * time.Minute, newRuntime: func(ctx context.Context, endpoint string) (cri.Runtime, error) {
-		return cri.New(ctx, endpoint)
-	}}
+			return cri.New(ctx, endpoint)
+		}}
 }
 
 // NewWithRuntime returns a module over rt (tests: cri.FakeRuntime).
