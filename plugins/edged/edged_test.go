@@ -12,6 +12,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/clock"
 
 	"github.com/edgehive/edgehive/plugins/edged/cri"
@@ -292,5 +293,48 @@ func TestReadOnlyAPIShowsPods(t *testing.T) {
 	}
 	if r, err := http.Get("http://" + m.APIAddr() + "/healthz"); err != nil || r.StatusCode != 200 {
 		t.Fatalf("/healthz: %v %v", r, err)
+	}
+}
+
+func TestEphemeralContainer(t *testing.T) {
+	rt := cri.NewFakeRuntime(busybox, pause)
+	h := start(t, rt)
+	pod := mkPod("dbg", "uid-dbg", true, "app")
+	if err := h.Deliver(podMsg(t, sdk.OpInsert, pod)); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, h, "dbg", 5*time.Second, running)
+	// kubectl debug: the pod comes back with an ephemeral container.
+	pod.Spec.EphemeralContainers = []v1.EphemeralContainer{{TargetContainerName: "app",
+		EphemeralContainerCommon: v1.EphemeralContainerCommon{Name: "debugger", Image: busybox, Command: []string{"sh"}}}}
+	if err := h.Deliver(podMsg(t, sdk.OpUpdate, pod)); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, h, "dbg", 5*time.Second, func(s v1.PodStatus) bool {
+		return len(s.EphemeralContainerStatuses) == 1 && s.EphemeralContainerStatuses[0].State.Running != nil
+	})
+	if st.Phase != v1.PodRunning || len(st.ContainerStatuses) != 1 || st.ContainerStatuses[0].RestartCount != 0 {
+		t.Fatalf("the app container was disturbed: %+v", st)
+	}
+	id := strings.TrimPrefix(st.EphemeralContainerStatuses[0].ContainerID, "containerd://")
+	cfg := rt.ContainerConfig(id)
+	appID := strings.TrimPrefix(st.ContainerStatuses[0].ContainerID, "containerd://")
+	if ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); ns.GetPid() != runtimeapi.NamespaceMode_TARGET || ns.GetTargetId() != appID {
+		t.Fatalf("ephemeral container namespaces %+v, want the target %s", ns, appID)
+	}
+	// It ends and is never restarted.
+	if err := rt.SetContainerExited(id, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, h, "dbg", 5*time.Second, func(s v1.PodStatus) bool {
+		return len(s.EphemeralContainerStatuses) == 1 && s.EphemeralContainerStatuses[0].State.Terminated != nil
+	})
+	rt.ResetCalls()
+	if err := h.Deliver(podMsg(t, sdk.OpUpdate, pod)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if slices.Contains(rt.Calls(), "CreateContainer") {
+		t.Fatalf("an ended ephemeral container was restarted: %v", rt.Calls())
 	}
 }

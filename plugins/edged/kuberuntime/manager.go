@@ -84,6 +84,9 @@ type Manager struct {
 
 	mu      sync.Mutex
 	reasons map[types.UID]map[string]Reason
+	// pidTargets: "<uid>/<ephemeral container>" → the container ID whose
+	// process namespace it joins.
+	pidTargets map[string]string
 
 	// Unhealthy, when set, names running containers a probe wants killed.
 	Unhealthy Unhealthy
@@ -280,7 +283,42 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 		}
 		res.Started = append(res.Started, c.Name)
 	}
+
+	// Step 7: ephemeral containers (debug containers added to a running pod).
+	for _, i := range a.EphemeralToStart {
+		ec := &pod.Spec.EphemeralContainers[i]
+		c := v1.Container(ec.EphemeralContainerCommon)
+		if ec.TargetContainerName != "" {
+			if t := ps.FindContainer(ec.TargetContainerName); t != nil && t.Running() {
+				m.targets(pod.UID, c.Name, t.Id)
+			}
+		}
+		if _, err := m.startContainer(ctx, pod, ps, sandboxID, sbConfig, &c, podIP, vols, volErr); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		res.Started = append(res.Started, c.Name)
+	}
 	return res, errors.Join(errs...)
+}
+
+// targets remembers that an ephemeral container shares the process namespace
+// of a running container (targetContainerName) until it is created.
+func (m *Manager) targets(uid types.UID, name, targetID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pidTargets == nil {
+		m.pidTargets = map[string]string{}
+	}
+	m.pidTargets[string(uid)+"/"+name] = targetID
+}
+
+func (m *Manager) takeTarget(uid types.UID, name string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id := m.pidTargets[string(uid)+"/"+name]
+	delete(m.pidTargets, string(uid)+"/"+name)
+	return id
 }
 
 func runtimeHandler(pod *v1.Pod) string {
@@ -690,6 +728,10 @@ func (m *Manager) containerConfig(ctx context.Context, pod *v1.Pod, c *v1.Contai
 			SecurityContext: securityContext(pod, c),
 			Resources:       linuxResources(c),
 		},
+	}
+	if target := m.takeTarget(pod.UID, c.Name); target != "" {
+		ns := cfg.Linux.SecurityContext.NamespaceOptions
+		ns.Pid, ns.TargetId = runtimeapi.NamespaceMode_TARGET, target
 	}
 	if c.TerminationMessagePath != "" {
 		cfg.Annotations[container.AnnotationTerminationMsg] = c.TerminationMessagePath

@@ -156,6 +156,16 @@ func ComputeWith(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason
 	st := v1.PodStatus{QOSClass: QOSClass(pod)}
 	st.InitContainerStatuses = containerStatuses(pod, pod.Spec.InitContainers, ps, reasons)
 	st.ContainerStatuses = containerStatuses(pod, pod.Spec.Containers, ps, reasons)
+	if len(pod.Spec.EphemeralContainers) > 0 {
+		specs := make([]v1.Container, len(pod.Spec.EphemeralContainers))
+		for i, ec := range pod.Spec.EphemeralContainers {
+			specs[i] = v1.Container(ec.EphemeralContainerCommon)
+		}
+		st.EphemeralContainerStatuses = containerStatuses(pod, specs, ps, reasons)
+		for i := range st.EphemeralContainerStatuses {
+			st.EphemeralContainerStatuses[i].Ready = false // never ready: they are not part of the service
+		}
+	}
 	if adjust != nil {
 		adjust(pod, st.ContainerStatuses)
 	}
