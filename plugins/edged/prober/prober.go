@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -475,8 +478,34 @@ func (m *Manager) runProbe(ctx context.Context, t Type, pod *v1.Pod, st v1.PodSt
 		}
 		conn.Close()
 		return Success, ""
+	case spec.GRPC != nil:
+		return grpcProbe(ctx, podHost(pod, st), spec.GRPC, to)
 	}
 	return Unknown, "no probe handler"
+}
+
+// grpcProbe calls the standard gRPC health service (grpc.health.v1) without
+// TLS, as the kubelet: SERVING succeeds, anything else fails.
+func grpcProbe(ctx context.Context, host string, g *v1.GRPCAction, to time.Duration) (Result, string) {
+	ctx, cancel := context.WithTimeout(ctx, to)
+	defer cancel()
+	conn, err := grpc.NewClient(net.JoinHostPort(host, strconv.Itoa(int(g.Port))), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return Failure, err.Error()
+	}
+	defer conn.Close()
+	service := ""
+	if g.Service != nil {
+		service = *g.Service
+	}
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		return Failure, fmt.Sprintf("health check %s:%d: %v", host, g.Port, err)
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return Failure, fmt.Sprintf("service unhealthy (responded with %q)", resp.GetStatus())
+	}
+	return Success, ""
 }
 
 func podHost(pod *v1.Pod, st v1.PodStatus) string {
