@@ -222,6 +222,10 @@ func TestContainerdPodFeatures(t *testing.T) {
 	if _, code := execIn(t, check, appID, "touch", "/work/ok"); code != 0 {
 		t.Error("emptyDir not writable")
 	}
+	// fsGroup owns the emptyDir; new files inherit the group (setgid).
+	if got, _ := execIn(t, check, appID, "stat", "-c", "%g", "/work/ok"); got != "2000\n" {
+		t.Errorf("group of a new file in the emptyDir: %q, want the fsGroup 2000", got)
+	}
 	// Events went upstream: Pulled, Created, Started for the containers.
 	seen := map[string]bool{}
 	for _, s := range h.Sent() {

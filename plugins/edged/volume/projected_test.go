@@ -3,8 +3,10 @@ package volume
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,4 +79,37 @@ func TestProjectedVolume(t *testing.T) {
 	if _, err := m.Setup(context.Background(), testPod(bad)); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("err %v", err)
 	}
+}
+
+func TestFSGroupOwnership(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test changes file groups and must run as root (as edged does)")
+	}
+	st := &store{objs: map[string]map[string][]byte{"configmap/ns/cm": {"k": []byte("v")}}}
+	m := New(t.TempDir(), st.fetch, clocktesting.NewFakeClock(time.Unix(1_700_000_000, 0)), nil)
+	pod := testPod(
+		v1.Volume{Name: "scratch", VolumeSource: v1.VolumeSource{EmptyDir: &v1.EmptyDirVolumeSource{}}},
+		v1.Volume{Name: "cfg", VolumeSource: v1.VolumeSource{ConfigMap: &v1.ConfigMapVolumeSource{
+			LocalObjectReference: v1.LocalObjectReference{Name: "cm"}, DefaultMode: ptr(int32(0o400))}}},
+	)
+	pod.Spec.SecurityContext = &v1.PodSecurityContext{FSGroup: ptr(int64(4242))}
+	paths, err := m.Setup(context.Background(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(p string, wantMode os.FileMode) {
+		t.Helper()
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gid := fi.Sys().(*syscall.Stat_t).Gid; gid != 4242 {
+			t.Errorf("%s: group %d", p, gid)
+		}
+		if got := fi.Mode() & (os.ModePerm | os.ModeSetgid); got != wantMode {
+			t.Errorf("%s: mode %v, want %v", p, got, wantMode)
+		}
+	}
+	check(paths["scratch"], 0o777|os.ModeSetgid)
+	check(filepath.Join(paths["cfg"], "k"), 0o440)
 }

@@ -76,6 +76,7 @@ type Manager struct {
 	fetched map[string]time.Time // volume dir → last fetch
 	written map[string]string    // volume dir → hash of the written payload
 	tokens  map[tokenKey]Token
+	owned   map[string]string // volume dir → the written hash its fsGroup ownership was set for
 }
 
 // New returns a manager keeping volumes under root (<data_dir>/pods).
@@ -87,7 +88,7 @@ func New(root string, fetch Fetcher, clk clock.Clock, log hclog.Logger) *Manager
 		clk = clock.RealClock{}
 	}
 	return &Manager{root: root, fetch: fetch, clock: clk, log: log, Refresh: RefreshInterval,
-		fetched: map[string]time.Time{}, written: map[string]string{}, tokens: map[tokenKey]Token{}}
+		fetched: map[string]time.Time{}, written: map[string]string{}, tokens: map[tokenKey]Token{}, owned: map[string]string{}}
 }
 
 // PodDir is the directory of a pod's volumes.
@@ -113,6 +114,12 @@ func (m *Manager) Setup(ctx context.Context, pod *v1.Pod) (map[string]string, er
 		if err != nil {
 			errs = append(errs, fmt.Errorf("volume %q: %w", vol.Name, err))
 			continue
+		}
+		if sc := pod.Spec.SecurityContext; sc != nil && sc.FSGroup != nil && vol.HostPath == nil {
+			if err := m.ownership(p, *sc.FSGroup, vol.EmptyDir == nil); err != nil {
+				errs = append(errs, fmt.Errorf("volume %q: fsGroup: %w", vol.Name, err))
+				continue
+			}
 		}
 		out[vol.Name] = p
 	}
@@ -534,6 +541,11 @@ func (m *Manager) Cleanup(uid types.UID) error {
 			delete(m.written, k)
 		}
 	}
+	for k := range m.owned {
+		if strings.HasPrefix(k, prefix) {
+			delete(m.owned, k)
+		}
+	}
 	for k := range m.tokens {
 		if k.uid == string(uid) {
 			delete(m.tokens, k)
@@ -543,5 +555,49 @@ func (m *Manager) Cleanup(uid types.UID) error {
 	if err := os.RemoveAll(filepath.Join(m.root, string(uid))); err != nil {
 		return err
 	}
+	return nil
+}
+
+// ownership gives a volume to the pod's fsGroup as the kubelet does: every
+// entry's group becomes gid, files get group read (and write unless the
+// volume is read-only), directories also group exec and setgid so new files
+// inherit the group. Done once per written content.
+func (m *Manager) ownership(dir string, gid int64, readOnly bool) error {
+	m.mu.Lock()
+	version := m.written[dir]
+	if version == "" {
+		version = "created"
+	}
+	done := m.owned[dir] == version
+	m.mu.Unlock()
+	if done {
+		return nil
+	}
+	mask := os.FileMode(0o660)
+	if readOnly {
+		mask = 0o440
+	}
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(p, -1, int(gid)); err != nil {
+			return err
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return nil
+		}
+		mode := fi.Mode() | mask
+		if fi.IsDir() {
+			mode |= os.ModeSetgid | 0o110
+		}
+		return os.Chmod(p, mode&(os.ModePerm|os.ModeSetgid))
+	})
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.owned[dir] = version
+	m.mu.Unlock()
 	return nil
 }
