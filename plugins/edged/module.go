@@ -333,6 +333,9 @@ func (e *Edged) Handle(ctx context.Context, msg *sdk.Message) error {
 	case err != nil:
 		return fmt.Errorf("pod %s: %w", msg.Router.Resource, err)
 	}
+	if isMirrorPod(pod) {
+		return nil // a static pod's mirror: the manifest is the source
+	}
 	if pod.Namespace == "" {
 		pod.Namespace = parts[0]
 	}
@@ -444,6 +447,7 @@ func (e *Edged) watchStaticPods(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			}
+			e.sendMirrorPod(ctx, u)
 		}
 		select {
 		case <-ctx.Done():
@@ -451,6 +455,33 @@ func (e *Edged) watchStaticPods(ctx context.Context) {
 		case <-t.C():
 		}
 	}
+}
+
+// sendMirrorPod tells the cloud about a static pod, as the kubelet's mirror
+// pod and KubeEdge's wire do: insert (or delete) on <ns>/pod/<name> with the
+// pod annotated kubernetes.io/config.mirror. Best effort: static pods run
+// without a cloud.
+func (e *Edged) sendMirrorPod(ctx context.Context, u podUpdate) {
+	mirror := u.pod.DeepCopy()
+	if mirror.Annotations == nil {
+		mirror.Annotations = map[string]string{}
+	}
+	mirror.Annotations[staticpod.AnnotationMirror] = mirror.Annotations[staticpod.AnnotationHash]
+	msg := sdk.NewMessage("").BuildRouter(Name, sdk.GroupMeta, mirror.Namespace+"/pod/"+mirror.Name, u.op)
+	if err := msg.FillBody(mirror); err != nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := e.host.Send(sctx, metaManager, msg); err != nil {
+		e.log.Debug("mirror pod not sent", "pod", mirror.Namespace+"/"+mirror.Name, "error", err)
+	}
+}
+
+// isMirrorPod: the cloud's copy of a static pod; the manifest is what runs.
+func isMirrorPod(pod *v1.Pod) bool {
+	_, ok := pod.Annotations[staticpod.AnnotationMirror]
+	return ok
 }
 
 // loadPods asks metamanager for the stored pods (they come back after a restart).
@@ -507,7 +538,7 @@ func (e *Edged) queryPods(ctx context.Context) ([]*v1.Pod, error) {
 				continue
 			}
 		}
-		if p.Spec.NodeName != "" && p.Spec.NodeName != e.host.NodeName() {
+		if p.Spec.NodeName != "" && p.Spec.NodeName != e.host.NodeName() || isMirrorPod(p) {
 			continue
 		}
 		out = append(out, p)
