@@ -94,6 +94,11 @@ type Edged struct {
 	api     *http.Server
 	apiAddr string
 
+	// svcCache: services by namespace for serviceCacheTTL, so that a burst of
+	// container starts asks metamanager once.
+	svcMu    sync.Mutex
+	svcCache map[string]serviceList
+
 	mu       sync.Mutex
 	invalid  map[types.UID]error // pods whose content did not decode
 	workers  map[types.UID]*worker
@@ -609,10 +614,40 @@ func (e *Edged) fetchToken(ctx context.Context, pod *v1.Pod, sa, audience string
 	return volume.Token{Value: got.Status.Token, Expires: got.Status.ExpirationTimestamp.Time}, nil
 }
 
+type serviceList struct {
+	at   time.Time
+	svcs []*v1.Service
+}
+
+// serviceCacheTTL is how long a namespace's service list is reused.
+const serviceCacheTTL = 5 * time.Second
+
 // listServices asks metamanager for the services of a namespace (a list
 // query "<ns>/service", answered from its store), for the service
-// environment variables. Short timeout: a container start waits for it.
+// environment variables; answers are reused for serviceCacheTTL. Short
+// timeout: a container start waits for it.
 func (e *Edged) listServices(ctx context.Context, namespace string) ([]*v1.Service, error) {
+	now := e.clock.Now()
+	e.svcMu.Lock()
+	if c, ok := e.svcCache[namespace]; ok && now.Sub(c.at) < serviceCacheTTL {
+		e.svcMu.Unlock()
+		return c.svcs, nil
+	}
+	e.svcMu.Unlock()
+	svcs, err := e.queryServices(ctx, namespace)
+	if err != nil {
+		return nil, err
+	}
+	e.svcMu.Lock()
+	if e.svcCache == nil {
+		e.svcCache = map[string]serviceList{}
+	}
+	e.svcCache[namespace] = serviceList{at: now, svcs: svcs}
+	e.svcMu.Unlock()
+	return svcs, nil
+}
+
+func (e *Edged) queryServices(ctx context.Context, namespace string) ([]*v1.Service, error) {
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	msg := sdk.NewMessage("").BuildRouter(Name, sdk.GroupMeta, namespace+"/service", sdk.OpQuery)
