@@ -146,10 +146,39 @@ func TestSecurityAndResources(t *testing.T) {
 		t.Fatalf("best-effort resources %+v", r)
 	}
 	nonRoot := true
-	if err := runAsNonRootCheck(&v1.Pod{Spec: v1.PodSpec{SecurityContext: &v1.PodSecurityContext{RunAsNonRoot: &nonRoot}}}, &v1.Container{}); !errors.Is(err, errConfig) {
-		t.Fatalf("runAsNonRoot without a user: %v", err)
+	podNR := func(uid *int64) *v1.Pod {
+		return &v1.Pod{Spec: v1.PodSpec{SecurityContext: &v1.PodSecurityContext{RunAsNonRoot: &nonRoot, RunAsUser: uid}}}
 	}
-	if err := runAsNonRootCheck(&v1.Pod{Spec: v1.PodSpec{SecurityContext: &v1.PodSecurityContext{RunAsNonRoot: &nonRoot, RunAsUser: &uid}}}, &v1.Container{}); err != nil {
-		t.Fatal(err)
+	image := func(uid *int64, name string) func() (*int64, string, error) {
+		return func() (*int64, string, error) { return uid, name, nil }
+	}
+	zero, thousand := int64(0), int64(1000)
+	nrTests := []struct {
+		name  string
+		pod   *v1.Pod
+		image func() (*int64, string, error)
+		ok    bool
+	}{
+		{"runAsUser non-zero", podNR(&uid), nil, true},
+		{"runAsUser zero", podNR(&zero), nil, false},
+		{"image user numeric non-root", podNR(nil), image(&thousand, ""), true},
+		{"image user root", podNR(nil), image(&zero, ""), false},
+		{"image user by name", podNR(nil), image(nil, "nobody"), false},
+		{"image without user", podNR(nil), image(nil, ""), false},
+		{"no runAsNonRoot", &v1.Pod{}, nil, true},
+	}
+	for _, tt := range nrTests {
+		err := runAsNonRootCheck(tt.pod, &v1.Container{}, tt.image)
+		if (err == nil) != tt.ok || (err != nil && !errors.Is(err, errConfig)) {
+			t.Errorf("%s: err %v", tt.name, err)
+		}
+	}
+	mem := resource.MustParse("256Mi")
+	burst := &v1.Container{Resources: v1.ResourceRequirements{Requests: v1.ResourceList{v1.ResourceMemory: mem}}}
+	if got := oomScoreAdj(nil, burst, v1.PodQOSBurstable, 1<<30); got != 750 {
+		t.Errorf("burstable OOM score %d", got)
+	}
+	if oomScoreAdj(nil, burst, v1.PodQOSGuaranteed, 1<<30) != -997 || oomScoreAdj(nil, burst, v1.PodQOSBestEffort, 1<<30) != 1000 {
+		t.Error("OOM scores of guaranteed/best-effort")
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/edgehive/edgehive/plugins/edged/container"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
+	"github.com/edgehive/edgehive/plugins/edged/status"
 )
 
 // Waiting reasons, as the kubelet reports them.
@@ -690,7 +691,18 @@ func (m *Manager) services(ctx context.Context, pod *v1.Pod) []*v1.Service {
 }
 
 func (m *Manager) containerConfig(ctx context.Context, pod *v1.Pod, c *v1.Container, restartCount int, podIP, imageRef string) (*runtimeapi.ContainerConfig, error) {
-	if err := runAsNonRootCheck(pod, c); err != nil {
+	imageUser := func() (*int64, string, error) {
+		st, err := m.rt.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: imageRef}, false)
+		if err != nil {
+			return nil, "", err
+		}
+		if u := st.GetImage().GetUid(); u != nil {
+			v := u.GetValue()
+			return &v, "", nil
+		}
+		return nil, st.GetImage().GetUsername(), nil
+	}
+	if err := runAsNonRootCheck(pod, c, imageUser); err != nil {
 		return nil, err
 	}
 	env, vars, err := makeEnv(ctx, pod, c, EnvInput{PodIP: podIP, HostIP: m.HostIP, Fetch: m.Fetch,
@@ -729,6 +741,7 @@ func (m *Manager) containerConfig(ctx context.Context, pod *v1.Pod, c *v1.Contai
 			Resources:       linuxResources(c),
 		},
 	}
+	cfg.Linux.Resources.OomScoreAdj = oomScoreAdj(pod, c, status.QOSClass(pod), m.cfg.NodeMemory)
 	if target := m.takeTarget(pod.UID, c.Name); target != "" {
 		ns := cfg.Linux.SecurityContext.NamespaceOptions
 		ns.Pid, ns.TargetId = runtimeapi.NamespaceMode_TARGET, target

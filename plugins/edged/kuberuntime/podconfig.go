@@ -146,7 +146,6 @@ func linuxResources(c *v1.Container) *runtimeapi.LinuxContainerResources {
 	if mem, ok := c.Resources.Limits[v1.ResourceMemory]; ok && !mem.IsZero() {
 		r.MemoryLimitInBytes = mem.Value()
 	}
-	r.OomScoreAdj = 0
 	return r
 }
 
@@ -199,35 +198,64 @@ func securityContext(pod *v1.Pod, c *v1.Container) *runtimeapi.LinuxContainerSec
 	return sc
 }
 
-// runAsNonRootCheck refuses a container that must not run as root but would.
-func runAsNonRootCheck(pod *v1.Pod, c *v1.Container) error {
+// runAsNonRootCheck refuses a container that must not run as root but
+// would: its runAsUser is 0, or without one its image's user is root or a
+// name that cannot be checked (the kubelet's rules). imageUser reads the
+// image's user (uid, or the user name when it is not numeric).
+func runAsNonRootCheck(pod *v1.Pod, c *v1.Container, imageUser func() (*int64, string, error)) error {
 	var nonRoot *bool
-	if pod.Spec.SecurityContext != nil {
-		nonRoot = pod.Spec.SecurityContext.RunAsNonRoot
-	}
 	var uid *int64
-	if pod.Spec.SecurityContext != nil {
-		uid = pod.Spec.SecurityContext.RunAsUser
+	if psc := pod.Spec.SecurityContext; psc != nil {
+		nonRoot, uid = psc.RunAsNonRoot, psc.RunAsUser
 	}
-	if c.SecurityContext != nil {
-		if c.SecurityContext.RunAsNonRoot != nil {
-			nonRoot = c.SecurityContext.RunAsNonRoot
+	if csc := c.SecurityContext; csc != nil {
+		if csc.RunAsNonRoot != nil {
+			nonRoot = csc.RunAsNonRoot
 		}
-		if c.SecurityContext.RunAsUser != nil {
-			uid = c.SecurityContext.RunAsUser
+		if csc.RunAsUser != nil {
+			uid = csc.RunAsUser
 		}
 	}
 	if nonRoot == nil || !*nonRoot {
 		return nil
 	}
-	if uid == nil {
-		// The image's user is not inspected: refuse, as the kubelet does for a non-numeric or root user.
-		return configErr("container has runAsNonRoot and image will run as root (set runAsUser)")
+	if uid != nil {
+		if *uid == 0 {
+			return configErr("container's runAsUser breaks non-root policy")
+		}
+		return nil
 	}
-	if *uid == 0 {
-		return configErr("container's runAsUser breaks non-root policy")
+	if imageUser == nil {
+		return configErr("container has runAsNonRoot and its image's user is unknown")
 	}
-	return nil
+	imgUID, name, err := imageUser()
+	if err != nil {
+		return configErr("container has runAsNonRoot and its image's user cannot be read: %v", err)
+	}
+	switch {
+	case imgUID != nil && *imgUID != 0:
+		return nil
+	case name != "":
+		return configErr("container has runAsNonRoot and image has non-numeric user (%s), cannot verify user is non-root", name)
+	}
+	return configErr("container has runAsNonRoot and image will run as root")
+}
+
+// oomScoreAdj is the kubelet's OOM score by QoS class: guaranteed pods are
+// killed last, best-effort first, burstable by their memory request.
+func oomScoreAdj(pod *v1.Pod, c *v1.Container, qos v1.PodQOSClass, nodeMemory int64) int64 {
+	switch qos {
+	case v1.PodQOSGuaranteed:
+		return -997
+	case v1.PodQOSBestEffort:
+		return 1000
+	}
+	req := c.Resources.Requests.Memory().Value()
+	if nodeMemory <= 0 {
+		return 999
+	}
+	adj := 1000 - (1000*req)/nodeMemory
+	return min(max(adj, 2), 999)
 }
 
 func firstInt64(vs ...*int64) *int64 {

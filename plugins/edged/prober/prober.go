@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/clock"
@@ -135,10 +136,13 @@ func NewManager(rt cri.Runtime, clk clock.WithTicker, log hclog.Logger, status S
 		workers:   map[key]*worker{}, results: map[resultKey]Result{}, failMsg: map[resultKey]string{}}
 }
 
-// AddPod starts the workers for the probes of pod's containers that have none yet.
+// AddPod starts the workers for the probes of pod's containers that have
+// none yet, replaces the workers whose probe changed in the spec and stops
+// those whose probe is gone.
 func (m *Manager) AddPod(ctx context.Context, pod *v1.Pod) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	want := map[key]bool{}
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		for _, t := range []Type{Liveness, Readiness, Startup} {
@@ -147,12 +151,22 @@ func (m *Manager) AddPod(ctx context.Context, pod *v1.Pod) {
 				continue
 			}
 			k := key{pod.UID, c.Name, t}
-			if _, ok := m.workers[k]; ok {
-				continue
+			want[k] = true
+			if old, ok := m.workers[k]; ok {
+				if equality.Semantic.DeepEqual(old.spec, p) {
+					continue
+				}
+				old.stop()
 			}
 			w := newWorker(m, t, pod, c, p)
 			m.workers[k] = w
 			go w.run(ctx)
+		}
+	}
+	for k, w := range m.workers {
+		if k.uid == pod.UID && !want[k] {
+			w.stop()
+			delete(m.workers, k)
 		}
 	}
 }
