@@ -263,6 +263,7 @@ func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
 	e.volumes = volume.New(filepath.Join(e.host.DataDir(), "pods"), e.fetchObject, e.clock, e.log.Named("volume"))
 	e.volumes.Refresh = e.volumeRefresh
 	e.volumes.Tokens = e.fetchToken
+	e.volumes.NodeCPU, e.volumes.NodeMemory = cpu, mem
 	e.krt.Volumes = e.volumes.Setup
 	e.pleg.Relist(ctx)
 	e.ready.Store(true)

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"sort"
 	"strconv"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/edgehive/edgehive/plugins/edged/volume"
@@ -101,48 +99,6 @@ func fieldValue(pod *v1.Pod, podIP, path string) (string, error) {
 		return pod.Annotations[path[len("metadata.annotations['"):len(path)-2]], nil
 	}
 	return "", fmt.Errorf("fieldRef %q is not supported", path)
-}
-
-// resourceValue answers a resourceFieldRef: limits default to the node's
-// allocatable (nodeCPU cores, nodeMemory bytes), as the kubelet's.
-func resourceValue(c *v1.Container, ref *v1.ResourceFieldSelector, nodeCPU int64, nodeMemory int64) (string, error) {
-	divisor := resource.MustParse("1")
-	if !ref.Divisor.IsZero() {
-		divisor = ref.Divisor
-	}
-	var q resource.Quantity
-	var ok bool
-	switch ref.Resource {
-	case "limits.cpu":
-		q, ok = c.Resources.Limits[v1.ResourceCPU]
-		if !ok {
-			q = *resource.NewQuantity(nodeCPU, resource.DecimalSI)
-		}
-		return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(divisor.MilliValue()))), 10), nil
-	case "requests.cpu":
-		q, ok = c.Resources.Requests[v1.ResourceCPU]
-		if !ok {
-			q = c.Resources.Limits[v1.ResourceCPU]
-		}
-		return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(divisor.MilliValue()))), 10), nil
-	case "limits.memory":
-		q, ok = c.Resources.Limits[v1.ResourceMemory]
-		if !ok {
-			q = *resource.NewQuantity(nodeMemory, resource.BinarySI)
-		}
-	case "requests.memory":
-		q, ok = c.Resources.Requests[v1.ResourceMemory]
-		if !ok {
-			q = c.Resources.Limits[v1.ResourceMemory]
-		}
-	case "limits.ephemeral-storage":
-		q = c.Resources.Limits[v1.ResourceEphemeralStorage]
-	case "requests.ephemeral-storage":
-		q = c.Resources.Requests[v1.ResourceEphemeralStorage]
-	default:
-		return "", fmt.Errorf("resourceFieldRef %q is not supported", ref.Resource)
-	}
-	return strconv.FormatInt(int64(math.Ceil(float64(q.Value())/float64(divisor.Value()))), 10), nil
 }
 
 // envSource fetches configMaps and secrets once per container start.
@@ -271,7 +227,7 @@ func makeEnv(ctx context.Context, pod *v1.Pod, c *v1.Container, in EnvInput) ([]
 					return nil, nil, configErr("env %s: container %q not in the pod", e.Name, n)
 				}
 			}
-			v, err := resourceValue(target, e.ValueFrom.ResourceFieldRef, in.NodeCPU, in.NodeMemory)
+			v, err := volume.ResourceValue(target, e.ValueFrom.ResourceFieldRef, in.NodeCPU, in.NodeMemory)
 			if err != nil {
 				return nil, nil, configErr("env %s: %v", e.Name, err)
 			}

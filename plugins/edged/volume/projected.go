@@ -116,10 +116,7 @@ func (m *Manager) projected(ctx context.Context, pod *v1.Pod, vol *v1.Volume) (s
 			merge(p)
 		case s.DownwardAPI != nil:
 			for _, it := range s.DownwardAPI.Items {
-				if it.FieldRef == nil {
-					return fail(fmt.Errorf("source %d: item %q: only fieldRef is supported", i, it.Path))
-				}
-				v, err := fieldValue(pod, it.FieldRef.FieldPath)
+				v, err := m.downwardItem(pod, it)
 				if err != nil {
 					return fail(fmt.Errorf("source %d: item %q: %w", i, it.Path, err))
 				}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	clocktesting "k8s.io/utils/clock/testing"
 )
 
@@ -112,4 +113,34 @@ func TestFSGroupOwnership(t *testing.T) {
 	}
 	check(paths["scratch"], 0o777|os.ModeSetgid)
 	check(filepath.Join(paths["cfg"], "k"), 0o440)
+}
+
+func TestDownwardAPIResources(t *testing.T) {
+	m := New(t.TempDir(), (&store{objs: map[string]map[string][]byte{}}).fetch, clocktesting.NewFakeClock(time.Unix(1_700_000_000, 0)), nil)
+	m.NodeCPU, m.NodeMemory = 2, 4<<30
+	item := func(path, c, res, div string) v1.DownwardAPIVolumeFile {
+		f := v1.DownwardAPIVolumeFile{Path: path, ResourceFieldRef: &v1.ResourceFieldSelector{ContainerName: c, Resource: res}}
+		if div != "" {
+			f.ResourceFieldRef.Divisor = resource.MustParse(div)
+		}
+		return f
+	}
+	pod := testPod(v1.Volume{Name: "info", VolumeSource: v1.VolumeSource{DownwardAPI: &v1.DownwardAPIVolumeSource{Items: []v1.DownwardAPIVolumeFile{
+		item("cpu_limit", "app", "limits.cpu", ""), item("cpu_request_m", "app", "requests.cpu", "1m"),
+		item("mem_limit", "app", "limits.memory", "1Mi"), item("node_mem", "side", "limits.memory", "1Gi"),
+	}}}})
+	pod.Spec.Containers = []v1.Container{
+		{Name: "app", Resources: v1.ResourceRequirements{Limits: v1.ResourceList{v1.ResourceCPU: resource.MustParse("1250m"), v1.ResourceMemory: resource.MustParse("64Mi")},
+			Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("250m")}}},
+		{Name: "side"},
+	}
+	paths, err := m.Setup(context.Background(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f, want := range map[string]string{"cpu_limit": "2", "cpu_request_m": "250", "mem_limit": "64", "node_mem": "4"} {
+		if got := read(t, filepath.Join(paths["info"], f)); got != want {
+			t.Errorf("%s = %q, want %q", f, got, want)
+		}
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -28,6 +29,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 )
@@ -71,6 +73,8 @@ type Manager struct {
 
 	// Tokens, when set, provides service account tokens for projected volumes.
 	Tokens TokenFetcher
+	// NodeCPU (cores) and NodeMemory (bytes) are the defaults of limits in resourceFieldRef items.
+	NodeCPU, NodeMemory int64
 
 	mu      sync.Mutex
 	fetched map[string]time.Time // volume dir → last fetch
@@ -345,10 +349,7 @@ func (m *Manager) downwardAPI(pod *v1.Pod, vol *v1.Volume) (string, error) {
 	}
 	payload := map[string]file{}
 	for _, it := range src.Items {
-		if it.FieldRef == nil {
-			return "", fmt.Errorf("item %q: only fieldRef is supported", it.Path)
-		}
-		v, err := fieldValue(pod, it.FieldRef.FieldPath)
+		v, err := m.downwardItem(pod, it)
 		if err != nil {
 			return "", fmt.Errorf("item %q: %w", it.Path, err)
 		}
@@ -600,4 +601,67 @@ func (m *Manager) ownership(dir string, gid int64, readOnly bool) error {
 	m.owned[dir] = version
 	m.mu.Unlock()
 	return nil
+}
+
+// ResourceValue answers a resourceFieldRef: limits default to the node's
+// allocatable (nodeCPU cores, nodeMemory bytes), as the kubelet's.
+func ResourceValue(c *v1.Container, ref *v1.ResourceFieldSelector, nodeCPU int64, nodeMemory int64) (string, error) {
+	divisor := resource.MustParse("1")
+	if !ref.Divisor.IsZero() {
+		divisor = ref.Divisor
+	}
+	var q resource.Quantity
+	var ok bool
+	switch ref.Resource {
+	case "limits.cpu":
+		q, ok = c.Resources.Limits[v1.ResourceCPU]
+		if !ok {
+			q = *resource.NewQuantity(nodeCPU, resource.DecimalSI)
+		}
+		return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(divisor.MilliValue()))), 10), nil
+	case "requests.cpu":
+		q, ok = c.Resources.Requests[v1.ResourceCPU]
+		if !ok {
+			q = c.Resources.Limits[v1.ResourceCPU]
+		}
+		return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(divisor.MilliValue()))), 10), nil
+	case "limits.memory":
+		q, ok = c.Resources.Limits[v1.ResourceMemory]
+		if !ok {
+			q = *resource.NewQuantity(nodeMemory, resource.BinarySI)
+		}
+	case "requests.memory":
+		q, ok = c.Resources.Requests[v1.ResourceMemory]
+		if !ok {
+			q = c.Resources.Limits[v1.ResourceMemory]
+		}
+	case "limits.ephemeral-storage":
+		q = c.Resources.Limits[v1.ResourceEphemeralStorage]
+	case "requests.ephemeral-storage":
+		q = c.Resources.Requests[v1.ResourceEphemeralStorage]
+	default:
+		return "", fmt.Errorf("resourceFieldRef %q is not supported", ref.Resource)
+	}
+	return strconv.FormatInt(int64(math.Ceil(float64(q.Value())/float64(divisor.Value()))), 10), nil
+}
+
+
+// downwardItem is the content of one downwardAPI file: a fieldRef or a
+// resourceFieldRef of a container of the pod.
+func (m *Manager) downwardItem(pod *v1.Pod, it v1.DownwardAPIVolumeFile) (string, error) {
+	switch {
+	case it.FieldRef != nil:
+		return fieldValue(pod, it.FieldRef.FieldPath)
+	case it.ResourceFieldRef != nil:
+		name := it.ResourceFieldRef.ContainerName
+		for _, cs := range [][]v1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
+			for i := range cs {
+				if cs[i].Name == name {
+					return ResourceValue(&cs[i], it.ResourceFieldRef, m.NodeCPU, m.NodeMemory)
+				}
+			}
+		}
+		return "", fmt.Errorf("resourceFieldRef: container %q not in the pod", name)
+	}
+	return "", errors.New("neither fieldRef nor resourceFieldRef")
 }
