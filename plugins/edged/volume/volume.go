@@ -645,7 +645,6 @@ func ResourceValue(c *v1.Container, ref *v1.ResourceFieldSelector, nodeCPU int64
 	return strconv.FormatInt(int64(math.Ceil(float64(q.Value())/float64(divisor.Value()))), 10), nil
 }
 
-
 // downwardItem is the content of one downwardAPI file: a fieldRef or a
 // resourceFieldRef of a container of the pod.
 func (m *Manager) downwardItem(pod *v1.Pod, it v1.DownwardAPIVolumeFile) (string, error) {
