@@ -251,9 +251,25 @@ func (m *Manager) Get(uid types.UID) (v1.PodStatus, bool) {
 	return s, ok
 }
 
-// Patch is the body sent upstream: the pod's uid and its whole status.
+// Patch is the body sent upstream: the pod's uid and its whole status, as a
+// strategic merge patch. podIPs and hostIPs are merge lists keyed by IP, so
+// they carry a replace directive: a pod whose sandbox was recreated gets its
+// new IP instead of the old and new side by side (which the API refuses).
 func Patch(uid types.UID, st v1.PodStatus) ([]byte, error) {
-	return json.Marshal(map[string]any{"metadata": map[string]any{"uid": uid}, "status": st})
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return nil, fmt.Errorf("pod status: %w", err)
+	}
+	var status map[string]any
+	if err := json.Unmarshal(raw, &status); err != nil {
+		return nil, fmt.Errorf("pod status: %w", err)
+	}
+	for _, list := range []string{"podIPs", "hostIPs"} {
+		if ips, ok := status[list].([]any); ok {
+			status[list] = append(ips, map[string]any{"$patch": "replace"})
+		}
+	}
+	return json.Marshal(map[string]any{"metadata": map[string]any{"uid": uid}, "status": status})
 }
 
 // Set sends st for pod unless it equals the last status sent. It reports

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/edgehive/edgehive/plugins/edged/container"
@@ -170,5 +171,40 @@ func TestQOSClass(t *testing.T) {
 		if got := QOSClass(pod); got != tt.want {
 			t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
 		}
+	}
+}
+
+func TestPatchReplacesPodIPsUnderStrategicMerge(t *testing.T) {
+	old := v1.Pod{Status: v1.PodStatus{
+		PodIP:      "10.0.0.5",
+		PodIPs:     []v1.PodIP{{IP: "10.0.0.5"}},
+		HostIPs:    []v1.HostIP{{IP: "192.0.2.1"}},
+		Conditions: []v1.PodCondition{{Type: v1.PodReady, Status: v1.ConditionTrue}},
+	}}
+	oldJSON, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch, err := Patch("uid-1", v1.PodStatus{PodIP: "10.0.0.8", PodIPs: []v1.PodIP{{IP: "10.0.0.8"}},
+		HostIPs: []v1.HostIP{{IP: "192.0.2.1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged, err := strategicpatch.StrategicMergePatch(oldJSON, patch, v1.Pod{})
+	if err != nil {
+		t.Fatalf("strategic merge: %v", err)
+	}
+	var got v1.Pod
+	if err := json.Unmarshal(merged, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Status.PodIPs) != 1 || got.Status.PodIPs[0].IP != "10.0.0.8" {
+		t.Fatalf("podIPs after patch = %v, want only 10.0.0.8", got.Status.PodIPs)
+	}
+	if len(got.Status.HostIPs) != 1 || got.Status.HostIPs[0].IP != "192.0.2.1" {
+		t.Fatalf("hostIPs after patch = %v", got.Status.HostIPs)
+	}
+	if len(got.Status.Conditions) != 1 {
+		t.Fatalf("conditions merge by type and must stay: %v", got.Status.Conditions)
 	}
 }
