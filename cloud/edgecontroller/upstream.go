@@ -43,6 +43,10 @@ func (c *Controller) handleUpstream(ctx context.Context, node string, msg *sdk.M
 		c.log.Debug("upstream answer ignored", "node", node, "msg", msg.String(), "content", truncate(msg.ContentString(), 200))
 		return
 	}
+	if notOurs(msg) {
+		c.log.Debug("upstream message for another cloud module ignored", "node", node, "msg", msg.String())
+		return
+	}
 	resource := strings.TrimPrefix(msg.Router.Resource, "node/"+node+"/")
 	res, err := sdk.ParseResource(resource)
 	if err != nil {
@@ -81,6 +85,26 @@ func (c *Controller) handleUpstream(ctx context.Context, node string, msg *sdk.M
 	default:
 		c.refuse(ctx, node, msg, badRequest("%s on %s is not supported by %s", op, res.Type, ModuleName))
 	}
+}
+
+// notOurs reports messages KubeEdge routes to other cloud modules (by source
+// or group, not by route group alone): devicetwin's reports (source "twin",
+// group "resource"), eventbus/servicebus uploads (group "user"), MetaServer
+// requests (source "metaserver"). If one reaches this handler, answering it
+// would only confuse its sender.
+func notOurs(msg *sdk.Message) bool {
+	r := msg.Router
+	switch {
+	case r.Source == "twin" || r.Source == "devicetwin" || r.Source == "metaserver":
+		return true
+	case r.Group == sdk.WireGroupUser || r.Group == sdk.WireGroupTwin || r.Group == "dynamiccontroller":
+		return true
+	case r.Operation == sdk.OpUpload:
+		return true
+	case strings.HasPrefix(r.Resource, "device/") || strings.HasPrefix(r.Resource, "membership"):
+		return true
+	}
+	return false
 }
 
 // refuse logs and answers an error.
