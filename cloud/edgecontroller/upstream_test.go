@@ -448,10 +448,10 @@ func TestUpstream(t *testing.T) {
 			check: apiCheck(func(*testing.T, *harness) {})},
 
 		{name: "devicetwin's report (source twin, group resource) is left alone", noReply: true,
-			msg: sdk.NewMessage("").BuildRouter("twin", sdk.WireGroupResource, "device/default/thermo-1/twin/edge_updated", sdk.OpUpdate),
+			msg:   sdk.NewMessage("").BuildRouter("twin", sdk.WireGroupResource, "device/default/thermo-1/twin/edge_updated", sdk.OpUpdate),
 			check: apiCheck(func(*testing.T, *harness) {})},
 		{name: "eventbus upload is left alone", noReply: true,
-			msg: sdk.NewMessage("").BuildRouter("bus", sdk.WireGroupUser, "default/test", sdk.OpUpload),
+			msg:   sdk.NewMessage("").BuildRouter("bus", sdk.WireGroupUser, "default/test", sdk.OpUpload),
 			check: apiCheck(func(*testing.T, *harness) {})},
 
 		// --- events
