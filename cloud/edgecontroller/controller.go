@@ -192,6 +192,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	}()
 	c.log.Info("waiting for informer caches")
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		if ctx.Err() != nil {
+			return nil // stopped before the caches synced: a clean stop
+		}
 		return fmt.Errorf("edgecontroller: informer caches did not sync: %w", context.Cause(ctx))
 	}
 	c.log.Info("caches synced; running", "downstream_workers", c.cfg.DownstreamWorkers, "upstream_workers", c.cfg.UpstreamWorkers)

@@ -153,9 +153,19 @@ type Adjust func(pod *v1.Pod, statuses []v1.ContainerStatus)
 
 // ComputeWith is Compute with the container statuses passed through adjust.
 func ComputeWith(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason, now time.Time, old *v1.PodStatus, adjust Adjust) v1.PodStatus {
-	st := v1.PodStatus{QOSClass: v1.PodQOSBestEffort}
+	st := v1.PodStatus{QOSClass: QOSClass(pod)}
 	st.InitContainerStatuses = containerStatuses(pod, pod.Spec.InitContainers, ps, reasons)
 	st.ContainerStatuses = containerStatuses(pod, pod.Spec.Containers, ps, reasons)
+	if len(pod.Spec.EphemeralContainers) > 0 {
+		specs := make([]v1.Container, len(pod.Spec.EphemeralContainers))
+		for i, ec := range pod.Spec.EphemeralContainers {
+			specs[i] = v1.Container(ec.EphemeralContainerCommon)
+		}
+		st.EphemeralContainerStatuses = containerStatuses(pod, specs, ps, reasons)
+		for i := range st.EphemeralContainerStatuses {
+			st.EphemeralContainerStatuses[i].Ready = false // never ready: they are not part of the service
+		}
+	}
 	if adjust != nil {
 		adjust(pod, st.ContainerStatuses)
 	}
@@ -273,4 +283,38 @@ func (m *Manager) Forget(uid types.UID) {
 	m.mu.Lock()
 	delete(m.last, uid)
 	m.mu.Unlock()
+}
+
+// QOSClass is the pod's quality of service class, by the kubelet's rules.
+func QOSClass(pod *v1.Pod) v1.PodQOSClass {
+	requests, limits := map[v1.ResourceName]int64{}, map[v1.ResourceName]int64{}
+	guaranteed := true
+	anySet := false
+	all := append(append([]v1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...)
+	for _, c := range all {
+		for _, r := range []v1.ResourceName{v1.ResourceCPU, v1.ResourceMemory} {
+			req, hasReq := c.Resources.Requests[r]
+			lim, hasLim := c.Resources.Limits[r]
+			if hasReq && !req.IsZero() {
+				anySet = true
+				requests[r] += req.MilliValue()
+			}
+			if hasLim && !lim.IsZero() {
+				anySet = true
+				limits[r] += lim.MilliValue()
+			} else {
+				guaranteed = false
+			}
+			if hasReq && hasLim && req.Cmp(lim) != 0 {
+				guaranteed = false
+			}
+		}
+	}
+	switch {
+	case !anySet:
+		return v1.PodQOSBestEffort
+	case guaranteed && len(limits) == 2:
+		return v1.PodQOSGuaranteed
+	}
+	return v1.PodQOSBurstable
 }

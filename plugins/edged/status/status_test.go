@@ -3,10 +3,12 @@ package status
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -142,5 +144,31 @@ func TestManagerSendsChangesOnly(t *testing.T) {
 	}
 	if err := json.Unmarshal(sent[1], &body); err != nil || body.Metadata.UID != "u" || body.Status.Phase != v1.PodRunning {
 		t.Fatalf("%s %v", sent[1], err)
+	}
+}
+
+func TestQOSClass(t *testing.T) {
+	q := func(s string) resource.Quantity { return resource.MustParse(s) }
+	both := v1.ResourceList{v1.ResourceCPU: q("1"), v1.ResourceMemory: q("1Gi")}
+	tests := []struct {
+		name string
+		cs   []v1.ResourceRequirements
+		want v1.PodQOSClass
+	}{
+		{"nothing", []v1.ResourceRequirements{{}, {}}, v1.PodQOSBestEffort},
+		{"limits equal requests", []v1.ResourceRequirements{{Requests: both, Limits: both}}, v1.PodQOSGuaranteed},
+		{"limits only", []v1.ResourceRequirements{{Limits: both}}, v1.PodQOSGuaranteed},
+		{"one container without", []v1.ResourceRequirements{{Limits: both}, {}}, v1.PodQOSBurstable},
+		{"requests below limits", []v1.ResourceRequirements{{Requests: v1.ResourceList{v1.ResourceCPU: q("100m")}, Limits: both}}, v1.PodQOSBurstable},
+		{"memory limit only", []v1.ResourceRequirements{{Limits: v1.ResourceList{v1.ResourceMemory: q("1Gi")}}}, v1.PodQOSBurstable},
+	}
+	for _, tt := range tests {
+		pod := &v1.Pod{}
+		for i, r := range tt.cs {
+			pod.Spec.Containers = append(pod.Spec.Containers, v1.Container{Name: fmt.Sprint(i), Resources: r})
+		}
+		if got := QOSClass(pod); got != tt.want {
+			t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
+		}
 	}
 }
