@@ -286,6 +286,23 @@ func TestAgainstKubeAPIServer(t *testing.T) {
 	if p2, _ := client.CoreV1().Pods(ns).Get(bg, "web", metav1.GetOptions{}); p2.Status.Phase != v1.PodRunning || p2.Status.PodIP != "10.88.0.9" {
 		t.Fatalf("pod status %+v", p2.Status)
 	}
+	// Round trips through the controller to the API (figures for the report).
+	const rounds = 100
+	startRT := time.Now()
+	for i := range rounds {
+		st := fmt.Sprintf(`{"metadata":{"uid":%q},"status":{"phase":"Running","message":"round %d"}}`, p.UID, i)
+		if r := h.objectResp(h.request(edge1, upMsg(sdk.OpPatch, "default/podpatch/web", st))); r.Err != nil {
+			t.Fatalf("podpatch round %d failed", i)
+		}
+	}
+	podRT := time.Since(startRT) / rounds
+	startRT = time.Now()
+	for range rounds {
+		if r := h.objectResp(h.request(edge1, upMsg(sdk.OpUpdate, "kube-node-lease/lease/"+edge1, l))); r.Err != nil {
+			t.Fatal("lease round failed")
+		}
+	}
+	t.Logf("sequential round trips via a real kube-apiserver: podpatch %v, lease update %v", podRT, time.Since(startRT)/rounds)
 	sender.Reset()
 
 	// Graceful delete: the edge gets an update with deletionTimestamp, kills the

@@ -447,6 +447,13 @@ func TestUpstream(t *testing.T) {
 			}(),
 			check: apiCheck(func(*testing.T, *harness) {})},
 
+		{name: "devicetwin's report (source twin, group resource) is left alone", noReply: true,
+			msg:   sdk.NewMessage("").BuildRouter("twin", sdk.WireGroupResource, "device/default/thermo-1/twin/edge_updated", sdk.OpUpdate),
+			check: apiCheck(func(*testing.T, *harness) {})},
+		{name: "eventbus upload is left alone", noReply: true,
+			msg:   sdk.NewMessage("").BuildRouter("bus", sdk.WireGroupUser, "default/test", sdk.OpUpload),
+			check: apiCheck(func(*testing.T, *harness) {})},
+
 		// --- events
 		{name: "event about the node's pod is created, without an answer", noReply: true,
 			msg: upMsg(sdk.OpInsert, "default/event/mine.1", &v1.Event{ObjectMeta: metav1.ObjectMeta{Name: "mine.1", Namespace: ns},
