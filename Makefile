@@ -27,12 +27,13 @@ bench-pods: build
 
 all: build
 
-## build: the host (a multi-call binary), links for the six plugins, the hello example
+## build: the host (a multi-call binary), links for the six plugins, the hello example, cloudhive
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/edgehive ./cmd/edgehive
 	@mkdir -p $(BIN)/plugins
 	@for p in $(PLUGINS); do ln -sf ../edgehive $(BIN)/plugins/$$p; done
 	$(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/plugins/hello ./examples/plugins/hello
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cloudhive ./cmd/cloudhive
 
 ## run: set up what is missing and run the host on the embedded default config
 run: build

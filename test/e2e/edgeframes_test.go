@@ -90,7 +90,8 @@ func (f *fakeCloudhub) next(t *testing.T, timeout time.Duration) *fakeConn {
 // the connection kept; an oversized frame is refused (the link is dropped
 // and made again), and no plugin restarts.
 func TestEdgeSurvivesBadFrames(t *testing.T) {
-	t.Parallel()
+	// Not parallel: every edge here shares one containerd, and an edged
+	// owns all the pods in it (it removes the others' sandboxes as orphans).
 	ctrd := e2eenv.ContainerdFromEnv(t)
 	dir := t.TempDir()
 	ca, err := e2eenv.NewCA(dir, "cloud-ca")

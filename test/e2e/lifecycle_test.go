@@ -139,7 +139,8 @@ func (r *readyReport) check(t *testing.T, start, end time.Time) {
 // changes; then cloudhive is away for 60 s with changes made meanwhile; then
 // the whole edge restarts with no cloud and brings every pod back.
 func TestEdgeLifecycle(t *testing.T) {
-	t.Parallel()
+	// Not parallel: every edge here shares one containerd, and an edged
+	// owns all the pods in it (it removes the others' sandboxes as orphans).
 	e := e2eenv.NewEnv(t, false)
 	edge := e.StartEdge("main")
 	readyAt := time.Now()

@@ -14,7 +14,8 @@ import (
 // ran, so it is connected to the first. Stopping the first moves the node to
 // the second: it stays Ready with fresh heartbeats and a new pod runs.
 func TestTwoReplicas(t *testing.T) {
-	t.Parallel()
+	// Not parallel: every edge here shares one containerd, and an edged
+	// owns all the pods in it (it removes the others' sandboxes as orphans).
 	e := e2eenv.NewEnv(t, true)
 	edge := e.StartEdge("moving")
 	cfg := e.Cloud.Config

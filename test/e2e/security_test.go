@@ -121,7 +121,8 @@ func (p *pinger) alive(timeout time.Duration) error {
 // oversized frame crashes nothing: cloudhive stays healthy and the live edge
 // keeps working.
 func TestCloudhubRefusesBadPeers(t *testing.T) {
-	t.Parallel()
+	// Not parallel: every edge here shares one containerd, and an edged
+	// owns all the pods in it (it removes the others' sandboxes as orphans).
 	e := e2eenv.NewEnv(t, false)
 	live := e.StartEdge("live")
 	// A second node that is joined (it holds a real node certificate) but
