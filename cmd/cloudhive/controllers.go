@@ -7,8 +7,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/edgehive/edgehive/cloud/devicecontroller"
 	"github.com/edgehive/edgehive/cloud/edgecontroller"
 	"github.com/edgehive/edgehive/cloud/nodelink"
 	"github.com/edgehive/edgehive/sdk"
@@ -50,12 +52,35 @@ type controllerRunner func(ctx context.Context) error
 // Wiring a controller: build it here from client, sender and its decoded
 // config, register it on the mux (as the fallback for everything not
 // claimed by a group: nodelink.NewMux(controller)), and append its Run.
-func newControllers(client kubernetes.Interface, sender nodelink.Sender, cfg controllerConfig, logger hclog.Logger) (nodelink.Handler, []controllerRunner, error) {
+func newControllers(client kubernetes.Interface, dyn dynamic.Interface, sender nodelink.Sender, cfg controllerConfig, logger hclog.Logger) (nodelink.Handler, []controllerRunner, error) {
 	ec, err := edgecontroller.New(client, sender, logger.Named("edgecontroller"), cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("edgecontroller: %w", err)
 	}
-	return nodelink.NewMux(ec), []controllerRunner{ec.Run}, nil
+	dc, err := devicecontroller.New(dyn, sender, logger.Named("devicecontroller"), devicecontroller.Config{})
+	if err != nil {
+		return nil, nil, err
+	}
+	mux := nodelink.NewMux(ec)
+	mux.Handle("twin", dc)
+	return twinSource{dc: dc, Handler: mux}, []controllerRunner{ec.Run, dc.Run}, nil
+}
+
+// twinSource sends devicetwin's reports (source "twin", group "resource")
+// to the device controller, as KubeEdge's cloud dispatches them by source.
+type twinSource struct {
+	nodelink.Handler
+	dc nodelink.Handler
+}
+
+var _ nodelink.Handler = twinSource{}
+
+func (t twinSource) HandleUpstream(ctx context.Context, node string, msg *sdk.Message) {
+	if msg.Router.Source == "twin" {
+		t.dc.HandleUpstream(ctx, node, msg)
+		return
+	}
+	t.Handler.HandleUpstream(ctx, node, msg)
 }
 
 // loggingHandler logs what nodes send and answers nothing: cloudhive with

@@ -21,9 +21,13 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/go-hclog"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/edgehive/edgehive/cloud/cloudhub"
+	"github.com/edgehive/edgehive/cloud/devicecontroller"
 	"github.com/edgehive/edgehive/plugins/edgehub"
 )
 
@@ -209,7 +213,7 @@ admin { listen = "127.0.0.1:0" }
 	ready := make(chan listening, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- serveWith(ctx, cfg, controllerConfig{}, client, []byte("pem"), hclog.NewNullLogger(), func(l listening) { ready <- l })
+		done <- serveWith(ctx, cfg, controllerConfig{}, client, newDynamicFake(), []byte("pem"), hclog.NewNullLogger(), func(l listening) { ready <- l })
 	}()
 	var addrs listening
 	select {
@@ -295,4 +299,10 @@ admin { listen = "127.0.0.1:0" }
 	if _, _, err := conn.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
 		t.Fatalf("node connection after shutdown: %v, want close 1001", err)
 	}
+}
+
+// newDynamicFake serves the custom resources the device controller lists.
+func newDynamicFake() *dynamicfake.FakeDynamicClient {
+	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(k8sruntime.NewScheme(), map[schema.GroupVersionResource]string{
+		devicecontroller.DeviceGVR: "DeviceList", devicecontroller.DeviceModelGVR: "DeviceModelList"})
 }

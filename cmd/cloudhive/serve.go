@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -119,15 +120,19 @@ func serve(ctx context.Context, cfg *Config, ctrl controllerConfig, logger hclog
 	if err != nil {
 		return err
 	}
-	return serveWith(ctx, cfg, ctrl, client, clusterCA(rc), logger, nil)
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes dynamic client: %w", err)
+	}
+	return serveWith(ctx, cfg, ctrl, client, dyn, clusterCA(rc), logger, nil)
 }
 
 // listening are the addresses cloudhive serves on, once it is ready.
 type listening struct{ hub, bootstrap, admin net.Addr }
 
-// serveWith is serve with the API client given; onReady (optional) learns
-// the addresses once everything listens.
-func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client kubernetes.Interface, clusterCAPEM []byte,
+// serveWith is serve with the API clients given (dyn: for custom resources);
+// onReady (optional) learns the addresses once everything listens.
+func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client kubernetes.Interface, dyn dynamic.Interface, clusterCAPEM []byte,
 	logger hclog.Logger, onReady func(listening)) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -170,7 +175,7 @@ func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client k
 	if err != nil {
 		return err
 	}
-	handler, runners, err := newControllers(client, hub, ctrl, logger)
+	handler, runners, err := newControllers(client, dyn, hub, ctrl, logger)
 	if err != nil {
 		return fmt.Errorf("controllers: %w", err)
 	}
