@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/edgehive/edgehive/plugins/metamanager/metaserver"
 	"github.com/edgehive/edgehive/plugins/metamanager/store"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -146,6 +147,7 @@ func (m *MetaManager) handleDownstream(ctx context.Context, msg *sdk.Message) er
 		if err != nil {
 			return fmt.Errorf("%s: %s: not acknowledged: %w", Name, msg, err)
 		}
+		m.published(result, key, obj)
 		if result == store.Stale {
 			// A newer version is stored (and was given to edged): do not
 			// hand edged an older one, but acknowledge, so the cloud stops
@@ -197,8 +199,12 @@ func (m *MetaManager) deleteObject(ctx context.Context, res sdk.Resource, msg *s
 		m.logger.Info("delete names another object than the one stored; kept", "key", key, "uid", uid, "stored_uid", storedUID)
 		return false, nil
 	}
-	if _, err := m.store.Delete(ctx, key); err != nil {
+	deleted, err := m.store.Delete(ctx, key)
+	if err != nil {
 		return false, err
+	}
+	if deleted {
+		m.publish(metaserver.Deleted, key, stored.Value)
 	}
 	if res.Type == sdk.ResourcePod {
 		if _, err := m.store.Delete(ctx, sdk.BuildResource(res.Namespace, sdk.ResourcePodPatch, res.Name)); err != nil {
@@ -403,12 +409,17 @@ func (m *MetaManager) doRemoteQuery(ctx context.Context, req *sdk.Message, res s
 		if rv == "" {
 			rv = metaString(obj, "resourceVersion")
 		}
-		if _, err := m.store.Save(ctx, res.String(), res.Type, rv, obj); err != nil {
+		result, err := m.store.Save(ctx, res.String(), res.Type, rv, obj)
+		switch {
+		case err != nil:
 			ackErr = fmt.Errorf("store the cloud's answer: %w", err)
-		} else if resp.Header.ResourceVersion != "" {
+		case resp.Header.ResourceVersion != "":
 			if err := m.host.Send(ctx, ModuleEdgeHub, sdk.NewAck(resp)); err != nil {
 				ackErr = fmt.Errorf("ack the cloud's answer: %w", err)
 			}
+		}
+		if err == nil {
+			m.published(result, res.String(), obj)
 		}
 	}
 	answer, err := passThrough(req, resp)
@@ -416,6 +427,16 @@ func (m *MetaManager) doRemoteQuery(ctx context.Context, req *sdk.Message, res s
 		return errors.Join(ackErr, m.replyError(ctx, req, err))
 	}
 	return errors.Join(ackErr, m.reply(ctx, req, answer))
+}
+
+// published tells the MetaServer about a Save that changed the store.
+func (m *MetaManager) published(result store.Result, key string, value json.RawMessage) {
+	switch result {
+	case store.Inserted:
+		m.publish(metaserver.Added, key, value)
+	case store.Updated:
+		m.publish(metaserver.Modified, key, value)
+	}
 }
 
 // --- content helpers ------------------------------------------------------------

@@ -34,7 +34,7 @@ func newFixture(t *testing.T, db string, timeout string) *fixture {
 	}
 	m := New()
 	h := sdktest.New(t, m, sdktest.Options{ConfigJSON: fmt.Sprintf(
-		`{"db_file":%q,"meta_server_enable":false,"remote_query_timeout":%q}`, db, timeout)})
+		`{"db_file":%q,"remote_query_timeout":%q}`, db, timeout)})
 	return &fixture{t: t, h: h, m: m, db: db}
 }
 

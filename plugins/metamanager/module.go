@@ -11,10 +11,12 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
+	"github.com/edgehive/edgehive/plugins/metamanager/metaserver"
 	"github.com/edgehive/edgehive/plugins/metamanager/store"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -38,6 +40,11 @@ type MetaManager struct {
 	logger hclog.Logger
 	store  *store.Store
 	life   context.Context // the module's lifetime, from Start
+
+	// The MetaServer, when enabled: hub numbers the store's changes and
+	// feeds the watches; server answers the API. Both nil when disabled.
+	hub    *metaserver.Hub
+	server *metaserver.Server
 
 	connected atomic.Bool // the cloud link is up, as edgehub last said
 
@@ -101,17 +108,71 @@ func (m *MetaManager) Start(ctx context.Context, host sdk.Context) error {
 		return fmt.Errorf("%s: start: %w", Name, err)
 	}
 	m.store = st
-	if m.cfg.MetaServerEnable {
-		m.logger.Warn("meta_server_enable is set, but the MetaServer is not built yet; not serving", "address", m.cfg.MetaServerAddress)
+	if m.cfg.MetaServer.Enabled {
+		if err := m.startMetaServer(ctx); err != nil {
+			_ = st.Close()
+			return fmt.Errorf("%s: start: %w", Name, err)
+		}
 	}
 	m.logger.Info("started", "version", Version, "db_file", m.cfg.DBFile)
 	return nil
+}
+
+// startMetaServer seeds the hub with what is stored and starts listening.
+// Revisions start at the start time in microseconds, so that they keep
+// growing across restarts and a client's version from before one is refused
+// as too old (it relists) rather than mistaken for a current one.
+func (m *MetaManager) startMetaServer(ctx context.Context) error {
+	hub := metaserver.NewHub(uint64(time.Now().UnixMicro()), 0, 0)
+	for _, typ := range metaserver.ServedTypes() {
+		objs, err := m.store.List(ctx, typ, "")
+		if err != nil {
+			return fmt.Errorf("metaserver: %w", err)
+		}
+		for _, o := range objs {
+			hub.Seed(o)
+		}
+	}
+	srv := metaserver.New(m.store, hub, metaserver.Options{
+		Secrets: m.cfg.MetaServer.Secrets,
+		Logger:  m.logger.Named("metaserver"),
+	})
+	if err := srv.Start(ctx, m.cfg.MetaServer.Listen); err != nil {
+		return err
+	}
+	m.hub, m.server = hub, srv
+	return nil
+}
+
+// MetaServerAddr is the address the MetaServer listens on, or "".
+func (m *MetaManager) MetaServerAddr() string {
+	if m.server == nil {
+		return ""
+	}
+	return m.server.Addr()
+}
+
+// publish tells the MetaServer's watches about a change to the store.
+func (m *MetaManager) publish(event, key string, value []byte) {
+	if m.hub == nil {
+		return
+	}
+	ns, typ, name, err := store.SplitKey(key)
+	if err != nil {
+		return
+	}
+	m.hub.Publish(event, store.Object{Key: key, Type: typ, Namespace: ns, Name: name, Value: value})
 }
 
 // Stop waits for the requests still waiting on the cloud (they end with the
 // module's context) and closes the database.
 func (m *MetaManager) Stop(ctx context.Context) error {
 	m.stopOnce.Do(func() {
+		if m.server != nil {
+			if err := m.server.Stop(ctx); err != nil {
+				m.logger.Warn("metaserver stop", "error", err)
+			}
+		}
 		done := make(chan struct{})
 		go func() { m.bg.Wait(); close(done) }()
 		select {

@@ -1,0 +1,226 @@
+package metamanager
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/edgehive/edgehive/sdk"
+	"github.com/edgehive/edgehive/sdk/sdktest"
+)
+
+// metaFixture is metamanager with its MetaServer on an ephemeral loopback
+// port, and a client-go clientset pointed at it.
+func metaFixture(t *testing.T, secrets bool) (*fixture, *kubernetes.Clientset) {
+	t.Helper()
+	db := filepath.Join(t.TempDir(), "meta.db")
+	m := New()
+	h := sdktest.New(t, m, sdktest.Options{ConfigJSON: fmt.Sprintf(
+		`{"db_file":%q,"remote_query_timeout":"2s","metaserver":{"enabled":true,"listen":"127.0.0.1:0","secrets":%t}}`, db, secrets)})
+	if m.MetaServerAddr() == "" {
+		t.Fatal("the MetaServer is not listening")
+	}
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + m.MetaServerAddr(), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, h: h, m: m, db: db}, cs
+}
+
+func labelledPod(name, rv, app, image string) string {
+	return fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":%q,"namespace":"default","uid":"uid-%s","resourceVersion":%q,"labels":{"app":%q}},`+
+		`"spec":{"nodeName":"edge-1","containers":[{"name":"c","image":%q}]},"status":{"phase":"Running"}}`, name, name, rv, app, image)
+}
+
+func rvNumber(t *testing.T, rv string) uint64 {
+	t.Helper()
+	n, err := strconv.ParseUint(rv, 10, 64)
+	if err != nil {
+		t.Fatalf("resourceVersion %q: %v", rv, err)
+	}
+	return n
+}
+
+func nextEvent(t *testing.T, w watch.Interface) watch.Event {
+	t.Helper()
+	select {
+	case ev, ok := <-w.ResultChan():
+		if !ok {
+			t.Fatal("the watch ended")
+		}
+		return ev
+	case <-time.After(waitFor):
+		t.Fatal("no watch event")
+	}
+	return watch.Event{}
+}
+
+func TestMetaServerClientGo(t *testing.T) {
+	f, cs := metaFixture(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	f.deliver(fromCloud(sdk.OpInsert, "default/pod/web-1", "100", labelledPod("web-1", "100", "web", "nginx:1")))
+	f.deliver(fromCloud(sdk.OpInsert, "default/pod/db-1", "101", labelledPod("db-1", "101", "db", "pg:16")))
+	f.deliver(fromCloud(sdk.OpInsert, "default/configmap/cfg", "102", cmJSON("default", "cfg", "102", "v1")))
+	f.deliver(fromCloud(sdk.OpUpdate, "null/node/edge-1", "103", `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1","labels":{"node-role.kubernetes.io/edge":""}}}`))
+
+	// get
+	pod, err := cs.CoreV1().Pods("default").Get(ctx, "web-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.Spec.Containers[0].Image != "nginx:1" || pod.Labels["app"] != "web" || pod.UID != "uid-web-1" || pod.ResourceVersion == "" {
+		t.Fatalf("got pod %+v", pod)
+	}
+	node, err := cs.CoreV1().Nodes().Get(ctx, "edge-1", metav1.GetOptions{})
+	if err != nil || node.Name != "edge-1" {
+		t.Fatalf("node %v, %v", node, err)
+	}
+	cm, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "cfg", metav1.GetOptions{})
+	if err != nil || cm.Data["k"] != "v1" {
+		t.Fatalf("configmap %v, %v", cm, err)
+	}
+
+	// list, all namespaces and with a label selector
+	all, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all.Items) != 2 || all.ResourceVersion == "" {
+		t.Fatalf("list: %d pods, rv %q", len(all.Items), all.ResourceVersion)
+	}
+	web, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(web.Items) != 1 || web.Items[0].Name != "web-1" {
+		t.Fatalf("app=web: %+v", web.Items)
+	}
+	byField, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=db-1"})
+	if err != nil || len(byField.Items) != 1 || byField.Items[0].Name != "db-1" {
+		t.Fatalf("metadata.name=db-1: %v, %v", byField, err)
+	}
+
+	// watch from the list's version; an update that arrives as a message
+	// is seen as MODIFIED, a pod that starts matching as ADDED, a delete
+	// as DELETED, and pods outside the selector not at all.
+	w, err := cs.CoreV1().Pods("default").Watch(ctx, metav1.ListOptions{ResourceVersion: web.ResourceVersion, LabelSelector: "app=web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	f.deliver(fromCloud(sdk.OpUpdate, "default/pod/db-1", "110", labelledPod("db-1", "110", "db", "pg:17")))
+	f.deliver(fromCloud(sdk.OpUpdate, "default/pod/web-1", "111", labelledPod("web-1", "111", "web", "nginx:2")))
+	ev := nextEvent(t, w)
+	got, ok := ev.Object.(*corev1.Pod)
+	if ev.Type != watch.Modified || !ok || got.Name != "web-1" || got.Spec.Containers[0].Image != "nginx:2" {
+		t.Fatalf("event %s %+v", ev.Type, ev.Object)
+	}
+	if evRV, listRV := rvNumber(t, got.ResourceVersion), rvNumber(t, web.ResourceVersion); evRV <= listRV {
+		t.Fatalf("event rv %s not after the list's %s", got.ResourceVersion, web.ResourceVersion)
+	}
+	f.deliver(fromCloud(sdk.OpUpdate, "default/pod/db-1", "112", labelledPod("db-1", "112", "web", "pg:17")))
+	if ev := nextEvent(t, w); ev.Type != watch.Added || ev.Object.(*corev1.Pod).Name != "db-1" {
+		t.Fatalf("relabelled pod: %s %v", ev.Type, ev.Object)
+	}
+	f.deliver(fromCloud(sdk.OpDelete, "default/pod/web-1", "", `{"metadata":{"name":"web-1","namespace":"default","uid":"uid-web-1"}}`))
+	if ev := nextEvent(t, w); ev.Type != watch.Deleted || ev.Object.(*corev1.Pod).Name != "web-1" {
+		t.Fatalf("delete: %s %v", ev.Type, ev.Object)
+	}
+
+	// a new watch resuming from the list's version replays what it missed
+	w2, err := cs.CoreV1().Pods("default").Watch(ctx, metav1.ListOptions{ResourceVersion: all.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Stop()
+	var replay []string
+	for range 4 {
+		ev := nextEvent(t, w2)
+		replay = append(replay, string(ev.Type)+" "+ev.Object.(*corev1.Pod).Name)
+	}
+	want := []string{"MODIFIED db-1", "MODIFIED web-1", "MODIFIED db-1", "DELETED web-1"}
+	if fmt.Sprint(replay) != fmt.Sprint(want) {
+		t.Fatalf("replay %v, want %v", replay, want)
+	}
+
+	// errors a client can tell apart
+	if _, err := cs.CoreV1().Pods("default").Get(ctx, "nope", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("missing pod: %v", err)
+	}
+	if _, err := cs.CoreV1().Secrets("default").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("secrets not enabled: %v", err)
+	}
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{}); !apierrors.IsMethodNotSupported(err) {
+		t.Fatalf("create: %v", err)
+	}
+	if err := cs.CoreV1().Pods("default").Delete(ctx, "db-1", metav1.DeleteOptions{}); !apierrors.IsMethodNotSupported(err) {
+		t.Fatalf("delete: %v", err)
+	}
+	if _, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "app in (x"}); !apierrors.IsBadRequest(err) {
+		t.Fatalf("bad selector: %v", err)
+	}
+	if _, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "status.phase=Running"}); !apierrors.IsBadRequest(err) {
+		t.Fatalf("unsupported field: %v", err)
+	}
+	if _, err := cs.CoreV1().Pods("").Watch(ctx, metav1.ListOptions{ResourceVersion: "1"}); !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
+		t.Fatalf("watch from an old version: %v", err)
+	}
+}
+
+// An informer (client-go's reflector, which opens a watch-list stream with
+// initial events and a bookmark) syncs and follows the store.
+func TestMetaServerInformer(t *testing.T) {
+	f, cs := metaFixture(t, true)
+	f.deliver(fromCloud(sdk.OpInsert, "default/pod/a", "10", labelledPod("a", "10", "web", "nginx:1")))
+	f.deliver(fromCloud(sdk.OpUpdate, "default/secret/s", "11", `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s","namespace":"default"},"data":{"k":"dg=="}}`))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	factory := informers.NewSharedInformerFactory(cs, 0)
+	pods := factory.Core().V1().Pods()
+	podInformer := pods.Informer()
+	secrets := factory.Core().V1().Secrets().Lister()
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	defer cancel()
+	if !cache.WaitForCacheSync(ctx.Done(), podInformer.HasSynced) {
+		t.Fatal("the pod informer did not sync")
+	}
+	for _, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			t.Fatal("an informer did not sync")
+		}
+	}
+	if s, err := secrets.Secrets("default").Get("s"); err != nil || string(s.Data["k"]) != "v" {
+		t.Fatalf("secret %v, %v", s, err)
+	}
+	f.deliver(fromCloud(sdk.OpInsert, "default/pod/b", "12", labelledPod("b", "12", "web", "nginx:1")))
+	f.deliver(fromCloud(sdk.OpUpdate, "default/pod/a", "13", labelledPod("a", "13", "web", "nginx:3")))
+	deadline := time.Now().Add(waitFor)
+	for {
+		list, _ := pods.Lister().List(labels.Everything())
+		a, _ := pods.Lister().Pods("default").Get("a")
+		if len(list) == 2 && a != nil && a.Spec.Containers[0].Image == "nginx:3" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the informer has %d pods (a = %v)", len(list), a)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
