@@ -72,7 +72,7 @@ type cloudConn struct {
 	header http.Header
 	path   string
 	cn     string
-	serial string // of the client certificate
+	serial string            // of the client certificate
 	frames chan *sdk.Message // every frame but keepalives
 	keeps  chan *sdk.Message
 	closed chan struct{}
