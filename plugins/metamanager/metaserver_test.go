@@ -2,6 +2,7 @@ package metamanager
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -222,5 +223,36 @@ func TestMetaServerInformer(t *testing.T) {
 			t.Fatalf("the informer has %d pods (a = %v)", len(list), a)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A configmap the cloud sends as a query answer is stored and reaches a
+// MetaServer watch too.
+func TestMetaServerSeesQueryAnswers(t *testing.T) {
+	f, cs := metaFixture(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f.deliver(fromCloud(sdk.OpInsert, "default/configmap/cfg", "100", cmJSON("default", "cfg", "100", "old")))
+	list, err := cs.CoreV1().ConfigMaps("default").List(ctx, metav1.ListOptions{})
+	if err != nil || len(list.Items) != 1 {
+		t.Fatalf("list %v, %v", list, err)
+	}
+	w, err := cs.CoreV1().ConfigMaps("default").Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	f.h.OnSync(ModuleEdgeHub, func(req *sdk.Message) (*sdk.Message, error) {
+		resp, err := sdk.NewResponse(req, json.RawMessage(`{"Object":`+cmJSON("default", "cfg", "101", "new")+`,"Err":null}`))
+		resp.Header.ResourceVersion = "101"
+		return resp, err
+	})
+	f.connect(true)
+	q := fromEdged(sdk.OpQuery, "default/configmap/cfg", true, "")
+	f.deliver(q)
+	f.wait(sdktest.ResponseTo(q.Header.ID))
+	ev := nextEvent(t, w)
+	if cm, ok := ev.Object.(*corev1.ConfigMap); ev.Type != watch.Modified || !ok || cm.Data["k"] != "new" {
+		t.Fatalf("event %s %+v", ev.Type, ev.Object)
 	}
 }
