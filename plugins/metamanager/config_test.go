@@ -2,7 +2,14 @@ package metamanager
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	hostconfig "github.com/edgehive/edgehive/host/config"
+	"github.com/edgehive/edgehive/sdk"
 
 	"github.com/edgehive/edgehive/plugins/internal/plugintest"
 	"github.com/edgehive/edgehive/sdk/sdktest"
@@ -79,6 +86,47 @@ func TestMetaServerBlockDefaults(t *testing.T) {
 			}
 			if m.cfg.MetaServer != tt.want {
 				t.Fatalf("metaserver = %+v, want %+v", m.cfg.MetaServer, tt.want)
+			}
+		})
+	}
+}
+
+// The host decodes the metaserver block from HCL into what SetConfig takes:
+// the block's defaults fill what it leaves out, an absent block keeps the
+// module's defaults, and an unknown key in it is a diagnostic.
+func TestMetaServerBlockThroughHostHCL(t *testing.T) {
+	tests := []struct {
+		name, body string
+		want       metaServerConfig
+		wantDiag   string
+	}{
+		{"absent", `db_file = "/tmp/x.db"`, metaServerConfig{Listen: defaultMetaServerListen}, ""},
+		{"partial", "metaserver {\n  enabled = true\n}", metaServerConfig{Enabled: true, Listen: defaultMetaServerListen}, ""},
+		{"full", "metaserver {\n  enabled = true\n  listen = \"127.0.0.1:10551\"\n  secrets = true\n}", metaServerConfig{Enabled: true, Listen: "127.0.0.1:10551", Secrets: true}, ""},
+		{"unknown key", "metaserver {\n  enable = true\n}", metaServerConfig{}, "enable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file, diags := hclsyntax.ParseConfig([]byte(tt.body), "test.hcl", hcl.InitialPos)
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			raw, diags := hostconfig.DecodePluginConfig(&hostconfig.PluginConfig{Name: Name, ConfigBody: file.Body}, schema())
+			if tt.wantDiag != "" {
+				if !diags.HasErrors() || !strings.Contains(diags.Error(), tt.wantDiag) {
+					t.Fatalf("diagnostics %v, want one about %q", diags, tt.wantDiag)
+				}
+				return
+			}
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			m := New()
+			if err := m.SetConfig(&sdk.Config{Raw: raw, DataDir: t.TempDir()}); err != nil {
+				t.Fatalf("SetConfig(%s): %v", raw, err)
+			}
+			if m.cfg.MetaServer != tt.want {
+				t.Fatalf("metaserver = %+v from %s, want %+v", m.cfg.MetaServer, raw, tt.want)
 			}
 		})
 	}
