@@ -24,7 +24,7 @@ import (
 const (
 	Name    = "edgehub"
 	Group   = sdk.GroupHub
-	Version = "0.2.0"
+	Version = "0.3.0"
 )
 
 // Modules on the node edgehub delivers to.

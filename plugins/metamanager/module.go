@@ -25,7 +25,7 @@ import (
 const (
 	Name    = "metamanager"
 	Group   = sdk.GroupMeta
-	Version = "0.2.0"
+	Version = "0.3.0"
 )
 
 // maxBackground bounds the remote queries and sync upstream requests waiting
