@@ -341,3 +341,44 @@ func TestStopEndsWatches(t *testing.T) {
 		t.Fatal("listened on a non-loopback address")
 	}
 }
+
+// A watch on one name (the path form, and the old /watch/ path) sees only
+// that object; past the watch limit, 429.
+func TestWatchOneName(t *testing.T) {
+	fs := &fakeStore{objs: map[string]store.Object{}}
+	hub := NewHub(1000, 0, 0)
+	srv := New(fs, hub, Options{MaxWatches: 2})
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() { _ = srv.Stop(context.Background()); ts.Close() })
+	fs.put(hub, "default/pod/a", pod("a", "web"))
+	fs.put(hub, "default/pod/b", pod("b", "web"))
+	var streams []*bufio.Scanner
+	for _, path := range []string{"/api/v1/namespaces/default/pods/b?watch=true&resourceVersion=1002", "/api/v1/watch/namespaces/default/pods/b?resourceVersion=1002"} {
+		resp, err := http.Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: HTTP %d", path, resp.StatusCode)
+		}
+		streams = append(streams, bufio.NewScanner(resp.Body))
+	}
+	resp, err := http.Get(ts.URL + "/api/v1/pods?watch=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(got, `"TooManyRequests"`) {
+		t.Fatalf("third watch: HTTP %d %s", resp.StatusCode, got)
+	}
+	fs.put(hub, "default/pod/a", pod("a", "x"))
+	fs.put(hub, "default/pod/b", pod("b", "x"))
+	for i, sc := range streams { // b's change first: a's was not sent
+		if !sc.Scan() {
+			t.Fatalf("stream %d ended", i)
+		}
+		if got := sc.Text(); !strings.HasPrefix(got, `{"type":"MODIFIED"`) || !strings.Contains(got, `"name":"b"`) {
+			t.Fatalf("stream %d: %s", i, got)
+		}
+	}
+}
