@@ -148,7 +148,7 @@ func (m *MetaManager) handleDownstream(ctx context.Context, msg *sdk.Message) er
 		if err != nil {
 			return fmt.Errorf("%s: %s: not acknowledged: %w", Name, msg, err)
 		}
-		m.published(result, key, obj)
+		m.published(ctx, result, key, obj)
 		if result == store.Stale {
 			// A newer version is stored (and was given to edged): do not
 			// hand edged an older one, but acknowledge, so the cloud stops
@@ -205,11 +205,13 @@ func (m *MetaManager) deleteObject(ctx context.Context, res sdk.Resource, msg *s
 		return false, err
 	}
 	if deleted {
-		m.publish(metaserver.Deleted, key, stored.Value)
+		m.publish(ctx, metaserver.Deleted, key, stored.Value)
 	}
 	if res.Type == sdk.ResourcePod {
-		if _, err := m.store.Delete(ctx, sdk.BuildResource(res.Namespace, sdk.ResourcePodPatch, res.Name)); err != nil {
-			return false, err
+		for _, typ := range []string{sdk.ResourcePodPatch, resourceLocalPodStatus} {
+			if _, err := m.store.Delete(ctx, sdk.BuildResource(res.Namespace, typ, res.Name)); err != nil {
+				return false, err
+			}
 		}
 	}
 	return true, nil
@@ -224,6 +226,14 @@ func (m *MetaManager) handleUpstream(ctx context.Context, msg *sdk.Message) erro
 			err = errors.Join(err, m.replyError(ctx, msg, err))
 		}
 		return err
+	}
+	if msg.Router.Operation == sdk.OpPatch {
+		if res, err := sdk.ParseResource(msg.Router.Resource); err == nil && res.Type == sdk.ResourcePodPatch && !res.IsList() {
+			// For the MetaServer only; the cloud gets the patch whatever happens here.
+			if err := m.recordPodStatus(ctx, res, msg); err != nil {
+				m.logger.Warn("pod status not recorded for the MetaServer", "msg", msg.String(), "error", err)
+			}
+		}
 	}
 	if !msg.Header.Sync {
 		fwd := msg.Clone()
@@ -434,7 +444,7 @@ func (m *MetaManager) doRemoteQuery(ctx context.Context, req *sdk.Message, res s
 			}
 		}
 		if err == nil {
-			m.published(result, res.String(), ans.obj)
+			m.published(ctx, result, res.String(), ans.obj)
 		}
 	}
 	answer, err := sdk.NewResponse(req, ans.obj)
@@ -446,12 +456,12 @@ func (m *MetaManager) doRemoteQuery(ctx context.Context, req *sdk.Message, res s
 }
 
 // published tells the MetaServer about a Save that changed the store.
-func (m *MetaManager) published(result store.Result, key string, value json.RawMessage) {
+func (m *MetaManager) published(ctx context.Context, result store.Result, key string, value json.RawMessage) {
 	switch result {
 	case store.Inserted:
-		m.publish(metaserver.Added, key, value)
+		m.publish(ctx, metaserver.Added, key, value)
 	case store.Updated:
-		m.publish(metaserver.Modified, key, value)
+		m.publish(ctx, metaserver.Modified, key, value)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -254,5 +255,76 @@ func TestMetaServerSeesQueryAnswers(t *testing.T) {
 	ev := nextEvent(t, w)
 	if cm, ok := ev.Object.(*corev1.ConfigMap); ev.Type != watch.Modified || !ok || cm.Data["k"] != "new" {
 		t.Fatalf("event %s %+v", ev.Type, ev.Object)
+	}
+}
+
+// edged's pod status patches go to the cloud unchanged and also give the
+// MetaServer's pods their current status (the cloud never sends status-only
+// changes down); edged's own pod list keeps what the cloud sent.
+func TestMetaServerPodStatusFromEdged(t *testing.T) {
+	f, cs := metaFixture(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pending := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","namespace":"default","uid":"u1","resourceVersion":"5"},` +
+		`"spec":{"nodeName":"edge-1","containers":[{"name":"c","image":"nginx:1"}]},"status":{"phase":"Pending"}}`
+	f.deliver(fromCloud(sdk.OpInsert, "default/pod/web", "5", pending))
+	list, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+	if err != nil || len(list.Items) != 1 || list.Items[0].Status.Phase != corev1.PodPending {
+		t.Fatalf("list %v, %v", list, err)
+	}
+	w, err := cs.CoreV1().Pods("default").Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+
+	patch := func(p string) *sdk.Message {
+		s, _ := json.Marshal(p)
+		return fromEdged(sdk.OpPatch, "default/podpatch/web", false, string(s))
+	}
+	first := patch(`{"metadata":{"uid":"u1"},"status":{"phase":"Running","podIP":"10.88.0.5",` +
+		`"$setElementOrder/conditions":[{"type":"Ready"}],"conditions":[{"type":"Ready","status":"True"}]}}`)
+	f.deliver(first)
+	fwd := f.wait(func(s sdktest.Sent) bool { return s.Target == ModuleEdgeHub && s.Message.Header.ID == first.Header.ID })
+	if string(fwd.Message.Content) != string(first.Content) {
+		t.Fatalf("forwarded %s, want the patch unchanged", fwd.Message.Content)
+	}
+	ev := nextEvent(t, w)
+	if p := ev.Object.(*corev1.Pod); ev.Type != watch.Modified || p.Status.Phase != corev1.PodRunning || p.Status.PodIP != "10.88.0.5" {
+		t.Fatalf("after the patch: %s %+v", ev.Type, p.Status)
+	}
+	// A later patch merges into it; a spec update from the cloud keeps it.
+	f.deliver(patch(`{"metadata":{"uid":"u1"},"status":{"conditions":[{"type":"Ready","status":"False"}]}}`))
+	if p := nextEvent(t, w).Object.(*corev1.Pod); p.Status.PodIP != "10.88.0.5" || len(p.Status.Conditions) != 1 || p.Status.Conditions[0].Status != corev1.ConditionFalse {
+		t.Fatalf("after the second patch: %+v", p.Status)
+	}
+	f.deliver(fromCloud(sdk.OpUpdate, "default/pod/web", "6", strings.Replace(pending, `"resourceVersion":"5"`, `"resourceVersion":"6","labels":{"v":"2"}`, 1)))
+	if p := nextEvent(t, w).Object.(*corev1.Pod); p.Labels["v"] != "2" || p.Status.PodIP != "10.88.0.5" {
+		t.Fatalf("after the cloud update: labels %v status %+v", p.Labels, p.Status)
+	}
+	got, err := cs.CoreV1().Pods("default").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil || got.Status.Phase != corev1.PodRunning {
+		t.Fatalf("get %+v, %v", got, err)
+	}
+	// A patch for another UID (an older pod of that name) changes nothing.
+	f.deliver(patch(`{"metadata":{"uid":"u0"},"status":{"phase":"Failed"}}`))
+	if got, _ := cs.CoreV1().Pods("default").Get(ctx, "web", metav1.GetOptions{}); got.Status.Phase != corev1.PodRunning {
+		t.Fatalf("a patch for another uid applied: %+v", got.Status)
+	}
+
+	// edged's pod list is the cloud's pod.
+	q := fromEdged(sdk.OpQuery, "default/pod", true, "")
+	f.deliver(q)
+	answer := f.wait(sdktest.ResponseTo(q.Header.ID)).Message
+	if !strings.Contains(string(answer.Content), `"phase":"Pending"`) || strings.Contains(string(answer.Content), "10.88.0.5") {
+		t.Fatalf("edged's pod list: %s", answer.Content)
+	}
+	// Deleting the pod drops its reported status too.
+	f.deliver(fromCloud(sdk.OpDelete, "default/pod/web", "", `{"metadata":{"name":"web","namespace":"default","uid":"u1"}}`))
+	if ev := nextEvent(t, w); ev.Type != watch.Deleted {
+		t.Fatalf("delete: %s", ev.Type)
+	}
+	if got := f.stored("default/" + resourceLocalPodStatus + "/web"); got != "-" {
+		t.Fatalf("reported status kept after the delete (rv %q)", got)
 	}
 }

@@ -134,8 +134,9 @@ func (m *MetaManager) startMetaServer(ctx context.Context) error {
 		}
 	}
 	srv := metaserver.New(m.store, hub, metaserver.Options{
-		Secrets: m.cfg.MetaServer.Secrets,
-		Logger:  m.logger.Named("metaserver"),
+		Secrets:  m.cfg.MetaServer.Secrets,
+		Logger:   m.logger.Named("metaserver"),
+		Decorate: m.withLocalStatus,
 	})
 	if err := srv.Start(ctx, m.cfg.MetaServer.Listen); err != nil {
 		return err
@@ -152,8 +153,9 @@ func (m *MetaManager) MetaServerAddr() string {
 	return m.server.Addr()
 }
 
-// publish tells the MetaServer's watches about a change to the store.
-func (m *MetaManager) publish(event, key string, value []byte) {
+// publish tells the MetaServer's watches about a change to the store; a
+// pod goes with edged's reported status (see podstatus.go).
+func (m *MetaManager) publish(ctx context.Context, event, key string, value []byte) {
 	if m.hub == nil {
 		return
 	}
@@ -161,7 +163,11 @@ func (m *MetaManager) publish(event, key string, value []byte) {
 	if err != nil {
 		return
 	}
-	m.hub.Publish(event, store.Object{Key: key, Type: typ, Namespace: ns, Name: name, Value: value})
+	obj := store.Object{Key: key, Type: typ, Namespace: ns, Name: name, Value: value}
+	if event != metaserver.Deleted {
+		obj.Value = m.withLocalStatus(ctx, obj)
+	}
+	m.hub.Publish(event, obj)
 }
 
 // Stop waits for the requests still waiting on the cloud (they end with the

@@ -52,6 +52,10 @@ type Options struct {
 	MaxWatches   int           // 0: DefaultMaxWatches
 	WatchTimeout time.Duration // 0: DefaultWatchTimeout
 	Logger       hclog.Logger
+	// Decorate, when set, gives the value to serve for a stored object
+	// (metamanager puts edged's reported status into pods). Changes reach
+	// the hub already decorated.
+	Decorate func(ctx context.Context, obj store.Object) json.RawMessage
 }
 
 // Server is the MetaServer.
@@ -316,7 +320,7 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, req *request) 
 		s.internal(w, "get", key, err)
 		return
 	}
-	body, err := req.res.render(obj.Value, s.hub.Revision(obj.Key))
+	body, err := req.res.render(s.value(r.Context(), obj), s.hub.Revision(obj.Key))
 	if err != nil {
 		s.internal(w, "render", key, err)
 		return
@@ -340,7 +344,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, req *request,
 		if !f.matches(req.res, o) {
 			continue
 		}
-		item, err := req.res.render(o.Value, s.hub.Revision(o.Key))
+		item, err := req.res.render(s.value(r.Context(), o), s.hub.Revision(o.Key))
 		if err != nil {
 			s.logger.Warn("skipping a stored object that is not JSON", "key", o.Key, "error", err)
 			continue
@@ -451,7 +455,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, req *request
 		if !f.matches(req.res, o) {
 			continue
 		}
-		obj, err := req.res.render(o.Value, s.hub.Revision(o.Key))
+		obj, err := req.res.render(s.value(r.Context(), o), s.hub.Revision(o.Key))
 		if err != nil {
 			continue
 		}
@@ -507,6 +511,14 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, req *request
 			return
 		}
 	}
+}
+
+// value is what to serve for a stored object.
+func (s *Server) value(ctx context.Context, obj store.Object) json.RawMessage {
+	if s.opts.Decorate == nil {
+		return obj.Value
+	}
+	return s.opts.Decorate(ctx, obj)
 }
 
 func tooLarge(from, cur uint64) *apierrors.StatusError {
