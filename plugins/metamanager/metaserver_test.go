@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -126,8 +127,10 @@ func TestMetaServerClientGo(t *testing.T) {
 	}
 	defer w.Stop()
 	f.deliver(fromCloud(sdk.OpUpdate, "default/pod/db-1", "110", labelledPod("db-1", "110", "db", "pg:17")))
+	sent := time.Now()
 	f.deliver(fromCloud(sdk.OpUpdate, "default/pod/web-1", "111", labelledPod("web-1", "111", "web", "nginx:2")))
 	ev := nextEvent(t, w)
+	t.Logf("message stored and seen by a client-go watch after %s", time.Since(sent).Round(time.Microsecond))
 	got, ok := ev.Object.(*corev1.Pod)
 	if ev.Type != watch.Modified || !ok || got.Name != "web-1" || got.Spec.Containers[0].Image != "nginx:2" {
 		t.Fatalf("event %s %+v", ev.Type, ev.Object)
@@ -326,5 +329,45 @@ func TestMetaServerPodStatusFromEdged(t *testing.T) {
 	}
 	if got := f.stored("default/" + resourceLocalPodStatus + "/web"); got != "-" {
 		t.Fatalf("reported status kept after the delete (rv %q)", got)
+	}
+}
+
+// A watcher that stops reading cannot hold up storing: its watch is closed
+// once it falls 256 changes behind, and every message is still stored and
+// acknowledged.
+func TestMetaServerSlowWatcherDoesNotBlockStoring(t *testing.T) {
+	f, _ := metaFixture(t, false)
+	conn, err := net.Dial("tcp", f.m.MetaServerAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "GET /api/v1/configmaps?watch=true HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Never read from conn: the socket buffers fill, then the watch's own buffer.
+	deadline := time.Now().Add(5 * time.Second)
+	for f.m.hub.Watchers() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the watch did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	big := strings.Repeat("x", 16<<10)
+	start := time.Now()
+	const updates = 600
+	var last *sdk.Message
+	for i := range updates {
+		rv := fmt.Sprint(100 + i)
+		last = fromCloud(sdk.OpUpdate, "default/configmap/big", rv, cmJSON("default", "big", rv, big))
+		f.deliver(last)
+	}
+	f.wait(isAck(last.Header.ID))
+	t.Logf("%d updates of %d KiB stored with a stuck watcher in %s", updates, len(big)>>10, time.Since(start).Round(time.Millisecond))
+	if got := f.stored("default/configmap/big"); got != fmt.Sprint(100+updates-1) {
+		t.Fatalf("stored rv %s", got)
+	}
+	if n := f.m.hub.Watchers(); n != 0 {
+		t.Fatalf("%d watchers left: the stuck one was not closed", n)
 	}
 }
