@@ -371,3 +371,37 @@ func TestMetaServerSlowWatcherDoesNotBlockStoring(t *testing.T) {
 		t.Fatalf("%d watchers left: the stuck one was not closed", n)
 	}
 }
+
+// An address in use does not stop metamanager: it runs on, reports the
+// MetaServer in Health, and listens once the address is free.
+func TestMetaServerAddressInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := busy.Addr().String()
+	m := New()
+	h := sdktest.New(t, m, sdktest.Options{ConfigJSON: fmt.Sprintf(
+		`{"db_file":%q,"metaserver":{"enabled":true,"listen":%q}}`, filepath.Join(t.TempDir(), "meta.db"), addr)})
+	if err := h.Health(context.Background()); err == nil || !strings.Contains(err.Error(), "metaserver not listening") {
+		t.Fatalf("Health = %v, want the MetaServer reported", err)
+	}
+	f := &fixture{t: t, h: h, m: m}
+	f.deliver(fromCloud(sdk.OpInsert, "default/pod/p", "1", podJSON("default", "p", "u", "1"))) // still storing
+	busy.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for m.MetaServerAddr() == "" || h.Health(context.Background()) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("not listening after the address was freed: %v", h.Health(context.Background()))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods, err := cs.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("list %v, %v", pods, err)
+	}
+}

@@ -43,8 +43,11 @@ type MetaManager struct {
 
 	// The MetaServer, when enabled: hub numbers the store's changes and
 	// feeds the watches; server answers the API. Both nil when disabled.
-	hub    *metaserver.Hub
-	server *metaserver.Server
+	hub        *metaserver.Hub
+	server     *metaserver.Server
+	metaErr    atomic.Pointer[string] // why the MetaServer is not listening; nil when it is
+	metaCancel context.CancelFunc     // ends the listen retries; nil when none run
+	metaDone   chan struct{}
 
 	connected atomic.Bool // the cloud link is up, as edgehub last said
 
@@ -138,11 +141,55 @@ func (m *MetaManager) startMetaServer(ctx context.Context) error {
 		Logger:   m.logger.Named("metaserver"),
 		Decorate: m.withLocalStatus,
 	})
-	if err := srv.Start(ctx, m.cfg.MetaServer.Listen); err != nil {
-		return err
-	}
 	m.hub, m.server = hub, srv
+	err := srv.Start(ctx, m.cfg.MetaServer.Listen)
+	if err == nil {
+		return nil
+	}
+	// The store and edged come first: metamanager runs on without its
+	// MetaServer (reported by Health) and keeps trying to listen.
+	m.setMetaServerErr(err)
+	m.logger.Error("metaserver cannot listen; metamanager runs on without it and retries", "listen", m.cfg.MetaServer.Listen, "error", err)
+	metaCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	m.metaCancel, m.metaDone = cancel, done
+	go func() {
+		defer close(done)
+		wait := metaServerRetryMin
+		for {
+			t := time.NewTimer(wait)
+			select {
+			case <-metaCtx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			err := srv.Start(metaCtx, m.cfg.MetaServer.Listen)
+			if err == nil {
+				m.setMetaServerErr(nil)
+				return
+			}
+			m.setMetaServerErr(err)
+			m.logger.Warn("metaserver still cannot listen", "listen", m.cfg.MetaServer.Listen, "error", err, "retry_in", wait)
+			wait = min(wait*2, metaServerRetryMax)
+		}
+	}()
 	return nil
+}
+
+// How often a MetaServer that cannot listen (address in use) tries again.
+const (
+	metaServerRetryMin = time.Second
+	metaServerRetryMax = 30 * time.Second
+)
+
+func (m *MetaManager) setMetaServerErr(err error) {
+	if err == nil {
+		m.metaErr.Store(nil)
+		return
+	}
+	msg := err.Error()
+	m.metaErr.Store(&msg)
 }
 
 // MetaServerAddr is the address the MetaServer listens on, or "".
@@ -174,6 +221,10 @@ func (m *MetaManager) publish(ctx context.Context, event, key string, value []by
 // module's context) and closes the database.
 func (m *MetaManager) Stop(ctx context.Context) error {
 	m.stopOnce.Do(func() {
+		if m.metaCancel != nil {
+			m.metaCancel()
+			<-m.metaDone
+		}
 		if m.server != nil {
 			if err := m.server.Stop(ctx); err != nil {
 				m.logger.Warn("metaserver stop", "error", err)
@@ -199,7 +250,13 @@ func (m *MetaManager) Health(ctx context.Context) error {
 	if m.store == nil {
 		return errors.New("metamanager: not started")
 	}
-	return m.store.Ping(ctx)
+	if err := m.store.Ping(ctx); err != nil {
+		return err
+	}
+	if msg := m.metaErr.Load(); msg != nil {
+		return fmt.Errorf("metamanager: metaserver not listening on %s: %s", m.cfg.MetaServer.Listen, *msg)
+	}
+	return nil
 }
 
 // CloudConnected reports whether edgehub last said the cloud is connected.

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -66,10 +67,11 @@ type Server struct {
 	logger  hclog.Logger
 	watches chan struct{} // semaphore of concurrent watches
 
+	mu      sync.Mutex // guards http, ln and served: Start may be retried from another goroutine
 	http    *http.Server
 	ln      net.Listener
-	closing chan struct{} // closed by Stop: watches end
 	served  chan struct{} // closed when Serve returns
+	closing chan struct{} // closed by Stop: watches end
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -101,18 +103,20 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 		_ = ln.Close()
 		return fmt.Errorf("metaserver: %s is not a loopback address", ln.Addr())
 	}
-	s.ln = ln
-	s.http = &http.Server{
+	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          s.logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
-	s.served = make(chan struct{})
+	served := make(chan struct{})
+	s.mu.Lock()
+	s.ln, s.http, s.served = ln, srv, served
+	s.mu.Unlock()
 	go func() {
-		defer close(s.served)
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		defer close(served)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.logger.Error("metaserver stopped", "error", err)
 		}
 	}()
@@ -122,6 +126,8 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 
 // Addr is the address listened on ("" before Start).
 func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.ln == nil {
 		return ""
 	}
@@ -135,14 +141,17 @@ func (s *Server) Stop(ctx context.Context) error {
 	default:
 		close(s.closing)
 	}
-	if s.http == nil {
+	s.mu.Lock()
+	srv, served := s.http, s.served
+	s.mu.Unlock()
+	if srv == nil {
 		return nil
 	}
-	err := s.http.Shutdown(ctx)
+	err := srv.Shutdown(ctx)
 	if err != nil {
-		_ = s.http.Close()
+		_ = srv.Close()
 	}
-	<-s.served
+	<-served
 	if err != nil {
 		return fmt.Errorf("metaserver: shutdown: %w", err)
 	}
