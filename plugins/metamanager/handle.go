@@ -227,12 +227,18 @@ func (m *MetaManager) handleUpstream(ctx context.Context, msg *sdk.Message) erro
 		}
 		return err
 	}
-	if msg.Router.Operation == sdk.OpPatch {
-		if res, err := sdk.ParseResource(msg.Router.Resource); err == nil && res.Type == sdk.ResourcePodPatch && !res.IsList() {
-			// For the MetaServer only; the cloud gets the patch whatever happens here.
-			if err := m.recordPodStatus(ctx, res, msg); err != nil {
-				m.logger.Warn("pod status not recorded for the MetaServer", "msg", msg.String(), "error", err)
-			}
+	if res, err := sdk.ParseResource(msg.Router.Resource); err == nil && !res.IsList() {
+		// For the MetaServer only; the cloud gets the message whatever happens here.
+		var rerr error
+		switch op := msg.Router.Operation; {
+		case op == sdk.OpPatch && res.Type == sdk.ResourcePodPatch:
+			rerr = m.recordPodStatus(ctx, res, msg)
+		case op == sdk.OpPatch && res.Type == sdk.ResourceNodePatch,
+			(op == sdk.OpInsert || op == sdk.OpUpdate) && res.Type == sdk.ResourceNode:
+			rerr = m.recordNode(ctx, res, msg)
+		}
+		if rerr != nil {
+			m.logger.Warn("not recorded for the MetaServer", "msg", msg.String(), "error", rerr)
 		}
 	}
 	if !msg.Header.Sync {

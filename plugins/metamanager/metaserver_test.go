@@ -405,3 +405,42 @@ func TestMetaServerAddressInUse(t *testing.T) {
 		t.Fatalf("list %v, %v", pods, err)
 	}
 }
+
+// The MetaServer's node follows edged: its registration is stored when the
+// cloud has not sent the node, and its status patches are applied.
+func TestMetaServerNodeFromEdged(t *testing.T) {
+	f, cs := metaFixture(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f.deliver(fromEdged(sdk.OpInsert, "null/node/edge-1", false, `{"metadata":{"name":"edge-1","labels":{"node-role.kubernetes.io/edge":""}},`+
+		`"status":{"conditions":[{"type":"Ready","status":"True"}],"addresses":[{"type":"InternalIP","address":"10.0.0.5"}]}}`))
+	n, err := cs.CoreV1().Nodes().Get(ctx, "edge-1", metav1.GetOptions{})
+	if err != nil || len(n.Status.Addresses) != 1 {
+		t.Fatalf("node after registration: %+v, %v", n, err)
+	}
+	list, _ := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	w, err := cs.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	patch, _ := json.Marshal(`{"status":{"$setElementOrder/conditions":[{"type":"Ready"}],"conditions":[{"type":"Ready","status":"False","reason":"KubeletNotReady"}]}}`)
+	f.deliver(fromEdged(sdk.OpPatch, "null/nodepatch/edge-1", false, string(patch)))
+	ev := nextEvent(t, w)
+	got := ev.Object.(*corev1.Node)
+	if ev.Type != watch.Modified || len(got.Status.Conditions) != 1 || got.Status.Conditions[0].Status != corev1.ConditionFalse || len(got.Status.Addresses) != 1 {
+		t.Fatalf("after the status patch: %s %+v", ev.Type, got.Status)
+	}
+	// The cloud's node replaces edged's; a later patch applies to it and keeps its version.
+	f.deliver(fromCloud(sdk.OpUpdate, "null/node/edge-1", "500", `{"apiVersion":"v1","kind":"Node","metadata":{"name":"edge-1","resourceVersion":"500","annotations":{"cloudcore":"x"}},"status":{"conditions":[{"type":"Ready","status":"True"}]}}`))
+	if got := nextEvent(t, w).Object.(*corev1.Node); got.Annotations["cloudcore"] != "x" {
+		t.Fatalf("cloud update: %+v", got.ObjectMeta)
+	}
+	f.deliver(fromEdged(sdk.OpPatch, "null/nodepatch/edge-1", false, string(patch)))
+	if got := nextEvent(t, w).Object.(*corev1.Node); got.Annotations["cloudcore"] != "x" || got.Status.Conditions[0].Status != corev1.ConditionFalse {
+		t.Fatalf("patch on the cloud's node: %+v %+v", got.ObjectMeta, got.Status)
+	}
+	if rv := f.stored("null/node/edge-1"); rv != "500" {
+		t.Fatalf("stored rv %q, want the cloud's 500", rv)
+	}
+}

@@ -109,3 +109,43 @@ func topField(obj json.RawMessage, field string) json.RawMessage {
 	}
 	return top[field]
 }
+
+// recordNode keeps the MetaServer's node current with what edged reports:
+// its registration (insert or update of "null/node/<n>" with the Node) is
+// stored when the cloud has not sent the node yet, and its status patches
+// ("null/nodepatch/<n>", strategic merge) are applied to the stored node,
+// keeping the cloud's resourceVersion. edged never reads the node back, so
+// unlike pods the row itself can hold it. Only with the MetaServer on.
+func (m *MetaManager) recordNode(ctx context.Context, res sdk.Resource, msg *sdk.Message) error {
+	if m.hub == nil {
+		return nil
+	}
+	nodeKey := sdk.BuildResource(res.Namespace, sdk.ResourceNode, res.Name)
+	content, err := objectContent(msg)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	stored, err := m.store.Get(ctx, nodeKey)
+	missing := errors.Is(err, store.ErrNotFound)
+	if err != nil && !missing {
+		return err
+	}
+	switch {
+	case res.Type == sdk.ResourceNode && missing:
+		result, err := m.store.Save(ctx, nodeKey, sdk.ResourceNode, "", content)
+		if err != nil {
+			return err
+		}
+		m.published(ctx, result, nodeKey, content)
+	case res.Type == sdk.ResourceNodePatch && !missing:
+		merged, err := strategicpatch.StrategicMergePatch(stored.Value, content, corev1.Node{})
+		if err != nil {
+			return fmt.Errorf("node status patch: %w", err)
+		}
+		if err := m.store.Replace(ctx, nodeKey, merged); err != nil {
+			return err
+		}
+		m.publish(ctx, metaserver.Modified, nodeKey, merged)
+	}
+	return nil
+}
