@@ -23,16 +23,17 @@ bench-pods: build
 	  $(MAKE) --no-print-directory containerd-down || rc=$$?; exit $$rc
 
 .PHONY: all build run test unit-test integration-test bench proto proto-check lint setup clean \
-        containerd-up containerd-down test-cri
+        containerd-up containerd-down test-cri e2e bench-e2e kube-binaries cloudhive
 
 all: build
 
-## build: the host (a multi-call binary), links for the six plugins, the hello example
+## build: the host (a multi-call binary), links for the six plugins, the hello example, cloudhive
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/edgehive ./cmd/edgehive
 	@mkdir -p $(BIN)/plugins
 	@for p in $(PLUGINS); do ln -sf ../edgehive $(BIN)/plugins/$$p; done
 	$(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/plugins/hello ./examples/plugins/hello
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cloudhive ./cmd/cloudhive
 
 ## run: set up what is missing and run the host on the embedded default config
 run: build
@@ -42,10 +43,11 @@ run: build
 setup:
 	@bash hack/setup.sh
 
-## test: set up, check generated code and formatting, run every test with -race, then the CRI tests
+## test: set up, check generated code and formatting, run every test with -race, then the CRI and e2e tests
 test: setup proto-check lint build
 	$(GO) test $(TEST_FLAGS) ./...
 	$(MAKE) --no-print-directory test-cri
+	$(MAKE) --no-print-directory e2e
 
 ## containerd-up: a private containerd in _output/containerd with the test images imported
 containerd-up:
@@ -104,8 +106,46 @@ lint:
 	  if [ -n "$$bad" ]; then echo "gofmt would change:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags containerd ./plugins/edged/cri/
+	$(GO) vet -tags e2e ./internal/e2eenv/ ./test/e2e/...
 
 clean:
 	rm -rf $(BIN) .tools
 	@if [ -f $(CONTAINERD_DIR)/containerd.pid ]; then bash hack/containerd.sh stop $(CONTAINERD_DIR); fi
 	rm -rf _output
+
+E2E_FLAGS ?= -count=1 -timeout 30m
+# Kubernetes server binaries for the e2e tests, cached outside the repo.
+KUBE_BIN_DIR = $(shell bash hack/kube.sh dir)
+
+## kube-binaries: build kube-apiserver from the Go module proxy into the cache (hack/kube.sh), once
+kube-binaries:
+	bash hack/kube.sh kube-apiserver
+
+## cloudhive: the cloud half
+cloudhive:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cloudhive ./cmd/cloudhive
+
+## e2e: etcd + kube-apiserver + cloudhive + edgehive + the private containerd, behind the guard rails (stopped even on failure)
+e2e: setup build cloudhive kube-binaries
+	@rc=0; \
+	  $(MAKE) --no-print-directory containerd-up || rc=$$?; \
+	  if [ $$rc -eq 0 ]; then \
+	    env $$(bash hack/containerd.sh env $(CONTAINERD_DIR)) KUBE_BIN_DIR=$(KUBE_BIN_DIR) EDGEHIVE_BIN=$(CURDIR)/$(BIN) \
+	      $(GO) test $(E2E_FLAGS) -tags e2e -v ./internal/e2eenv/ ./test/e2e/ || rc=$$?; \
+	  fi; \
+	  if [ $$rc -ne 0 ] && [ -f $(CONTAINERD_DIR)/containerd.log ]; then \
+	    echo "--- last lines of $(CONTAINERD_DIR)/containerd.log"; tail -20 $(CONTAINERD_DIR)/containerd.log; fi; \
+	  $(MAKE) --no-print-directory containerd-down || rc=$$?; \
+	  exit $$rc
+
+## bench-e2e: the cloud-link benchmarks (seq, burst, delete, node_ready) on the e2e environment, one JSON object per line
+bench-e2e: setup build cloudhive kube-binaries
+	@rc=0; \
+	  $(MAKE) --no-print-directory containerd-up || rc=$$?; \
+	  if [ $$rc -eq 0 ]; then \
+	    env $$(bash hack/containerd.sh env $(CONTAINERD_DIR)) KUBE_BIN_DIR=$(KUBE_BIN_DIR) EDGEHIVE_BIN=$(CURDIR)/$(BIN) \
+	      $(GO) test $(E2E_FLAGS) -tags e2e -run '^TestBenchE2E$$' ./test/e2e/bench/ -args -bench.out=$(CURDIR)/_output/bench-e2e.jsonl || rc=$$?; \
+	    [ -f _output/bench-e2e.jsonl ] && cat _output/bench-e2e.jsonl; \
+	  fi; \
+	  $(MAKE) --no-print-directory containerd-down || rc=$$?; \
+	  exit $$rc

@@ -12,3 +12,11 @@ const DefaultFilename = "configs/edgehive.hcl"
 //
 //go:embed edgehive.hcl
 var Default []byte
+
+// CloudhiveFilename names cloudhive's embedded default config in diagnostics.
+const CloudhiveFilename = "configs/cloudhive.hcl"
+
+// Cloudhive is cloudhive's embedded default config (configs/cloudhive.hcl).
+//
+//go:embed cloudhive.hcl
+var Cloudhive []byte

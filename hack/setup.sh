@@ -8,6 +8,9 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+# e2e: Debian's etcd for the test kube-apiserver, iptables for the guard rails
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

@@ -43,12 +43,13 @@ type Handler interface {
 	NodeDisconnected(node string)
 }
 
-// Mux routes upstream messages to handlers by the message's route group and
-// tells every handler about sessions. A message whose group has no handler
-// goes to the fallback handler (KubeEdge sends everything not from "twin" to
-// edgecontroller).
+// Mux routes upstream messages to handlers by the message's route source
+// (as KubeEdge's cloudhub does: source "twin" goes to devicecontroller), then
+// by its group, and tells every handler about sessions. A message matching
+// neither goes to the fallback handler (edgecontroller).
 type Mux struct {
 	mu       sync.RWMutex
+	bySource map[string]Handler
 	byGroup  map[string]Handler
 	fallback Handler
 	all      []Handler
@@ -58,7 +59,7 @@ var _ Handler = (*Mux)(nil)
 
 // NewMux returns a Mux whose unmatched messages go to fallback.
 func NewMux(fallback Handler) *Mux {
-	m := &Mux{byGroup: map[string]Handler{}, fallback: fallback}
+	m := &Mux{bySource: map[string]Handler{}, byGroup: map[string]Handler{}, fallback: fallback}
 	if fallback != nil {
 		m.all = append(m.all, fallback)
 	}
@@ -70,6 +71,19 @@ func (m *Mux) Handle(group string, h Handler) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.byGroup[group] = h
+	m.remember(h)
+}
+
+// HandleSource routes messages from the edge module source to h, before any
+// group route.
+func (m *Mux) HandleSource(source string, h Handler) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.bySource[source] = h
+	m.remember(h)
+}
+
+func (m *Mux) remember(h Handler) {
 	for _, known := range m.all {
 		if known == h {
 			return
@@ -81,7 +95,10 @@ func (m *Mux) Handle(group string, h Handler) {
 // HandleUpstream implements Handler.
 func (m *Mux) HandleUpstream(ctx context.Context, node string, msg *sdk.Message) {
 	m.mu.RLock()
-	h, ok := m.byGroup[msg.Router.Group]
+	h, ok := m.bySource[msg.Router.Source]
+	if !ok {
+		h, ok = m.byGroup[msg.Router.Group]
+	}
 	if !ok {
 		h = m.fallback
 	}

@@ -25,20 +25,22 @@ func TestMuxRoutesByGroupAndBroadcastsSessions(t *testing.T) {
 	edge, twin := &recorder{}, &recorder{}
 	mux := NewMux(edge)
 	mux.Handle("twin", twin)
-	mux.Handle("twin", twin) // registering twice must not double the session calls
+	mux.Handle("twin", twin)
+	mux.HandleSource("twin", twin) // registering twice must not double the session calls
 
-	for _, group := range []string{"resource", "twin", "meta", ""} {
+	for _, route := range []sdk.MessageRoute{{Group: "resource"}, {Group: "twin"}, {Group: "meta"}, {},
+		{Source: "twin", Group: "resource"}, {Source: "edged", Group: "resource"}} {
 		msg := sdk.NewMessage("")
-		msg.Router.Group = group
+		msg.Router = route
 		mux.HandleUpstream(context.Background(), "n1", msg)
 	}
 	mux.NodeConnected(context.Background(), "n1")
 	mux.NodeDisconnected("n1")
 
-	if want := []string{"n1:resource", "n1:meta", "n1:"}; !equal(edge.got, want) {
+	if want := []string{"n1:resource", "n1:meta", "n1:", "n1:resource"}; !equal(edge.got, want) {
 		t.Fatalf("fallback got %v, want %v", edge.got, want)
 	}
-	if want := []string{"n1:twin"}; !equal(twin.got, want) {
+	if want := []string{"n1:twin", "n1:resource"}; !equal(twin.got, want) {
 		t.Fatalf("twin got %v, want %v", twin.got, want)
 	}
 	for _, r := range []*recorder{edge, twin} {

@@ -20,6 +20,7 @@ const (
 	defaultMaxDeadContainers = 1
 	defaultClusterDomain     = "cluster.local"
 	defaultRegisterNode      = true
+	defaultReportEvents      = true
 )
 
 type config struct {
@@ -36,6 +37,7 @@ type config struct {
 	ClusterDomain             string            `json:"cluster_domain"`
 	NodeLabels                map[string]string `json:"node_labels"`
 	RegisterNode              bool              `json:"register_node"`
+	ReportEvents              bool              `json:"report_events"`
 }
 
 func defaultConfig() config {
@@ -53,6 +55,7 @@ func defaultConfig() config {
 		ClusterDomain:             defaultClusterDomain,
 		NodeLabels:                map[string]string{},
 		RegisterNode:              defaultRegisterNode,
+		ReportEvents:              defaultReportEvents,
 	}
 }
 
@@ -84,6 +87,8 @@ func schema() *sdk.Schema {
 			Description: "labels set on the node object at registration"},
 		{Name: "register_node", Type: sdk.TypeBool, Default: defaultRegisterNode,
 			Description: "register the node with the cloud"},
+		{Name: "report_events", Type: sdk.TypeBool, Default: defaultReportEvents,
+			Description: "send pod events (Pulling, Started, BackOff...) upstream, rate-limited"},
 	}}
 }
 

@@ -245,3 +245,67 @@ func TestContainerdVolumes(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestContainerdBadSpecs: bad pod specs get a Failed status with a reason on
+// the real runtime, nothing of theirs runs, and a good pod still runs.
+func TestContainerdBadSpecs(t *testing.T) {
+	check := itRuntime(t)
+	defer check.Close()
+	h := sdktest.New(t, NewWithRuntime(itRuntime(t), clock.RealClock{}),
+		sdktest.Options{ConfigJSON: `{"sandbox_image":"edgehive.local/pause:3.10","http_address":"127.0.0.1:0"}`})
+	h.OnSync(metaManager, func(req *sdk.Message) (*sdk.Message, error) {
+		resp := sdk.NewMessage(req.Header.ID).BuildRouter(metaManager, sdk.GroupMeta, req.Router.Resource, sdk.OpResponse)
+		return resp, resp.FillBody([]string{})
+	})
+	prefix := "it-bad-" + time.Now().Format("150405") + "-"
+	specs := badPodSpecs(prefix)
+	for name, s := range specs {
+		if err := h.Deliver(rawPodMsg(sdk.OpInsert, prefix+name, s[0])); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	for name, s := range specs {
+		st := waitStatus(t, h, prefix+name, 10*time.Second, func(s v1.PodStatus) bool { return s.Phase == v1.PodFailed })
+		if st.Reason != ReasonInvalidPodSpec || !strings.Contains(st.Message, s[1]) {
+			t.Errorf("%s: want reason %s and a message with %q: %+v", name, ReasonInvalidPodSpec, s[1], st)
+		}
+	}
+	good := mkPod(prefix+"good", prefix+"good", true, "app")
+	grace := int64(1)
+	good.Spec.TerminationGracePeriodSeconds = &grace
+	defer deleteAndWait(t, h, check, good)
+	if err := h.Deliver(podMsg(t, sdk.OpInsert, good)); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, h, good.Name, 60*time.Second, running)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sbs, err := check.ListPodSandbox(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sb := range sbs {
+		if n := sb.GetMetadata().GetName(); strings.HasPrefix(n, prefix) && n != good.Name {
+			t.Errorf("a bad pod got a sandbox: %s", n)
+		}
+	}
+}
+
+// deleteAndWait deletes pod and waits until its sandboxes and containers are gone.
+func deleteAndWait(t *testing.T, h *sdktest.Harness, check *cri.Client, pod *v1.Pod) {
+	t.Helper()
+	if err := h.Deliver(podMsg(t, sdk.OpDelete, pod)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ps, err := container.GetPodStatus(context.Background(), check, pod.UID, pod.Name, pod.Namespace)
+		if err == nil && len(ps.Sandboxes) == 0 && len(ps.Containers) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not removed: %v %+v", pod.Name, err, ps)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/clock"
 
 	"github.com/edgehive/edgehive/plugins/edged/cri"
@@ -151,30 +152,77 @@ func TestPodLifecycle(t *testing.T) {
 	t.Fatal("pod not removed from the runtime")
 }
 
+// badPodSpecs are pods edged must report Failed with a reason and never run:
+// name → the pod's JSON and a word the status message must hold.
+func badPodSpecs(prefix string) map[string][2]string {
+	pod := func(name, spec string) string {
+		return `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"` + prefix + name + `","namespace":"default","uid":"uid-` +
+			prefix + name + `"},"spec":` + spec + `}`
+	}
+	c := func(extra string) string {
+		return `{"name":"app","image":"` + busybox + `","command":["sleep","300"]` + extra + `}`
+	}
+	return map[string][2]string{
+		"empty":        {pod("empty", `{"containers":[]}`), "no containers"},
+		"dup":          {pod("dup", `{"containers":[`+c("")+`,`+c("")+`]}`), "duplicate container name"},
+		"dup-init":     {pod("dup-init", `{"initContainers":[`+c("")+`],"containers":[`+c("")+`]}`), "duplicate container name"},
+		"no-image":     {pod("no-image", `{"containers":[{"name":"app"}]}`), "needs a name and an image"},
+		"bad-quantity": {pod("bad-quantity", `{"containers":[`+c(`,"resources":{"limits":{"memory":"lots"}}`)+`]}`), "quantities must match"},
+		"negative":     {pod("negative", `{"containers":[`+c(`,"resources":{"requests":{"cpu":"-1"}}`)+`]}`), "negative"},
+		"over-limit": {pod("over-limit", `{"containers":[`+c(`,"resources":{"requests":{"memory":"2Gi"},"limits":{"memory":"1Gi"}}`)+`]}`),
+			"exceeds its limit"},
+		"unknown-volume": {pod("unknown-volume", `{"volumes":[{"name":"v","fancyVolume":{"size":1}}],"containers":[`+c("")+`]}`),
+			"no volume source"},
+		"pvc-volume": {pod("pvc-volume", `{"volumes":[{"name":"v","persistentVolumeClaim":{"claimName":"x"}}],"containers":[`+c("")+`]}`),
+			"not supported"},
+		"no-such-mount": {pod("no-such-mount", `{"containers":[`+c(`,"volumeMounts":[{"name":"nope","mountPath":"/x"}]`)+`]}`),
+			"names no volume"},
+		"bad-name":   {pod("bad-name", `{"containers":[{"name":"App_1","image":"`+busybox+`"}]}`), "container name"},
+		"bad-policy": {pod("bad-policy", `{"restartPolicy":"Sometimes","containers":[`+c("")+`]}`), "restartPolicy"},
+	}
+}
+
+func rawPodMsg(op, name, raw string) *sdk.Message {
+	m := sdk.NewMessage("").BuildRouter(metaManager, "resource", "default/pod/"+name, op)
+	m.Content = json.RawMessage(raw)
+	return m
+}
+
 func TestBadSpecs(t *testing.T) {
 	rt := cri.NewFakeRuntime(busybox, pause)
 	h := start(t, rt)
-	empty := mkPod("empty", "uid-empty", true)
-	dup := mkPod("dup", "uid-dup", true, "a", "a")
-	for _, p := range []*v1.Pod{empty, dup} {
-		if err := h.Deliver(podMsg(t, sdk.OpInsert, p)); err != nil {
-			t.Fatal(err)
+	specs := badPodSpecs("")
+	for name, s := range specs {
+		if err := h.Deliver(rawPodMsg(sdk.OpInsert, name, s[0])); err != nil {
+			t.Fatalf("%s: %v", name, err)
 		}
 	}
-	for _, name := range []string{"empty", "dup"} {
-		st := waitStatus(t, h, name, 5*time.Second, func(s v1.PodStatus) bool { return s.Phase == v1.PodFailed })
-		if st.Reason != "InvalidPodSpec" || st.Message == "" {
-			t.Fatalf("%s: %+v", name, st)
-		}
+	for name, s := range specs {
+		t.Run(name, func(t *testing.T) {
+			st := waitStatus(t, h, name, 5*time.Second, func(s v1.PodStatus) bool { return s.Phase == v1.PodFailed })
+			if st.Reason != ReasonInvalidPodSpec || !strings.Contains(st.Message, s[1]) {
+				t.Fatalf("want reason %s and a message with %q: %+v", ReasonInvalidPodSpec, s[1], st)
+			}
+		})
 	}
 	if slices.Contains(rt.Calls(), "RunPodSandbox") {
 		t.Fatal("a bad pod was run")
 	}
-	// A message that is not a pod is ignored; a broken pod is an error, not a crash.
+	// A good pod still runs after them: nothing crashed.
+	good := mkPod("good", "uid-good", true, "app")
+	if err := h.Deliver(podMsg(t, sdk.OpInsert, good)); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, h, "good", 5*time.Second, running)
+	// Content without even metadata is an error for the message, not a crash.
 	bad := sdk.NewMessage("").BuildRouter(metaManager, "resource", "default/pod/x", sdk.OpInsert)
 	bad.FillBody("not json")
 	if err := h.Deliver(bad); err == nil || !strings.Contains(err.Error(), "default/pod/x") {
 		t.Fatalf("err %v", err)
+	}
+	// A bad pod that is deleted goes away like any other.
+	if err := h.Deliver(rawPodMsg(sdk.OpDelete, "bad-quantity", specs["bad-quantity"][0])); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -245,5 +293,48 @@ func TestReadOnlyAPIShowsPods(t *testing.T) {
 	}
 	if r, err := http.Get("http://" + m.APIAddr() + "/healthz"); err != nil || r.StatusCode != 200 {
 		t.Fatalf("/healthz: %v %v", r, err)
+	}
+}
+
+func TestEphemeralContainer(t *testing.T) {
+	rt := cri.NewFakeRuntime(busybox, pause)
+	h := start(t, rt)
+	pod := mkPod("dbg", "uid-dbg", true, "app")
+	if err := h.Deliver(podMsg(t, sdk.OpInsert, pod)); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, h, "dbg", 5*time.Second, running)
+	// kubectl debug: the pod comes back with an ephemeral container.
+	pod.Spec.EphemeralContainers = []v1.EphemeralContainer{{TargetContainerName: "app",
+		EphemeralContainerCommon: v1.EphemeralContainerCommon{Name: "debugger", Image: busybox, Command: []string{"sh"}}}}
+	if err := h.Deliver(podMsg(t, sdk.OpUpdate, pod)); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, h, "dbg", 5*time.Second, func(s v1.PodStatus) bool {
+		return len(s.EphemeralContainerStatuses) == 1 && s.EphemeralContainerStatuses[0].State.Running != nil
+	})
+	if st.Phase != v1.PodRunning || len(st.ContainerStatuses) != 1 || st.ContainerStatuses[0].RestartCount != 0 {
+		t.Fatalf("the app container was disturbed: %+v", st)
+	}
+	id := strings.TrimPrefix(st.EphemeralContainerStatuses[0].ContainerID, "containerd://")
+	cfg := rt.ContainerConfig(id)
+	appID := strings.TrimPrefix(st.ContainerStatuses[0].ContainerID, "containerd://")
+	if ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); ns.GetPid() != runtimeapi.NamespaceMode_TARGET || ns.GetTargetId() != appID {
+		t.Fatalf("ephemeral container namespaces %+v, want the target %s", ns, appID)
+	}
+	// It ends and is never restarted.
+	if err := rt.SetContainerExited(id, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, h, "dbg", 5*time.Second, func(s v1.PodStatus) bool {
+		return len(s.EphemeralContainerStatuses) == 1 && s.EphemeralContainerStatuses[0].State.Terminated != nil
+	})
+	rt.ResetCalls()
+	if err := h.Deliver(podMsg(t, sdk.OpUpdate, pod)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if slices.Contains(rt.Calls(), "CreateContainer") {
+		t.Fatalf("an ended ephemeral container was restarted: %v", rt.Calls())
 	}
 }

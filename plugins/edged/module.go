@@ -19,12 +19,15 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	authv1 "k8s.io/api/authentication/v1"
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 
 	"github.com/edgehive/edgehive/plugins/edged/container"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
+	"github.com/edgehive/edgehive/plugins/edged/gc"
 	"github.com/edgehive/edgehive/plugins/edged/kuberuntime"
 	"github.com/edgehive/edgehive/plugins/edged/node"
 	"github.com/edgehive/edgehive/plugins/edged/pleg"
@@ -63,6 +66,10 @@ type Edged struct {
 	staticPeriod time.Duration
 	// volumeRefresh is the least time between two fetches of a configMap or secret volume.
 	volumeRefresh time.Duration
+	// GC periods (the kubelet's: containers every minute, images every 5 minutes).
+	containerGCPeriod, imageGCPeriod time.Duration
+	// imageFsStats reads the image filesystem's capacity (tests fake it).
+	imageFsStats gc.FsStats
 
 	host     sdk.Context
 	log      hclog.Logger
@@ -77,6 +84,7 @@ type Edged struct {
 	probes   *prober.Manager
 	volumes  *volume.Manager
 	probeCh  chan types.UID
+	events   *eventRecorder
 	ready    atomic.Bool
 	// sourcesReady: the stored pod list has been read, so runtime pods that
 	// are not in the pod manager are orphans.
@@ -86,7 +94,13 @@ type Edged struct {
 	api     *http.Server
 	apiAddr string
 
+	// svcCache: services by namespace for serviceCacheTTL, so that a burst of
+	// container starts asks metamanager once.
+	svcMu    sync.Mutex
+	svcCache map[string]serviceList
+
 	mu       sync.Mutex
+	invalid  map[types.UID]error // pods whose content did not decode
 	workers  map[types.UID]*worker
 	nextSync map[types.UID]time.Time
 	wg       sync.WaitGroup
@@ -95,6 +109,9 @@ type Edged struct {
 type podUpdate struct {
 	op  string // sdk.OpInsert (upsert) or sdk.OpDelete
 	pod *v1.Pod
+	// invalid is why the pod's content did not decode (pod is then a stub
+	// with its metadata): it is reported Failed, never run.
+	invalid error
 }
 
 var (
@@ -105,9 +122,10 @@ var (
 
 // New returns an unconfigured module that connects to the configured CRI endpoint.
 func New() *Edged {
-	return &Edged{clock: clock.RealClock{}, staticPeriod: 5 * time.Second, volumeRefresh: volume.RefreshInterval, newRuntime: func(ctx context.Context, endpoint string) (cri.Runtime, error) {
-		return cri.New(ctx, endpoint)
-	}}
+	return &Edged{clock: clock.RealClock{}, staticPeriod: 5 * time.Second, volumeRefresh: volume.RefreshInterval,
+		containerGCPeriod: time.Minute, imageGCPeriod: 5 * time.Minute, newRuntime: func(ctx context.Context, endpoint string) (cri.Runtime, error) {
+			return cri.New(ctx, endpoint)
+		}}
 }
 
 // NewWithRuntime returns a module over rt (tests: cri.FakeRuntime).
@@ -144,6 +162,7 @@ func (e *Edged) Start(ctx context.Context, host sdk.Context) error {
 	e.pods = podmanager.New()
 	e.configCh = make(chan podUpdate, 1024)
 	e.workers = map[types.UID]*worker{}
+	e.invalid = map[types.UID]error{}
 	e.nextSync = map[types.UID]time.Time{}
 	e.loopDone = make(chan struct{})
 	e.probeCh = make(chan types.UID, 256)
@@ -212,10 +231,21 @@ func (s apiSource) LogDir(pod *v1.Pod) string {
 // before any sync, finds the pods already there.
 func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
 	e.rt = rt
+	cpu, mem := node.Allocatable()
 	e.krt = kuberuntime.New(e.rt, e.clock, e.log.Named("kuberuntime"), kuberuntime.Config{
 		SandboxImage: e.cfg.SandboxImage, PodLogsRoot: filepath.Join(e.host.DataDir(), "pods"),
 		ClusterDNS: e.cfg.ClusterDNS, ClusterDomain: e.cfg.ClusterDomain, MaxDeadPerName: max(e.cfg.MaxDeadContainersPerPod, 1),
+		NodeCPU: cpu, NodeMemory: mem,
 	})
+	e.krt.Fetch = e.fetchObject
+	e.krt.Services = e.listServices
+	e.krt.HostIP = status.HostIP
+	e.events = newEventRecorder(e.host.NodeName(), e.clock, func(ctx context.Context, msg *sdk.Message) error {
+		return e.host.Send(ctx, metaManager, msg)
+	})
+	if e.cfg.ReportEvents {
+		e.krt.Events = e.events.record
+	}
 	e.pleg = pleg.New(e.rt, e.clock, e.log.Named("pleg"))
 	e.statuses = status.NewManager(e.sendStatus)
 	e.probes = prober.NewManager(e.rt, e.clock, e.log.Named("prober"), e.statuses.Get, func(uid types.UID) {
@@ -225,8 +255,15 @@ func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
 		}
 	})
 	e.krt.Unhealthy = e.probes.Unhealthy
+	if e.cfg.ReportEvents {
+		e.probes.OnFailure = func(pod *v1.Pod, c string, t prober.Type, out string) {
+			e.events.record(pod, c, v1.EventTypeWarning, "Unhealthy", fmt.Sprintf("%s probe failed: %s", t, out))
+		}
+	}
 	e.volumes = volume.New(filepath.Join(e.host.DataDir(), "pods"), e.fetchObject, e.clock, e.log.Named("volume"))
 	e.volumes.Refresh = e.volumeRefresh
+	e.volumes.Tokens = e.fetchToken
+	e.volumes.NodeCPU, e.volumes.NodeMemory = cpu, mem
 	e.krt.Volumes = e.volumes.Setup
 	e.pleg.Relist(ctx)
 	e.ready.Store(true)
@@ -292,9 +329,18 @@ func (e *Edged) Handle(ctx context.Context, msg *sdk.Message) error {
 	default:
 		return nil
 	}
-	pod := &v1.Pod{}
-	if err := msg.DecodeContent(pod); err != nil {
+	pod, err := decodePod(msg.Content)
+	var invalid *errInvalidPod
+	switch {
+	case errors.As(err, &invalid) && op == sdk.OpInsert:
+		e.log.Warn("pod content does not decode; reporting it Failed", "resource", msg.Router.Resource, "error", err)
+	case errors.As(err, &invalid):
+		err = nil // a delete needs only the metadata
+	case err != nil:
 		return fmt.Errorf("pod %s: %w", msg.Router.Resource, err)
+	}
+	if isMirrorPod(pod) {
+		return nil // a static pod's mirror: the manifest is the source
 	}
 	if pod.Namespace == "" {
 		pod.Namespace = parts[0]
@@ -303,7 +349,7 @@ func (e *Edged) Handle(ctx context.Context, msg *sdk.Message) error {
 		pod.Name = parts[2]
 	}
 	select {
-	case e.configCh <- podUpdate{op: op, pod: pod}:
+	case e.configCh <- podUpdate{op: op, pod: pod, invalid: err}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -337,9 +383,40 @@ func (e *Edged) run(ctx context.Context) {
 		e.wg.Add(1)
 		go func() { defer e.wg.Done(); e.watchStaticPods(ctx) }()
 	}
+	e.wg.Add(2)
+	go func() { defer e.wg.Done(); e.events.run(ctx) }()
+	go func() { defer e.wg.Done(); e.garbageCollect(ctx) }()
 	go func() { defer e.wg.Done(); e.pleg.Run(ctx) }()
 	go func() { defer e.wg.Done(); e.loadPods(ctx) }()
 	e.syncLoop(ctx)
+}
+
+// garbageCollect runs container GC and image GC on their periods.
+func (e *Edged) garbageCollect(ctx context.Context) {
+	cgc := gc.NewContainerGC(e.rt, e.clock, e.log.Named("gc"), gc.ContainerPolicy{MaxPerPodContainer: max(e.cfg.MaxDeadContainersPerPod, 1)})
+	igc := gc.NewImageGC(e.rt, e.clock, e.log.Named("gc"), gc.ImagePolicy{HighThresholdPercent: e.cfg.ImageGCHighThreshold,
+		LowThresholdPercent: e.cfg.ImageGCLowThreshold, MinAge: 2 * time.Minute, Keep: []string{e.cfg.SandboxImage}}, e.imageFsStats)
+	ct := e.clock.NewTicker(e.containerGCPeriod)
+	defer ct.Stop()
+	it := e.clock.NewTicker(e.imageGCPeriod)
+	defer it.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ct.C():
+			if !e.sourcesReady.Load() {
+				continue // what is dead may still be adopted
+			}
+			if c, s, err := cgc.GarbageCollect(ctx); err != nil || c+s > 0 {
+				e.log.Info("container GC", "containers_removed", c, "sandboxes_removed", s, "error", err)
+			}
+		case <-it.C():
+			if freed, err := igc.GarbageCollect(ctx); err != nil || freed > 0 {
+				e.log.Info("image GC", "freed_bytes", freed, "error", err)
+			}
+		}
+	}
 }
 
 // watchStaticPods rescans static_pod_dir every staticPodPeriod: new or
@@ -376,6 +453,7 @@ func (e *Edged) watchStaticPods(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			}
+			e.sendMirrorPod(ctx, u)
 		}
 		select {
 		case <-ctx.Done():
@@ -383,6 +461,33 @@ func (e *Edged) watchStaticPods(ctx context.Context) {
 		case <-t.C():
 		}
 	}
+}
+
+// sendMirrorPod tells the cloud about a static pod, as the kubelet's mirror
+// pod and KubeEdge's wire do: insert (or delete) on <ns>/pod/<name> with the
+// pod annotated kubernetes.io/config.mirror. Best effort: static pods run
+// without a cloud.
+func (e *Edged) sendMirrorPod(ctx context.Context, u podUpdate) {
+	mirror := u.pod.DeepCopy()
+	if mirror.Annotations == nil {
+		mirror.Annotations = map[string]string{}
+	}
+	mirror.Annotations[staticpod.AnnotationMirror] = mirror.Annotations[staticpod.AnnotationHash]
+	msg := sdk.NewMessage("").BuildRouter(Name, sdk.GroupMeta, mirror.Namespace+"/pod/"+mirror.Name, u.op)
+	if err := msg.FillBody(mirror); err != nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := e.host.Send(sctx, metaManager, msg); err != nil {
+		e.log.Debug("mirror pod not sent", "pod", mirror.Namespace+"/"+mirror.Name, "error", err)
+	}
+}
+
+// isMirrorPod: the cloud's copy of a static pod; the manifest is what runs.
+func isMirrorPod(pod *v1.Pod) bool {
+	_, ok := pod.Annotations[staticpod.AnnotationMirror]
+	return ok
 }
 
 // loadPods asks metamanager for the stored pods (they come back after a restart).
@@ -431,12 +536,15 @@ func (e *Edged) queryPods(ctx context.Context) ([]*v1.Pod, error) {
 		if json.Unmarshal(raw, &s) == nil {
 			raw = json.RawMessage(s)
 		}
-		p := &v1.Pod{}
-		if err := json.Unmarshal(raw, p); err != nil {
-			e.log.Warn("stored pod not decodable", "error", err)
-			continue
+		p, err := decodePod(raw)
+		if err != nil {
+			var invalid *errInvalidPod
+			if !errors.As(err, &invalid) {
+				e.log.Warn("stored pod not decodable", "error", err)
+				continue
+			}
 		}
-		if p.Spec.NodeName != "" && p.Spec.NodeName != e.host.NodeName() {
+		if p.Spec.NodeName != "" && p.Spec.NodeName != e.host.NodeName() || isMirrorPod(p) {
 			continue
 		}
 		out = append(out, p)
@@ -454,6 +562,122 @@ func (e *Edged) fetchObject(ctx context.Context, kind, namespace, name string) (
 		return nil, err
 	}
 	return decodeObject(kind, resp)
+}
+
+// fetchToken asks for a service account token bound to pod: KubeEdge's
+// query on <ns>/serviceaccounttoken/<sa> with an authentication.k8s.io/v1
+// TokenRequest, answered with the TokenRequest filled in.
+func (e *Edged) fetchToken(ctx context.Context, pod *v1.Pod, sa, audience string, exp int64) (volume.Token, error) {
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tr := &authv1.TokenRequest{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "authentication.k8s.io/v1", Kind: "TokenRequest"},
+		ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: pod.Namespace},
+		Spec: authv1.TokenRequestSpec{ExpirationSeconds: &exp,
+			BoundObjectRef: &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}},
+	}
+	if audience != "" {
+		tr.Spec.Audiences = []string{audience}
+	}
+	msg := sdk.NewMessage("").BuildRouter(Name, sdk.GroupMeta, pod.Namespace+"/serviceaccounttoken/"+sa, sdk.OpQuery)
+	if err := msg.FillBody(tr); err != nil {
+		return volume.Token{}, err
+	}
+	resp, err := e.host.SendSync(qctx, metaManager, msg)
+	if err != nil {
+		return volume.Token{}, err
+	}
+	if resp.Router.Operation == sdk.OpError {
+		return volume.Token{}, fmt.Errorf("metamanager: %s", resp.ContentString())
+	}
+	raw := json.RawMessage(resp.Content)
+	var str string
+	if json.Unmarshal(raw, &str) == nil {
+		raw = json.RawMessage(str)
+	}
+	var or struct {
+		Object json.RawMessage
+		Err    json.RawMessage
+	}
+	if json.Unmarshal(raw, &or) == nil && len(or.Object) > 0 {
+		if len(or.Err) > 0 && string(or.Err) != "null" {
+			return volume.Token{}, fmt.Errorf("cloud: %s", or.Err)
+		}
+		raw = or.Object
+	}
+	got := &authv1.TokenRequest{}
+	if err := json.Unmarshal(raw, got); err != nil {
+		return volume.Token{}, fmt.Errorf("token request answer: %w", err)
+	}
+	if got.Status.Token == "" {
+		return volume.Token{}, errors.New("token request answered without a token")
+	}
+	return volume.Token{Value: got.Status.Token, Expires: got.Status.ExpirationTimestamp.Time}, nil
+}
+
+type serviceList struct {
+	at   time.Time
+	svcs []*v1.Service
+}
+
+// serviceCacheTTL is how long a namespace's service list is reused.
+const serviceCacheTTL = 5 * time.Second
+
+// listServices asks metamanager for the services of a namespace (a list
+// query "<ns>/service", answered from its store), for the service
+// environment variables; answers are reused for serviceCacheTTL. Short
+// timeout: a container start waits for it.
+func (e *Edged) listServices(ctx context.Context, namespace string) ([]*v1.Service, error) {
+	now := e.clock.Now()
+	e.svcMu.Lock()
+	if c, ok := e.svcCache[namespace]; ok && now.Sub(c.at) < serviceCacheTTL {
+		e.svcMu.Unlock()
+		return c.svcs, nil
+	}
+	e.svcMu.Unlock()
+	svcs, err := e.queryServices(ctx, namespace)
+	if err != nil {
+		return nil, err
+	}
+	e.svcMu.Lock()
+	if e.svcCache == nil {
+		e.svcCache = map[string]serviceList{}
+	}
+	e.svcCache[namespace] = serviceList{at: now, svcs: svcs}
+	e.svcMu.Unlock()
+	return svcs, nil
+}
+
+func (e *Edged) queryServices(ctx context.Context, namespace string) ([]*v1.Service, error) {
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	msg := sdk.NewMessage("").BuildRouter(Name, sdk.GroupMeta, namespace+"/service", sdk.OpQuery)
+	resp, err := e.host.SendSync(qctx, metaManager, msg)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Router.Operation == sdk.OpError {
+		return nil, fmt.Errorf("metamanager: %s", resp.ContentString())
+	}
+	var items []json.RawMessage
+	if err := resp.DecodeContent(&items); err != nil {
+		return nil, err
+	}
+	var out []*v1.Service
+	for _, raw := range items {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			raw = json.RawMessage(s)
+		}
+		svc := &v1.Service{}
+		if err := json.Unmarshal(raw, svc); err != nil {
+			continue
+		}
+		if svc.Namespace == "" || svc.Namespace == namespace {
+			out = append(out, svc)
+		}
+	}
+	return out, nil
 }
 
 // decodeObject reads a metamanager answer: the object (or JSON in a string),
@@ -553,6 +777,13 @@ func (e *Edged) syncLoopIteration(ctx context.Context, syncCh, hkCh <-chan time.
 	case u := <-e.configCh:
 		switch u.op {
 		case sdk.OpInsert:
+			e.mu.Lock()
+			if u.invalid != nil {
+				e.invalid[u.pod.UID] = u.invalid
+			} else {
+				delete(e.invalid, u.pod.UID)
+			}
+			e.mu.Unlock()
 			if old := e.pods.Upsert(u.pod); old != nil {
 				e.dispatch(ctx, old, true)
 			}
@@ -664,6 +895,7 @@ func (e *Edged) podWorker(ctx context.Context, uid types.UID, w *worker) {
 			e.mu.Lock()
 			delete(e.workers, uid)
 			delete(e.nextSync, uid)
+			delete(e.invalid, uid)
 			e.mu.Unlock()
 			return
 		}
@@ -672,27 +904,6 @@ func (e *Edged) podWorker(ctx context.Context, uid types.UID, w *worker) {
 		e.nextSync[uid] = e.clock.Now().Add(next)
 		e.mu.Unlock()
 	}
-}
-
-// validatePod rejects specs the runtime cannot run.
-func validatePod(pod *v1.Pod) error {
-	if pod.UID == "" || pod.Name == "" {
-		return errors.New("pod has no name or uid")
-	}
-	if len(pod.Spec.Containers) == 0 {
-		return errors.New("pod has no containers")
-	}
-	seen := map[string]bool{}
-	for _, c := range append(append([]v1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...) {
-		if c.Name == "" || c.Image == "" {
-			return fmt.Errorf("container %q needs a name and an image", c.Name)
-		}
-		if seen[c.Name] {
-			return fmt.Errorf("duplicate container name %q", c.Name)
-		}
-		seen[c.Name] = true
-	}
-	return nil
 }
 
 func (e *Edged) reasons(uid types.UID) map[string]status.Reason {
@@ -724,8 +935,14 @@ func (e *Edged) updateStatus(ctx context.Context, pod *v1.Pod) {
 // syncPod is one pass of a pod worker; it returns when to sync again.
 func (e *Edged) syncPod(ctx context.Context, pod *v1.Pod) time.Duration {
 	name := pod.Namespace + "/" + pod.Name
-	if err := validatePod(pod); err != nil {
-		st := v1.PodStatus{Phase: v1.PodFailed, Reason: "InvalidPodSpec", Message: err.Error()}
+	e.mu.Lock()
+	err := e.invalid[pod.UID]
+	e.mu.Unlock()
+	if err == nil {
+		err = validatePod(pod)
+	}
+	if err != nil {
+		st := v1.PodStatus{Phase: v1.PodFailed, Reason: ReasonInvalidPodSpec, Message: err.Error()}
 		if _, serr := e.statuses.Set(ctx, pod, st); serr != nil {
 			return retryInterval
 		}
@@ -734,7 +951,7 @@ func (e *Edged) syncPod(ctx context.Context, pod *v1.Pod) time.Duration {
 	if pod.DeletionTimestamp != nil {
 		ps, err := e.krt.GetPodStatus(ctx, pod.UID, pod.Name, pod.Namespace)
 		if err == nil {
-			err = e.krt.KillPod(ctx, ps, kuberuntime.GracePeriod(pod), true)
+			err = e.krt.KillPod(ctx, pod, ps, kuberuntime.GracePeriod(pod), true)
 		}
 		if err == nil {
 			err = e.volumes.Cleanup(pod.UID)
@@ -753,6 +970,16 @@ func (e *Edged) syncPod(ctx context.Context, pod *v1.Pod) time.Duration {
 		e.log.Warn("pod status", "pod", name, "error", err)
 		return retryInterval
 	}
+	next := resyncInterval
+	if d := pod.Spec.ActiveDeadlineSeconds; d != nil {
+		if st, ok := e.statuses.Get(pod.UID); ok && st.StartTime != nil {
+			left := time.Duration(*d)*time.Second - e.clock.Since(st.StartTime.Time)
+			if left <= 0 {
+				return e.deadlineExceeded(ctx, pod, ps)
+			}
+			next = min(next, left)
+		}
+	}
 	res, err := e.krt.SyncPod(ctx, pod, ps)
 	e.updateStatus(ctx, pod)
 	e.probes.AddPod(ctx, pod)
@@ -766,6 +993,48 @@ func (e *Edged) syncPod(ctx context.Context, pod *v1.Pod) time.Duration {
 	if len(res.Started) > 0 {
 		e.log.Info("containers started", "pod", name, "containers", res.Started)
 	}
+	return next
+}
+
+// Reason and message of a pod stopped by activeDeadlineSeconds, as the kubelet's.
+const (
+	reasonDeadlineExceeded  = "DeadlineExceeded"
+	messageDeadlineExceeded = "Pod was active on the node longer than the specified deadline"
+)
+
+// deadlineExceeded stops a pod past its activeDeadlineSeconds and reports
+// it Failed; it stays stopped (every later sync lands here again).
+func (e *Edged) deadlineExceeded(ctx context.Context, pod *v1.Pod, ps *container.PodStatus) time.Duration {
+	if err := e.krt.KillPod(ctx, pod, ps, kuberuntime.GracePeriod(pod), false); err != nil {
+		e.log.Warn("stopping a pod past its deadline", "pod", pod.Namespace+"/"+pod.Name, "error", err)
+		return retryInterval
+	}
+	if ps2, err := e.krt.GetPodStatus(ctx, pod.UID, pod.Name, pod.Namespace); err == nil {
+		ps = ps2
+	}
+	old, ok := e.statuses.Get(pod.UID)
+	var oldp *v1.PodStatus
+	if ok {
+		oldp = &old
+	}
+	if !ok || old.Reason != reasonDeadlineExceeded {
+		e.krt.Event(pod, "", v1.EventTypeNormal, reasonDeadlineExceeded, messageDeadlineExceeded)
+	}
+	st := status.ComputeWith(pod, ps, e.reasons(pod.UID), e.clock.Now(), oldp, e.probes.UpdatePodStatus)
+	st.Phase, st.Reason, st.Message = v1.PodFailed, reasonDeadlineExceeded, messageDeadlineExceeded
+	for i := range st.ContainerStatuses {
+		st.ContainerStatuses[i].Ready = false
+	}
+	for i := range st.Conditions {
+		if c := &st.Conditions[i]; c.Type == v1.PodReady || c.Type == v1.ContainersReady {
+			if c.Status == v1.ConditionTrue {
+				c.Status, c.Reason, c.LastTransitionTime = v1.ConditionFalse, "PodFailed", metav1.NewTime(e.clock.Now().Truncate(time.Second))
+			}
+		}
+	}
+	if _, err := e.statuses.Set(ctx, pod, st); err != nil {
+		return retryInterval
+	}
 	return resyncInterval
 }
 
@@ -774,7 +1043,7 @@ func (e *Edged) terminatePod(ctx context.Context, pod *v1.Pod) {
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		ps, err := e.krt.GetPodStatus(ctx, pod.UID, pod.Name, pod.Namespace)
 		if err == nil {
-			err = e.krt.KillPod(ctx, ps, kuberuntime.GracePeriod(pod), true)
+			err = e.krt.KillPod(ctx, pod, ps, kuberuntime.GracePeriod(pod), true)
 		}
 		if err == nil {
 			err = e.volumes.Cleanup(pod.UID)
@@ -793,6 +1062,3 @@ func (e *Edged) terminatePod(ctx context.Context, pod *v1.Pod) {
 	e.krt.Forget(pod.UID)
 	e.log.Info("pod removed", "pod", pod.Namespace+"/"+pod.Name, "uid", pod.UID)
 }
-
-// keep the container package linked for its label constants in docs/tests.
-var _ = container.LabelPodUID

@@ -12,4 +12,5 @@ config {
   cluster_domain               = "cluster.local"
   node_labels                  = { "node-role.kubernetes.io/edge" = "" }
   register_node                = true
+  report_events                = true
 }

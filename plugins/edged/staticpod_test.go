@@ -8,11 +8,13 @@ import (
 	"testing"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/utils/clock"
 
 	"github.com/edgehive/edgehive/plugins/edged/container"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
+	"github.com/edgehive/edgehive/sdk"
 	"github.com/edgehive/edgehive/sdk/sdktest"
 )
 
@@ -55,4 +57,39 @@ func TestStaticPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("static pod removed", func() bool { _, n := count(); return n == 0 })
+}
+
+func TestStaticPodMirror(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "web.yaml"), []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: kube-system}\n"+
+		"spec:\n  containers:\n  - {name: app, image: "+busybox+", command: [sleep, '300']}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rt := cri.NewFakeRuntime(busybox, pause)
+	m := NewWithRuntime(rt, clock.RealClock{})
+	m.staticPeriod = 100 * time.Millisecond
+	h := sdktest.New(t, m, sdktest.Options{ConfigJSON: `{"sandbox_image":"` + pause + `","static_pod_dir":"` + dir + `","register_node":false}`})
+	name := "web-" + sdktest.DefaultNodeName
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sent, ok := h.WaitSent(ctx, func(s sdktest.Sent) bool {
+		return s.Target == metaManager && s.Message.Router.Operation == sdk.OpInsert && s.Message.Router.Resource == "kube-system/pod/"+name
+	})
+	if !ok {
+		t.Fatal("no mirror pod sent")
+	}
+	var mirror v1.Pod
+	if err := sent.Message.DecodeContent(&mirror); err != nil || mirror.Annotations["kubernetes.io/config.mirror"] == "" {
+		t.Fatalf("mirror pod %+v %v", mirror.ObjectMeta, err)
+	}
+	// The cloud's mirror (its own UID) comes back down: it must not run twice.
+	mirror.UID = "uid-from-the-apiserver"
+	if err := h.Deliver(podMsg(t, sdk.OpInsert, &mirror)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	sbs, _ := rt.ListPodSandbox(context.Background(), nil)
+	if len(sbs) != 1 || sbs[0].Metadata.Uid == "uid-from-the-apiserver" {
+		t.Fatalf("sandboxes %v", sbs)
+	}
 }

@@ -82,7 +82,7 @@ func TestConfigMapVolume(t *testing.T) {
 		t.Fatalf("containers %v", ctrs)
 	}
 	cfg := rt.ContainerConfig(ctrs[0].Id)
-	if len(cfg.Mounts) != 2 || cfg.Mounts[0].HostPath != cfgDir || cfg.Mounts[0].ContainerPath != "/etc/app" || !cfg.Mounts[0].Readonly ||
+	if len(cfg.Mounts) != 3 || cfg.Mounts[2].ContainerPath != "/etc/hosts" || cfg.Mounts[0].HostPath != cfgDir || cfg.Mounts[0].ContainerPath != "/etc/app" || !cfg.Mounts[0].Readonly ||
 		cfg.Mounts[1].HostPath != filepath.Join(volDir, volume.PluginEmptyDir, "scratch") {
 		t.Fatalf("mounts %v", cfg.Mounts)
 	}

@@ -6,8 +6,11 @@ package container
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"sort"
 	"strconv"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -26,6 +29,8 @@ const (
 	AnnotationRestartCount   = "io.kubernetes.container.restartCount"
 	AnnotationGracePeriod    = "io.kubernetes.pod.terminationGracePeriod"
 	AnnotationTerminationMsg = "io.kubernetes.container.terminationMessagePath"
+	// AnnotationTerminationMsgPolicy is the container's terminationMessagePolicy.
+	AnnotationTerminationMsgPolicy = "io.kubernetes.container.terminationMessagePolicy"
 )
 
 // PodStatus is what the runtime knows about one pod: its sandboxes and
@@ -152,6 +157,9 @@ func GetPodStatus(ctx context.Context, rt cri.Runtime, uid types.UID, name, name
 		}
 		cs.Hash = c.GetAnnotations()[AnnotationContainerHash]
 		cs.RestartCount, _ = strconv.Atoi(c.GetAnnotations()[AnnotationRestartCount])
+		if cs.Exited() {
+			cs.Message = terminationMessage(cs.ContainerStatus, c.GetAnnotations())
+		}
 		ps.Containers = append(ps.Containers, cs)
 	}
 	sort.SliceStable(ps.Containers, func(i, j int) bool {
@@ -174,4 +182,82 @@ func (s *PodStatus) KeepContainers() []*ContainerStatus {
 		return nil
 	}
 	return s.Containers
+}
+
+// Limits of a termination message, as the kubelet's.
+const (
+	maxTerminationMessage = 4096
+	fallbackLogLines      = 80
+	fallbackLogBytes      = 2048
+)
+
+// terminationMessage reads what an exited container wrote to its
+// terminationMessagePath (the host file mounted there); with
+// FallbackToLogsOnError an empty message of a failed container is the tail
+// of its log. Without either, the runtime's message stays.
+func terminationMessage(st *runtimeapi.ContainerStatus, annotations map[string]string) string {
+	path := annotations[AnnotationTerminationMsg]
+	msg := ""
+	if path != "" {
+		for _, m := range st.GetMounts() {
+			if m.GetContainerPath() != path {
+				continue
+			}
+			if f, err := os.Open(m.GetHostPath()); err == nil {
+				b, _ := io.ReadAll(io.LimitReader(f, maxTerminationMessage))
+				f.Close()
+				msg = string(b)
+			}
+		}
+	}
+	if msg == "" && st.GetExitCode() != 0 && annotations[AnnotationTerminationMsgPolicy] == "FallbackToLogsOnError" {
+		msg = logTail(st.GetLogPath(), fallbackLogLines, fallbackLogBytes)
+	}
+	if msg == "" {
+		return st.GetMessage()
+	}
+	return msg
+}
+
+// logTail returns the last lines (at most maxBytes) of the messages of a CRI
+// log file ("<time> <stream> <P|F> <message>" per line; P lines are partial).
+func logTail(path string, lines, maxBytes int) string {
+	if path == "" {
+		return ""
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const window = 64 << 10
+	if fi, err := f.Stat(); err == nil && fi.Size() > window {
+		_, _ = f.Seek(fi.Size()-window, io.SeekStart)
+	}
+	data, _ := io.ReadAll(f)
+	var msgs []string
+	var partial strings.Builder
+	for _, line := range strings.Split(string(data), "\n") {
+		parts := strings.SplitN(line, " ", 4)
+		if len(parts) < 4 {
+			continue
+		}
+		partial.WriteString(parts[3])
+		if parts[2] == "P" {
+			continue
+		}
+		msgs = append(msgs, partial.String())
+		partial.Reset()
+	}
+	if len(msgs) > lines {
+		msgs = msgs[len(msgs)-lines:]
+	}
+	out := strings.Join(msgs, "\n")
+	if len(msgs) > 0 {
+		out += "\n"
+	}
+	if len(out) > maxBytes {
+		out = out[len(out)-maxBytes:]
+	}
+	return out
 }

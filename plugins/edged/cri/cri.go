@@ -48,6 +48,8 @@ type Runtime interface {
 	PullImage(ctx context.Context, image *runtimeapi.ImageSpec, auth *runtimeapi.AuthConfig, sandboxConfig *runtimeapi.PodSandboxConfig) (string, error)
 	ListImages(ctx context.Context, filter *runtimeapi.ImageFilter) ([]*runtimeapi.Image, error)
 	ImageFsInfo(ctx context.Context) (*runtimeapi.ImageFsInfoResponse, error)
+	// RemoveImage removes an image (by ID: every tag of it); a missing image is not an error.
+	RemoveImage(ctx context.Context, image *runtimeapi.ImageSpec) error
 
 	Close() error
 }
@@ -283,6 +285,13 @@ func (c *Client) ImageFsInfo(ctx context.Context) (*runtimeapi.ImageFsInfoRespon
 		return nil, wrap("ImageFsInfo", "", err)
 	}
 	return r, nil
+}
+
+func (c *Client) RemoveImage(ctx context.Context, image *runtimeapi.ImageSpec) error {
+	if _, err := c.img.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: image}); err != nil {
+		return wrap("RemoveImage", image.GetImage(), err)
+	}
+	return nil
 }
 
 // IsNotFound reports whether err (possibly wrapped) is the runtime's

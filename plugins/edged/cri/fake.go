@@ -606,6 +606,33 @@ func (f *FakeRuntime) ImageFsInfo(ctx context.Context) (*runtimeapi.ImageFsInfoR
 	}}}, nil
 }
 
+func (f *FakeRuntime) RemoveImage(ctx context.Context, image *runtimeapi.ImageSpec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin(ctx, "RemoveImage"); err != nil {
+		return err
+	}
+	img, ok := f.images[image.GetImage()]
+	if !ok {
+		return nil
+	}
+	for k, v := range f.images {
+		if v.Id == img.Id {
+			delete(f.images, k)
+		}
+	}
+	return nil
+}
+
+// SetImageSize sets the size of a present image (ImageFsInfo sums them).
+func (f *FakeRuntime) SetImageSize(ref string, size uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if img, ok := f.images[ref]; ok {
+		img.Size = size
+	}
+}
+
 // Close makes every later call fail.
 func (f *FakeRuntime) Close() error {
 	f.mu.Lock()

@@ -20,9 +20,12 @@ type podActions struct {
 	SandboxID         string // the sandbox to use when not creating one
 	Attempt           uint32 // attempt number of a new sandbox
 	NextInitContainer *v1.Container
-	InitFailed        bool              // an init container failed under restartPolicy Never: the pod fails
-	ContainersToStart []int             // indexes in pod.Spec.Containers
-	ContainersToKill  map[string]string // container id → reason
+	InitFailed        bool  // an init container failed under restartPolicy Never: the pod fails
+	ContainersToStart []int // indexes in pod.Spec.Containers
+	// EphemeralToStart: indexes in pod.Spec.EphemeralContainers never run yet
+	// (ephemeral containers are started once and never restarted).
+	EphemeralToStart []int
+	ContainersToKill map[string]string // container id → reason
 	// KeepKilled: killed containers to stop but not remove (probe failures),
 	// so their terminated state stays as lastState.
 	KeepKilled map[string]bool
@@ -189,6 +192,12 @@ func computePodActionsProbed(pod *v1.Pod, ps *container.PodStatus, unhealthy Unh
 	}
 	if keep == 0 && len(a.ContainersToStart) == 0 {
 		a.KillPod = true
+		return a
+	}
+	for i := range pod.Spec.EphemeralContainers {
+		if ps.FindContainer(pod.Spec.EphemeralContainers[i].Name) == nil {
+			a.EphemeralToStart = append(a.EphemeralToStart, i)
+		}
 	}
 	return a
 }
@@ -200,6 +209,11 @@ func inSpec(pod *v1.Pod, name string) bool {
 		}
 	}
 	for _, c := range pod.Spec.InitContainers {
+		if c.Name == name {
+			return true
+		}
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
 		if c.Name == name {
 			return true
 		}

@@ -208,7 +208,7 @@ func TestSyncPodStartsAndConfigures(t *testing.T) {
 	_ = ctrs
 	st, _ := rt.ContainerStatus(context.Background(), cs.Id, true)
 	_ = st
-	cfg, err := m.containerConfig(pod, &pod.Spec.Containers[0], 0, "10.88.0.2", busybox)
+	cfg, err := m.containerConfig(context.Background(), pod, &pod.Spec.Containers[0], 0, "10.88.0.2", busybox)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestKillPod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.KillPod(context.Background(), ps, GracePeriod(pod), true); err != nil {
+	if err := m.KillPod(context.Background(), pod, ps, GracePeriod(pod), true); err != nil {
 		t.Fatal(err)
 	}
 	sbs, _ := rt.ListPodSandbox(context.Background(), nil)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/edgehive/edgehive/plugins/edged/container"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
+	"github.com/edgehive/edgehive/plugins/edged/status"
 )
 
 // Waiting reasons, as the kubelet reports them.
@@ -33,6 +34,18 @@ const (
 	ReasonRunContainer      = "RunContainerError"
 	ReasonCreateSandbox     = "CreatePodSandboxError"
 	ReasonCreateConfig      = "CreateContainerConfigError"
+)
+
+// Event reasons edged records, as the kubelet's.
+const (
+	EventPulling             = "Pulling"
+	EventPulled              = "Pulled"
+	EventCreated             = "Created"
+	EventStarted             = "Started"
+	EventKilling             = "Killing"
+	EventBackOff             = "BackOff"
+	EventFailed              = "Failed"
+	EventFailedPostStartHook = "FailedPostStartHook"
 )
 
 // Back-off of restarts, as the kubelet's.
@@ -52,6 +65,9 @@ type Config struct {
 	ClusterDomain  string
 	ResolvConf     string // host resolver file; default /etc/resolv.conf
 	MaxDeadPerName int    // dead instances kept per container name (≥ 1 keeps the last state)
+	HostsFile      string // the node's hosts file for host-network pods; default /etc/hosts
+	NodeCPU        int64  // node allocatable, the default of limits in resourceFieldRef
+	NodeMemory     int64
 }
 
 // Reason is why a container is waiting.
@@ -69,12 +85,37 @@ type Manager struct {
 
 	mu      sync.Mutex
 	reasons map[types.UID]map[string]Reason
+	// pidTargets: "<uid>/<ephemeral container>" → the container ID whose
+	// process namespace it joins.
+	pidTargets map[string]string
 
 	// Unhealthy, when set, names running containers a probe wants killed.
 	Unhealthy Unhealthy
 	// Volumes, when set, prepares (or refreshes) the pod's volumes on every
 	// SyncPod and returns their host paths by volume name.
 	Volumes func(ctx context.Context, pod *v1.Pod) (map[string]string, error)
+	// Events, when set, records a pod event (Pulling, Started, Killing...).
+	Events Recorder
+	// Fetch, when set, reads configMaps and secrets (env, pull secrets).
+	Fetch Fetcher
+	// Services, when set, lists services for the service environment variables.
+	Services ServiceLister
+	// HostIP is the node's IP (status.hostIP for env).
+	HostIP string
+}
+
+// Recorder records an event about a pod (container "" for the pod itself).
+type Recorder func(pod *v1.Pod, container, eventType, reason, message string)
+
+// Event records an event through Events (when set).
+func (m *Manager) Event(pod *v1.Pod, container, eventType, reason, message string) {
+	m.event(pod, container, eventType, reason, message)
+}
+
+func (m *Manager) event(pod *v1.Pod, container, eventType, reason, message string) {
+	if m.Events != nil && pod != nil && pod.UID != "" {
+		m.Events(pod, container, eventType, reason, message)
+	}
 }
 
 // New returns a manager. clk drives the restart back-off.
@@ -166,18 +207,26 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 
 	// Step 2: kill the pod when its sandbox changed (or nothing should run).
 	if a.KillPod {
-		if err := m.KillPod(ctx, ps, gracePeriod(pod, nil), false); err != nil {
+		if err := m.KillPod(ctx, pod, ps, gracePeriod(pod, nil), false); err != nil {
 			return res, fmt.Errorf("kill pod: %w", err)
 		}
 	} else {
 		// Step 3: kill the containers that must go.
 		for id, why := range a.ContainersToKill {
 			m.log.Info("killing container", "pod", pod.Namespace+"/"+pod.Name, "container", id, "reason", why)
+			name := ""
+			for _, cs := range ps.Containers {
+				if cs.Id == id {
+					name = cs.Name
+				}
+			}
+			m.event(pod, name, v1.EventTypeNormal, EventKilling, "Stopping container "+name+": "+why)
+			grace := m.preStop(ctx, pod, specOf(pod, name), id, ps.PodIP(), gracePeriod(pod, nil))
 			if a.KeepKilled[id] {
-				if err := m.rt.StopContainer(ctx, id, gracePeriod(pod, nil)); err != nil && !cri.IsNotFound(err) {
+				if err := m.rt.StopContainer(ctx, id, grace); err != nil && !cri.IsNotFound(err) {
 					return res, fmt.Errorf("stop container %s: %w", id, err)
 				}
-			} else if err := m.killContainer(ctx, id, gracePeriod(pod, nil)); err != nil {
+			} else if err := m.killContainer(ctx, id, grace); err != nil {
 				return res, err
 			}
 			res.Killed = append(res.Killed, id)
@@ -192,7 +241,7 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 		return res, err
 	}
 	if a.CreateSandbox {
-		if err := m.ensureImage(ctx, pod, m.cfg.SandboxImage, v1.PullIfNotPresent); err != nil {
+		if err := m.ensureImage(ctx, pod, "", m.cfg.SandboxImage, v1.PullIfNotPresent); err != nil {
 			return res, fmt.Errorf("sandbox image: %w", err)
 		}
 		if err := os.MkdirAll(sbConfig.LogDirectory, 0o755); err != nil {
@@ -235,7 +284,42 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 		}
 		res.Started = append(res.Started, c.Name)
 	}
+
+	// Step 7: ephemeral containers (debug containers added to a running pod).
+	for _, i := range a.EphemeralToStart {
+		ec := &pod.Spec.EphemeralContainers[i]
+		c := v1.Container(ec.EphemeralContainerCommon)
+		if ec.TargetContainerName != "" {
+			if t := ps.FindContainer(ec.TargetContainerName); t != nil && t.Running() {
+				m.targets(pod.UID, c.Name, t.Id)
+			}
+		}
+		if _, err := m.startContainer(ctx, pod, ps, sandboxID, sbConfig, &c, podIP, vols, volErr); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		res.Started = append(res.Started, c.Name)
+	}
 	return res, errors.Join(errs...)
+}
+
+// targets remembers that an ephemeral container shares the process namespace
+// of a running container (targetContainerName) until it is created.
+func (m *Manager) targets(uid types.UID, name, targetID string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pidTargets == nil {
+		m.pidTargets = map[string]string{}
+	}
+	m.pidTargets[string(uid)+"/"+name] = targetID
+}
+
+func (m *Manager) takeTarget(uid types.UID, name string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id := m.pidTargets[string(uid)+"/"+name]
+	delete(m.pidTargets, string(uid)+"/"+name)
+	return id
 }
 
 func runtimeHandler(pod *v1.Pod) string {
@@ -283,28 +367,40 @@ func (m *Manager) startContainer(ctx context.Context, pod *v1.Pod, ps *container
 				left := m.backOff.Get(key) - m.clock.Since(finished)
 				msg := fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", m.backOff.Get(key), c.Name, pod.Name, pod.Namespace, pod.UID)
 				m.setReason(pod.UID, c.Name, &Reason{ReasonCrashLoopBackOff, msg})
+				m.event(pod, c.Name, v1.EventTypeWarning, EventBackOff, "Back-off restarting failed container "+c.Name+" in pod "+pod.Name+"_"+pod.Namespace+"("+string(pod.UID)+")")
 				return left, fmt.Errorf("%s: %s", ReasonCrashLoopBackOff, msg)
 			}
 			m.backOff.Next(key, finished)
 		}
 	}
 	imageRef := c.Image
-	if err := m.ensureImage(ctx, pod, c.Image, c.ImagePullPolicy); err != nil {
+	if err := m.ensureImage(ctx, pod, c.Name, c.Image, c.ImagePullPolicy); err != nil {
 		var r *reasonError
 		if errors.As(err, &r) {
 			m.setReason(pod.UID, c.Name, &Reason{r.reason, r.Error()})
 		}
 		return 0, err
 	}
+	fail := func(reason string, err error) (time.Duration, error) {
+		m.setReason(pod.UID, c.Name, &Reason{reason, err.Error()})
+		m.event(pod, c.Name, v1.EventTypeWarning, EventFailed, "Error: "+err.Error())
+		return 0, fmt.Errorf("%s: %w", reason, err)
+	}
 	mounts, err := makeMounts(pod, c, vols, volErr)
 	if err != nil {
-		m.setReason(pod.UID, c.Name, &Reason{ReasonCreateConfig, err.Error()})
-		return 0, fmt.Errorf("%s: %w", ReasonCreateConfig, err)
+		return fail(ReasonCreateConfig, err)
 	}
-	cfg, err := m.containerConfig(pod, c, restartCount, podIP, imageRef)
+	extra, err := m.podMounts(pod, c, podIP, restartCount)
 	if err != nil {
-		m.setReason(pod.UID, c.Name, &Reason{ReasonCreateContainer, err.Error()})
-		return 0, fmt.Errorf("%s: %w", ReasonCreateContainer, err)
+		return fail(ReasonCreateConfig, err)
+	}
+	mounts = append(mounts, extra...)
+	cfg, err := m.containerConfig(ctx, pod, c, restartCount, podIP, imageRef)
+	if err != nil {
+		if errors.Is(err, errConfig) {
+			return fail(ReasonCreateConfig, err)
+		}
+		return fail(ReasonCreateContainer, err)
 	}
 	cfg.Mounts = mounts
 	if err := os.MkdirAll(filepath.Join(sbConfig.LogDirectory, c.Name), 0o755); err != nil {
@@ -314,12 +410,24 @@ func (m *Manager) startContainer(ctx context.Context, pod *v1.Pod, ps *container
 	m.removeDead(ctx, ps, c.Name)
 	id, err := m.rt.CreateContainer(ctx, sandboxID, cfg, sbConfig)
 	if err != nil {
-		m.setReason(pod.UID, c.Name, &Reason{ReasonCreateContainer, err.Error()})
-		return 0, fmt.Errorf("%s: %w", ReasonCreateContainer, err)
+		return fail(ReasonCreateContainer, err)
 	}
+	m.event(pod, c.Name, v1.EventTypeNormal, EventCreated, "Created container "+c.Name)
 	if err := m.rt.StartContainer(ctx, id); err != nil {
-		m.setReason(pod.UID, c.Name, &Reason{ReasonRunContainer, err.Error()})
-		return 0, fmt.Errorf("%s: %w", ReasonRunContainer, err)
+		return fail(ReasonRunContainer, err)
+	}
+	m.event(pod, c.Name, v1.EventTypeNormal, EventStarted, "Started container "+c.Name)
+	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+		if err := m.runHook(ctx, pod, c, id, podIP, c.Lifecycle.PostStart, time.Duration(gracePeriod(pod, nil)+30)*time.Second); err != nil {
+			msg := fmt.Sprintf("PostStartHook failed: %v", err)
+			m.event(pod, c.Name, v1.EventTypeWarning, EventFailedPostStartHook, msg)
+			// As the kubelet: the container is killed and restarted by policy.
+			if serr := m.rt.StopContainer(ctx, id, minGraceAfterPreStop); serr != nil && !cri.IsNotFound(serr) {
+				m.log.Warn("stop after failed postStart hook", "id", id, "error", serr)
+			}
+			m.setReason(pod.UID, c.Name, &Reason{ReasonPostStartHookError, msg})
+			return 0, fmt.Errorf("%s: %s", ReasonPostStartHookError, msg)
+		}
 	}
 	m.setReason(pod.UID, c.Name, nil)
 	m.log.Debug("container started", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "id", id, "restartCount", restartCount)
@@ -372,7 +480,13 @@ func pullPolicy(image string, p v1.PullPolicy) v1.PullPolicy {
 
 // ensureImage honours the pull policy; a present image is never pulled
 // unless the policy is Always.
-func (m *Manager) ensureImage(ctx context.Context, pod *v1.Pod, image string, policy v1.PullPolicy) error {
+// cname names the container for events ("" for the sandbox image: no events).
+func (m *Manager) ensureImage(ctx context.Context, pod *v1.Pod, cname, image string, policy v1.PullPolicy) error {
+	ev := func(typ, reason, msg string) {
+		if cname != "" {
+			m.event(pod, cname, typ, reason, msg)
+		}
+	}
 	spec := &runtimeapi.ImageSpec{Image: image}
 	policy = pullPolicy(image, policy)
 	if policy != v1.PullAlways {
@@ -381,21 +495,29 @@ func (m *Manager) ensureImage(ctx context.Context, pod *v1.Pod, image string, po
 			return &reasonError{ReasonErrImagePull, err}
 		}
 		if st.GetImage() != nil {
+			ev(v1.EventTypeNormal, EventPulled, fmt.Sprintf("Container image %q already present on machine", image))
 			return nil
 		}
 		if policy == v1.PullNever {
-			return &reasonError{ReasonErrImageNeverPull, fmt.Errorf("image %q is not present and the pull policy is Never", image)}
+			err := &reasonError{ReasonErrImageNeverPull, fmt.Errorf("image %q is not present and the pull policy is Never", image)}
+			ev(v1.EventTypeWarning, ReasonErrImageNeverPull, err.Error())
+			return err
 		}
 	}
 	key := "image:" + image
 	now := m.clock.Now()
 	if m.backOff.IsInBackOffSinceUpdate(key, now) {
+		ev(v1.EventTypeNormal, EventBackOff, fmt.Sprintf("Back-off pulling image %q", image))
 		return &reasonError{ReasonImagePullBackOff, fmt.Errorf("back-off pulling image %q", image)}
 	}
-	if _, err := m.rt.PullImage(ctx, spec, nil, nil); err != nil {
+	ev(v1.EventTypeNormal, EventPulling, fmt.Sprintf("Pulling image %q", image))
+	start := m.clock.Now()
+	if _, err := m.rt.PullImage(ctx, spec, m.pullAuth(ctx, pod, image), nil); err != nil {
 		m.backOff.Next(key, now)
+		ev(v1.EventTypeWarning, EventFailed, fmt.Sprintf("Failed to pull image %q: %v", image, err))
 		return &reasonError{ReasonErrImagePull, err}
 	}
+	ev(v1.EventTypeNormal, EventPulled, fmt.Sprintf("Successfully pulled image %q in %s", image, m.clock.Since(start).Round(time.Millisecond)))
 	m.backOff.Reset(key)
 	return nil
 }
@@ -449,6 +571,7 @@ func (m *Manager) sandboxConfig(pod *v1.Pod, attempt uint32) (*runtimeapi.PodSan
 			cfg.Hostname = pod.Spec.Hostname
 		}
 	}
+	sandboxSecurity(pod, cfg)
 	dns, err := m.dnsConfig(pod)
 	if err != nil {
 		return nil, err
@@ -533,8 +656,57 @@ func (m *Manager) dnsConfig(pod *v1.Pod) (*runtimeapi.DNSConfig, error) {
 	return dns, nil
 }
 
-func (m *Manager) containerConfig(pod *v1.Pod, c *v1.Container, restartCount int, podIP, imageRef string) (*runtimeapi.ContainerConfig, error) {
-	env, vars, err := makeEnv(pod, c, podIP)
+// services are the ones whose variables a container gets: the pod's
+// namespace's (with enableServiceLinks) and the master service
+// default/kubernetes. A failure to list them leaves them out.
+func (m *Manager) services(ctx context.Context, pod *v1.Pod) []*v1.Service {
+	if m.Services == nil {
+		return nil
+	}
+	var out []*v1.Service
+	links := pod.Spec.EnableServiceLinks == nil || *pod.Spec.EnableServiceLinks
+	byName := map[string]bool{}
+	if links {
+		svcs, err := m.Services(ctx, pod.Namespace)
+		if err != nil {
+			m.log.Debug("services for env", "namespace", pod.Namespace, "error", err)
+		}
+		for _, s := range svcs {
+			byName[s.Name] = true
+			out = append(out, s)
+		}
+	}
+	if pod.Namespace != "default" || !links {
+		svcs, err := m.Services(ctx, "default")
+		if err != nil {
+			m.log.Debug("services for env", "namespace", "default", "error", err)
+		}
+		for _, s := range svcs {
+			if s.Name == "kubernetes" && !byName[s.Name] {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func (m *Manager) containerConfig(ctx context.Context, pod *v1.Pod, c *v1.Container, restartCount int, podIP, imageRef string) (*runtimeapi.ContainerConfig, error) {
+	imageUser := func() (*int64, string, error) {
+		st, err := m.rt.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: imageRef}, false)
+		if err != nil {
+			return nil, "", err
+		}
+		if u := st.GetImage().GetUid(); u != nil {
+			v := u.GetValue()
+			return &v, "", nil
+		}
+		return nil, st.GetImage().GetUsername(), nil
+	}
+	if err := runAsNonRootCheck(pod, c, imageUser); err != nil {
+		return nil, err
+	}
+	env, vars, err := makeEnv(ctx, pod, c, EnvInput{PodIP: podIP, HostIP: m.HostIP, Fetch: m.Fetch,
+		Services: m.services(ctx, pod), NodeCPU: m.cfg.NodeCPU, NodeMemory: m.cfg.NodeMemory})
 	if err != nil {
 		return nil, err
 	}
@@ -565,11 +737,18 @@ func (m *Manager) containerConfig(pod *v1.Pod, c *v1.Container, restartCount int
 		StdinOnce: c.StdinOnce,
 		Tty:       c.TTY,
 		Linux: &runtimeapi.LinuxContainerConfig{
-			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: namespaces(pod)},
+			SecurityContext: securityContext(pod, c),
+			Resources:       linuxResources(c),
 		},
+	}
+	cfg.Linux.Resources.OomScoreAdj = oomScoreAdj(pod, c, status.QOSClass(pod), m.cfg.NodeMemory)
+	if target := m.takeTarget(pod.UID, c.Name); target != "" {
+		ns := cfg.Linux.SecurityContext.NamespaceOptions
+		ns.Pid, ns.TargetId = runtimeapi.NamespaceMode_TARGET, target
 	}
 	if c.TerminationMessagePath != "" {
 		cfg.Annotations[container.AnnotationTerminationMsg] = c.TerminationMessagePath
+		cfg.Annotations[container.AnnotationTerminationMsgPolicy] = string(c.TerminationMessagePolicy)
 	}
 	for _, e := range env {
 		cfg.Envs = append(cfg.Envs, &runtimeapi.KeyValue{Key: e[0], Value: []byte(e[1])})
@@ -591,7 +770,7 @@ func (m *Manager) killContainer(ctx context.Context, id string, grace int64) err
 // KillPod stops every running container of the pod (grace seconds each, in
 // parallel) and its sandboxes. With remove it also removes them all — what a
 // deleted pod needs; without, exited containers stay for their status.
-func (m *Manager) KillPod(ctx context.Context, ps *container.PodStatus, grace int64, remove bool) error {
+func (m *Manager) KillPod(ctx context.Context, pod *v1.Pod, ps *container.PodStatus, grace int64, remove bool) error {
 	if ps == nil {
 		return nil
 	}
@@ -605,6 +784,8 @@ func (m *Manager) KillPod(ctx context.Context, ps *container.PodStatus, grace in
 		go func() {
 			defer wg.Done()
 			if cs.Running() {
+				m.event(pod, cs.Name, v1.EventTypeNormal, EventKilling, "Stopping container "+cs.Name)
+				grace := m.preStop(ctx, pod, specOf(pod, cs.Name), cs.Id, ps.PodIP(), grace)
 				if err := m.rt.StopContainer(ctx, cs.Id, grace); err != nil && !cri.IsNotFound(err) {
 					errs[i] = fmt.Errorf("stop container %s: %w", cs.Name, err)
 					return

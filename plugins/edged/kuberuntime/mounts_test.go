@@ -41,7 +41,8 @@ func TestSyncPodMounts(t *testing.T) {
 		{ContainerPath: "/etc/app", HostPath: filepath.Join(volDir, "cfg"), Readonly: true},
 		{ContainerPath: "/var/lib/app/logs", HostPath: filepath.Join(volDir, "data", "logs")},
 	}
-	if len(cfg.Mounts) != len(want) {
+	// The last mount is the kubelet-managed /etc/hosts.
+	if len(cfg.Mounts) != len(want)+1 || cfg.Mounts[len(want)].ContainerPath != "/etc/hosts" {
 		t.Fatalf("mounts %v", cfg.Mounts)
 	}
 	for i, w := range want {

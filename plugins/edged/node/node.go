@@ -362,3 +362,11 @@ func InternalIP(procRoot string) string {
 	}
 	return ""
 }
+
+// Allocatable is the machine's CPU count and memory in bytes (0 when
+// /proc/meminfo is unreadable), what pods may use by default.
+func Allocatable() (cpu, memory int64) {
+	r := &Reporter{cfg: Config{ProcRoot: "/proc"}}
+	mem, _ := r.memTotal()
+	return int64(runtime.NumCPU()), mem
+}

@@ -17,7 +17,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/clock"
@@ -114,6 +118,10 @@ type Manager struct {
 	results map[resultKey]Result
 	// failMsg: why a liveness/startup probe failed, by container id.
 	failMsg map[resultKey]string
+
+	// OnFailure, when set, is told about every failed probe run (the
+	// kubelet's Unhealthy event); set before AddPod.
+	OnFailure func(pod *v1.Pod, container string, t Type, output string)
 }
 
 // NewManager returns a manager. status reads the pod's current status;
@@ -128,10 +136,13 @@ func NewManager(rt cri.Runtime, clk clock.WithTicker, log hclog.Logger, status S
 		workers:   map[key]*worker{}, results: map[resultKey]Result{}, failMsg: map[resultKey]string{}}
 }
 
-// AddPod starts the workers for the probes of pod's containers that have none yet.
+// AddPod starts the workers for the probes of pod's containers that have
+// none yet, replaces the workers whose probe changed in the spec and stops
+// those whose probe is gone.
 func (m *Manager) AddPod(ctx context.Context, pod *v1.Pod) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	want := map[key]bool{}
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		for _, t := range []Type{Liveness, Readiness, Startup} {
@@ -140,12 +151,22 @@ func (m *Manager) AddPod(ctx context.Context, pod *v1.Pod) {
 				continue
 			}
 			k := key{pod.UID, c.Name, t}
-			if _, ok := m.workers[k]; ok {
-				continue
+			want[k] = true
+			if old, ok := m.workers[k]; ok {
+				if equality.Semantic.DeepEqual(old.spec, p) {
+					continue
+				}
+				old.stop()
 			}
 			w := newWorker(m, t, pod, c, p)
 			m.workers[k] = w
 			go w.run(ctx)
+		}
+	}
+	for k, w := range m.workers {
+		if k.uid == pod.UID && !want[k] {
+			w.stop()
+			delete(m.workers, k)
 		}
 	}
 }
@@ -407,6 +428,9 @@ func (w *worker) doProbe(ctx context.Context) bool {
 	if res == Unknown {
 		return true
 	}
+	if res == Failure && w.m.OnFailure != nil {
+		w.m.OnFailure(w.pod, w.container.Name, w.typ, msg)
+	}
 	w.mu.Lock()
 	if res == w.lastResult {
 		w.resultRun++
@@ -468,8 +492,34 @@ func (m *Manager) runProbe(ctx context.Context, t Type, pod *v1.Pod, st v1.PodSt
 		}
 		conn.Close()
 		return Success, ""
+	case spec.GRPC != nil:
+		return grpcProbe(ctx, podHost(pod, st), spec.GRPC, to)
 	}
 	return Unknown, "no probe handler"
+}
+
+// grpcProbe calls the standard gRPC health service (grpc.health.v1) without
+// TLS, as the kubelet: SERVING succeeds, anything else fails.
+func grpcProbe(ctx context.Context, host string, g *v1.GRPCAction, to time.Duration) (Result, string) {
+	ctx, cancel := context.WithTimeout(ctx, to)
+	defer cancel()
+	conn, err := grpc.NewClient(net.JoinHostPort(host, strconv.Itoa(int(g.Port))), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return Failure, err.Error()
+	}
+	defer conn.Close()
+	service := ""
+	if g.Service != nil {
+		service = *g.Service
+	}
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		return Failure, fmt.Sprintf("health check %s:%d: %v", host, g.Port, err)
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return Failure, fmt.Sprintf("service unhealthy (responded with %q)", resp.GetStatus())
+	}
+	return Success, ""
 }
 
 func podHost(pod *v1.Pod, st v1.PodStatus) string {

@@ -270,3 +270,31 @@ func TestRemovePodStopsWorkers(t *testing.T) {
 		t.Fatal("worker still registered")
 	}
 }
+
+func TestAddPodFollowsProbeSpecChanges(t *testing.T) {
+	f := newFixture(t, v1.Container{ReadinessProbe: execProbe(v1.Probe{PeriodSeconds: 5}), LivenessProbe: execProbe(v1.Probe{})})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	old := f.m.worker("u1", "app", Readiness)
+	live := f.m.worker("u1", "app", Liveness)
+	// Same spec: the worker stays.
+	f.m.AddPod(ctx, f.pod.DeepCopy())
+	if f.m.worker("u1", "app", Readiness) != old {
+		t.Fatal("an unchanged probe got a new worker")
+	}
+	// Readiness changes, liveness goes away.
+	pod := f.pod.DeepCopy()
+	pod.Spec.Containers[0].ReadinessProbe.PeriodSeconds = 1
+	pod.Spec.Containers[0].LivenessProbe = nil
+	f.m.AddPod(ctx, pod)
+	nw := f.m.worker("u1", "app", Readiness)
+	if nw == old || nw.spec.PeriodSeconds != 1 {
+		t.Fatalf("readiness worker not replaced: %+v", nw.spec)
+	}
+	if old.doProbe(context.Background()) || live.doProbe(context.Background()) {
+		t.Fatal("a replaced or removed worker still probes")
+	}
+	if f.m.Probe(context.Background(), "u1", "app", Liveness) {
+		t.Fatal("the removed liveness probe still has a worker")
+	}
+}

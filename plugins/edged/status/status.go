@@ -153,9 +153,19 @@ type Adjust func(pod *v1.Pod, statuses []v1.ContainerStatus)
 
 // ComputeWith is Compute with the container statuses passed through adjust.
 func ComputeWith(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason, now time.Time, old *v1.PodStatus, adjust Adjust) v1.PodStatus {
-	st := v1.PodStatus{QOSClass: v1.PodQOSBestEffort}
+	st := v1.PodStatus{QOSClass: QOSClass(pod)}
 	st.InitContainerStatuses = containerStatuses(pod, pod.Spec.InitContainers, ps, reasons)
 	st.ContainerStatuses = containerStatuses(pod, pod.Spec.Containers, ps, reasons)
+	if len(pod.Spec.EphemeralContainers) > 0 {
+		specs := make([]v1.Container, len(pod.Spec.EphemeralContainers))
+		for i, ec := range pod.Spec.EphemeralContainers {
+			specs[i] = v1.Container(ec.EphemeralContainerCommon)
+		}
+		st.EphemeralContainerStatuses = containerStatuses(pod, specs, ps, reasons)
+		for i := range st.EphemeralContainerStatuses {
+			st.EphemeralContainerStatuses[i].Ready = false // never ready: they are not part of the service
+		}
+	}
 	if adjust != nil {
 		adjust(pod, st.ContainerStatuses)
 	}
@@ -241,9 +251,25 @@ func (m *Manager) Get(uid types.UID) (v1.PodStatus, bool) {
 	return s, ok
 }
 
-// Patch is the body sent upstream: the pod's uid and its whole status.
+// Patch is the body sent upstream: the pod's uid and its whole status, as a
+// strategic merge patch. podIPs and hostIPs are merge lists keyed by IP, so
+// they carry a replace directive: a pod whose sandbox was recreated gets its
+// new IP instead of the old and new side by side (which the API refuses).
 func Patch(uid types.UID, st v1.PodStatus) ([]byte, error) {
-	return json.Marshal(map[string]any{"metadata": map[string]any{"uid": uid}, "status": st})
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return nil, fmt.Errorf("pod status: %w", err)
+	}
+	var status map[string]any
+	if err := json.Unmarshal(raw, &status); err != nil {
+		return nil, fmt.Errorf("pod status: %w", err)
+	}
+	for _, list := range []string{"podIPs", "hostIPs"} {
+		if ips, ok := status[list].([]any); ok {
+			status[list] = append(ips, map[string]any{"$patch": "replace"})
+		}
+	}
+	return json.Marshal(map[string]any{"metadata": map[string]any{"uid": uid}, "status": status})
 }
 
 // Set sends st for pod unless it equals the last status sent. It reports
@@ -273,4 +299,38 @@ func (m *Manager) Forget(uid types.UID) {
 	m.mu.Lock()
 	delete(m.last, uid)
 	m.mu.Unlock()
+}
+
+// QOSClass is the pod's quality of service class, by the kubelet's rules.
+func QOSClass(pod *v1.Pod) v1.PodQOSClass {
+	requests, limits := map[v1.ResourceName]int64{}, map[v1.ResourceName]int64{}
+	guaranteed := true
+	anySet := false
+	all := append(append([]v1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...)
+	for _, c := range all {
+		for _, r := range []v1.ResourceName{v1.ResourceCPU, v1.ResourceMemory} {
+			req, hasReq := c.Resources.Requests[r]
+			lim, hasLim := c.Resources.Limits[r]
+			if hasReq && !req.IsZero() {
+				anySet = true
+				requests[r] += req.MilliValue()
+			}
+			if hasLim && !lim.IsZero() {
+				anySet = true
+				limits[r] += lim.MilliValue()
+			} else {
+				guaranteed = false
+			}
+			if hasReq && hasLim && req.Cmp(lim) != 0 {
+				guaranteed = false
+			}
+		}
+	}
+	switch {
+	case !anySet:
+		return v1.PodQOSBestEffort
+	case guaranteed && len(limits) == 2:
+		return v1.PodQOSGuaranteed
+	}
+	return v1.PodQOSBurstable
 }

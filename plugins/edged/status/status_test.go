@@ -3,12 +3,15 @@ package status
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/edgehive/edgehive/plugins/edged/container"
@@ -142,5 +145,66 @@ func TestManagerSendsChangesOnly(t *testing.T) {
 	}
 	if err := json.Unmarshal(sent[1], &body); err != nil || body.Metadata.UID != "u" || body.Status.Phase != v1.PodRunning {
 		t.Fatalf("%s %v", sent[1], err)
+	}
+}
+
+func TestQOSClass(t *testing.T) {
+	q := func(s string) resource.Quantity { return resource.MustParse(s) }
+	both := v1.ResourceList{v1.ResourceCPU: q("1"), v1.ResourceMemory: q("1Gi")}
+	tests := []struct {
+		name string
+		cs   []v1.ResourceRequirements
+		want v1.PodQOSClass
+	}{
+		{"nothing", []v1.ResourceRequirements{{}, {}}, v1.PodQOSBestEffort},
+		{"limits equal requests", []v1.ResourceRequirements{{Requests: both, Limits: both}}, v1.PodQOSGuaranteed},
+		{"limits only", []v1.ResourceRequirements{{Limits: both}}, v1.PodQOSGuaranteed},
+		{"one container without", []v1.ResourceRequirements{{Limits: both}, {}}, v1.PodQOSBurstable},
+		{"requests below limits", []v1.ResourceRequirements{{Requests: v1.ResourceList{v1.ResourceCPU: q("100m")}, Limits: both}}, v1.PodQOSBurstable},
+		{"memory limit only", []v1.ResourceRequirements{{Limits: v1.ResourceList{v1.ResourceMemory: q("1Gi")}}}, v1.PodQOSBurstable},
+	}
+	for _, tt := range tests {
+		pod := &v1.Pod{}
+		for i, r := range tt.cs {
+			pod.Spec.Containers = append(pod.Spec.Containers, v1.Container{Name: fmt.Sprint(i), Resources: r})
+		}
+		if got := QOSClass(pod); got != tt.want {
+			t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestPatchReplacesPodIPsUnderStrategicMerge(t *testing.T) {
+	old := v1.Pod{Status: v1.PodStatus{
+		PodIP:      "10.0.0.5",
+		PodIPs:     []v1.PodIP{{IP: "10.0.0.5"}},
+		HostIPs:    []v1.HostIP{{IP: "192.0.2.1"}},
+		Conditions: []v1.PodCondition{{Type: v1.PodReady, Status: v1.ConditionTrue}},
+	}}
+	oldJSON, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch, err := Patch("uid-1", v1.PodStatus{PodIP: "10.0.0.8", PodIPs: []v1.PodIP{{IP: "10.0.0.8"}},
+		HostIPs: []v1.HostIP{{IP: "192.0.2.1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged, err := strategicpatch.StrategicMergePatch(oldJSON, patch, v1.Pod{})
+	if err != nil {
+		t.Fatalf("strategic merge: %v", err)
+	}
+	var got v1.Pod
+	if err := json.Unmarshal(merged, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Status.PodIPs) != 1 || got.Status.PodIPs[0].IP != "10.0.0.8" {
+		t.Fatalf("podIPs after patch = %v, want only 10.0.0.8", got.Status.PodIPs)
+	}
+	if len(got.Status.HostIPs) != 1 || got.Status.HostIPs[0].IP != "192.0.2.1" {
+		t.Fatalf("hostIPs after patch = %v", got.Status.HostIPs)
+	}
+	if len(got.Status.Conditions) != 1 {
+		t.Fatalf("conditions merge by type and must stay: %v", got.Status.Conditions)
 	}
 }

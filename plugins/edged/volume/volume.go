@@ -1,5 +1,5 @@
 // Package volume prepares pod volumes on the host before a pod's containers
-// are created: emptyDir, hostPath, configMap, secret and downwardAPI. Each
+// are created: emptyDir, hostPath, configMap, secret, downwardAPI and projected. Each
 // volume that needs a directory gets <root>/<uid>/volumes/<plugin>/<name>;
 // Setup returns the host path per volume name, for the CRI mounts.
 //
@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -28,6 +29,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 )
@@ -69,9 +71,16 @@ type Manager struct {
 	// (RefreshInterval by default).
 	Refresh time.Duration
 
+	// Tokens, when set, provides service account tokens for projected volumes.
+	Tokens TokenFetcher
+	// NodeCPU (cores) and NodeMemory (bytes) are the defaults of limits in resourceFieldRef items.
+	NodeCPU, NodeMemory int64
+
 	mu      sync.Mutex
 	fetched map[string]time.Time // volume dir → last fetch
 	written map[string]string    // volume dir → hash of the written payload
+	tokens  map[tokenKey]Token
+	owned   map[string]string // volume dir → the written hash its fsGroup ownership was set for
 }
 
 // New returns a manager keeping volumes under root (<data_dir>/pods).
@@ -83,7 +92,7 @@ func New(root string, fetch Fetcher, clk clock.Clock, log hclog.Logger) *Manager
 		clk = clock.RealClock{}
 	}
 	return &Manager{root: root, fetch: fetch, clock: clk, log: log, Refresh: RefreshInterval,
-		fetched: map[string]time.Time{}, written: map[string]string{}}
+		fetched: map[string]time.Time{}, written: map[string]string{}, tokens: map[tokenKey]Token{}, owned: map[string]string{}}
 }
 
 // PodDir is the directory of a pod's volumes.
@@ -110,6 +119,12 @@ func (m *Manager) Setup(ctx context.Context, pod *v1.Pod) (map[string]string, er
 			errs = append(errs, fmt.Errorf("volume %q: %w", vol.Name, err))
 			continue
 		}
+		if sc := pod.Spec.SecurityContext; sc != nil && sc.FSGroup != nil && vol.HostPath == nil {
+			if err := m.ownership(p, *sc.FSGroup, vol.EmptyDir == nil); err != nil {
+				errs = append(errs, fmt.Errorf("volume %q: fsGroup: %w", vol.Name, err))
+				continue
+			}
+		}
 		out[vol.Name] = p
 	}
 	return out, errors.Join(errs...)
@@ -127,6 +142,8 @@ func (m *Manager) setupOne(ctx context.Context, pod *v1.Pod, vol *v1.Volume) (st
 		return m.secret(ctx, pod, vol)
 	case vol.DownwardAPI != nil:
 		return m.downwardAPI(pod, vol)
+	case vol.Projected != nil:
+		return m.projected(ctx, pod, vol)
 	}
 	return "", errors.New("unsupported volume type")
 }
@@ -332,10 +349,7 @@ func (m *Manager) downwardAPI(pod *v1.Pod, vol *v1.Volume) (string, error) {
 	}
 	payload := map[string]file{}
 	for _, it := range src.Items {
-		if it.FieldRef == nil {
-			return "", fmt.Errorf("item %q: only fieldRef is supported", it.Path)
-		}
-		v, err := fieldValue(pod, it.FieldRef.FieldPath)
+		v, err := m.downwardItem(pod, it)
 		if err != nil {
 			return "", fmt.Errorf("item %q: %w", it.Path, err)
 		}
@@ -528,9 +542,125 @@ func (m *Manager) Cleanup(uid types.UID) error {
 			delete(m.written, k)
 		}
 	}
+	for k := range m.owned {
+		if strings.HasPrefix(k, prefix) {
+			delete(m.owned, k)
+		}
+	}
+	for k := range m.tokens {
+		if k.uid == string(uid) {
+			delete(m.tokens, k)
+		}
+	}
 	m.mu.Unlock()
 	if err := os.RemoveAll(filepath.Join(m.root, string(uid))); err != nil {
 		return err
 	}
 	return nil
+}
+
+// ownership gives a volume to the pod's fsGroup as the kubelet does: every
+// entry's group becomes gid, files get group read (and write unless the
+// volume is read-only), directories also group exec and setgid so new files
+// inherit the group. Done once per written content.
+func (m *Manager) ownership(dir string, gid int64, readOnly bool) error {
+	m.mu.Lock()
+	version := m.written[dir]
+	if version == "" {
+		version = "created"
+	}
+	done := m.owned[dir] == version
+	m.mu.Unlock()
+	if done {
+		return nil
+	}
+	mask := os.FileMode(0o660)
+	if readOnly {
+		mask = 0o440
+	}
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(p, -1, int(gid)); err != nil {
+			return err
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return nil
+		}
+		mode := fi.Mode() | mask
+		if fi.IsDir() {
+			mode |= os.ModeSetgid | 0o110
+		}
+		return os.Chmod(p, mode&(os.ModePerm|os.ModeSetgid))
+	})
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.owned[dir] = version
+	m.mu.Unlock()
+	return nil
+}
+
+// ResourceValue answers a resourceFieldRef: limits default to the node's
+// allocatable (nodeCPU cores, nodeMemory bytes), as the kubelet's.
+func ResourceValue(c *v1.Container, ref *v1.ResourceFieldSelector, nodeCPU int64, nodeMemory int64) (string, error) {
+	divisor := resource.MustParse("1")
+	if !ref.Divisor.IsZero() {
+		divisor = ref.Divisor
+	}
+	var q resource.Quantity
+	var ok bool
+	switch ref.Resource {
+	case "limits.cpu":
+		q, ok = c.Resources.Limits[v1.ResourceCPU]
+		if !ok {
+			q = *resource.NewQuantity(nodeCPU, resource.DecimalSI)
+		}
+		return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(divisor.MilliValue()))), 10), nil
+	case "requests.cpu":
+		q, ok = c.Resources.Requests[v1.ResourceCPU]
+		if !ok {
+			q = c.Resources.Limits[v1.ResourceCPU]
+		}
+		return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(divisor.MilliValue()))), 10), nil
+	case "limits.memory":
+		q, ok = c.Resources.Limits[v1.ResourceMemory]
+		if !ok {
+			q = *resource.NewQuantity(nodeMemory, resource.BinarySI)
+		}
+	case "requests.memory":
+		q, ok = c.Resources.Requests[v1.ResourceMemory]
+		if !ok {
+			q = c.Resources.Limits[v1.ResourceMemory]
+		}
+	case "limits.ephemeral-storage":
+		q = c.Resources.Limits[v1.ResourceEphemeralStorage]
+	case "requests.ephemeral-storage":
+		q = c.Resources.Requests[v1.ResourceEphemeralStorage]
+	default:
+		return "", fmt.Errorf("resourceFieldRef %q is not supported", ref.Resource)
+	}
+	return strconv.FormatInt(int64(math.Ceil(float64(q.Value())/float64(divisor.Value()))), 10), nil
+}
+
+// downwardItem is the content of one downwardAPI file: a fieldRef or a
+// resourceFieldRef of a container of the pod.
+func (m *Manager) downwardItem(pod *v1.Pod, it v1.DownwardAPIVolumeFile) (string, error) {
+	switch {
+	case it.FieldRef != nil:
+		return fieldValue(pod, it.FieldRef.FieldPath)
+	case it.ResourceFieldRef != nil:
+		name := it.ResourceFieldRef.ContainerName
+		for _, cs := range [][]v1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
+			for i := range cs {
+				if cs[i].Name == name {
+					return ResourceValue(&cs[i], it.ResourceFieldRef, m.NodeCPU, m.NodeMemory)
+				}
+			}
+		}
+		return "", fmt.Errorf("resourceFieldRef: container %q not in the pod", name)
+	}
+	return "", errors.New("neither fieldRef nor resourceFieldRef")
 }

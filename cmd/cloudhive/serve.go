@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/edgehive/edgehive/cloud/cloudhub"
+)
+
+// kubeClient connects to the API server named by the config: a kubeconfig
+// file, or the in-cluster service account when it is empty.
+func kubeClient(cfg *Config) (kubernetes.Interface, *rest.Config, error) {
+	var rc *rest.Config
+	var err error
+	if cfg.Kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	rc.QPS, rc.Burst = cfg.KubeQPS, cfg.KubeBurst
+	rc.UserAgent = "cloudhive/" + version
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return client, rc, nil
+}
+
+// clusterCA is the API server's CA (PEM), which nodes may ask for.
+func clusterCA(rc *rest.Config) []byte {
+	if len(rc.TLSClientConfig.CAData) > 0 {
+		return rc.TLSClientConfig.CAData
+	}
+	if rc.TLSClientConfig.CAFile != "" {
+		if b, err := os.ReadFile(rc.TLSClientConfig.CAFile); err == nil {
+			return b
+		}
+	}
+	return nil
+}
+
+// hostIPs are the addresses of this host, for the server certificate when
+// advertise_addresses is empty.
+func hostIPs() []net.IP {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	var ips []net.IP
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLinkLocalUnicast() {
+			ips = append(ips, n.IP)
+		}
+	}
+	return ips
+}
+
+// credentials loads (or creates) the CA, the server certificate and the
+// join token, retrying while the API server is not reachable.
+func credentials(ctx context.Context, cfg *Config, secrets cloudhub.Secrets, logger hclog.Logger) (*cloudhub.CA, tlsPair, error) {
+	ips := cfg.AdvertiseAddresses
+	if len(ips) == 0 {
+		ips = hostIPs()
+	}
+	delay := time.Second
+	for {
+		ca, pair, err := func() (*cloudhub.CA, tlsPair, error) {
+			now := time.Now()
+			ca, err := secrets.CA(ctx, now)
+			if err != nil {
+				return nil, tlsPair{}, err
+			}
+			cert, stored, err := secrets.ServerCert(ctx, ca, ips, cfg.DNSNames, now)
+			if err != nil {
+				return nil, tlsPair{}, err
+			}
+			if _, err := secrets.Token(ctx, ca, cfg.TokenTTL, now); err != nil {
+				return nil, tlsPair{}, err
+			}
+			return ca, tlsPair{cert: cert, stored: stored}, nil
+		}()
+		if err == nil {
+			return ca, pair, nil
+		}
+		logger.Warn("credentials not ready; retrying", "namespace", secrets.Namespace, "error", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil, tlsPair{}, fmt.Errorf("credentials: %w", errors.Join(err, ctx.Err()))
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// serve runs cloudhub, the certificate service, the admin API and the
+// controllers until ctx ends.
+func serve(ctx context.Context, cfg *Config, ctrl controllerConfig, logger hclog.Logger) error {
+	client, rc, err := kubeClient(cfg)
+	if err != nil {
+		return err
+	}
+	return serveWith(ctx, cfg, ctrl, client, clusterCA(rc), logger, nil)
+}
+
+// listening are the addresses cloudhive serves on, once it is ready.
+type listening struct{ hub, bootstrap, admin net.Addr }
+
+// serveWith is serve with the API client given; onReady (optional) learns
+// the addresses once everything listens.
+func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client kubernetes.Interface, clusterCAPEM []byte,
+	logger hclog.Logger, onReady func(listening)) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := cloudhub.NewMetrics(reg)
+	var ready atomic.Bool
+
+	// The admin API first, so health is visible while credentials load.
+	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveAdmin(gctx, adminLn, reg, &ready, logger.Named("admin")) })
+	// An early error return still stops and waits for what was started.
+	started := false
+	defer func() {
+		if !started {
+			cancel()
+			_ = g.Wait()
+		}
+	}()
+
+	secrets := cloudhub.Secrets{Client: client, Namespace: cfg.Namespace}
+	ca, pair, err := credentials(gctx, cfg, secrets, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("credentials ready", "namespace", cfg.Namespace, "ca_sha256", ca.CAHash(),
+		"server_sans", fmt.Sprint(pair.cert.Leaf.IPAddresses, pair.cert.Leaf.DNSNames), "server_cert_stored", pair.stored)
+
+	hubCfg := cfg.Hub
+	hubCfg.ClusterCA = clusterCAPEM
+	hub, err := cloudhub.New(hubCfg, cloudhub.ServerTLS(pair.cert, ca.Pool()), logger.Named("cloudhub"), metrics)
+	if err != nil {
+		return err
+	}
+	certs, err := cloudhub.NewCertServer(cloudhub.CertServerOptions{CA: ca, Server: pair.cert, Client: client,
+		NodeCertValidity: cfg.NodeCertValidity, Logger: logger.Named("certs"), Metrics: metrics})
+	if err != nil {
+		return err
+	}
+	handler, runners, err := newControllers(client, hub, ctrl, logger)
+	if err != nil {
+		return fmt.Errorf("controllers: %w", err)
+	}
+
+	wsLn, err := cloudhub.Listen(gctx, cfg.Listen, cfg.ReusePort)
+	if err != nil {
+		return err
+	}
+	bsLn, err := cloudhub.Listen(gctx, cfg.BootstrapListen, cfg.ReusePort)
+	if err != nil {
+		_ = wsLn.Close()
+		return err
+	}
+	for _, r := range runners {
+		g.Go(func() error { return r(gctx) })
+	}
+	g.Go(func() error { return hub.Serve(gctx, wsLn, handler) })
+	g.Go(func() error { return certs.Serve(gctx, bsLn) })
+	g.Go(func() error { return refreshToken(gctx, secrets, ca, cfg.TokenTTL, logger) })
+	started = true
+	defer cancel()
+	ready.Store(true)
+	logger.Info("cloudhive ready", "cloudhub", wsLn.Addr().String(), "bootstrap", bsLn.Addr().String(), "admin", adminLn.Addr().String())
+	if onReady != nil {
+		onReady(listening{hub: wsLn.Addr(), bootstrap: bsLn.Addr(), admin: adminLn.Addr()})
+	}
+	return g.Wait()
+}
+
+type tlsPair struct {
+	cert   tls.Certificate
+	stored bool
+}
+
+// refreshToken keeps the token secret valid: Token replaces it once less than
+// half its lifetime is left.
+func refreshToken(ctx context.Context, secrets cloudhub.Secrets, ca *cloudhub.CA, ttl time.Duration, logger hclog.Logger) error {
+	every := min(ttl/4, time.Hour)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if _, err := secrets.Token(ctx, ca, ttl, time.Now()); err != nil && ctx.Err() == nil {
+				logger.Warn("join token refresh failed", "error", err)
+			}
+		}
+	}
+}
+
+func serveAdmin(ctx context.Context, ln net.Listener, reg *prometheus.Registry, ready *atomic.Bool, logger hclog.Logger) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("admin: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	<-errc
+	return nil
+}

@@ -1,0 +1,31 @@
+# cloudhive's embedded default configuration (`cloudhive run` without -config).
+# kubeconfig "" means the in-cluster service account; `-kubeconfig FILE` overrides it.
+kubeconfig = ""
+namespace  = "kubeedge" # where casecret, cloudcoresecret and tokensecret live
+
+log {
+  level  = "info"
+  format = "text"
+}
+
+cloudhub {
+  listen              = "0.0.0.0:10000"
+  bootstrap_listen    = "0.0.0.0:10002"
+  advertise_addresses = [] # server certificate IP SANs; empty: every address of this host
+  dns_names           = []
+  reuse_port          = false
+  keepalive_timeout   = "30s"
+  node_limit          = 1000
+  max_frame_bytes     = 8388608
+  ack_timeout         = "5s"
+  ack_retries         = 4
+  queue_size          = 256
+  token_ttl           = "24h"
+  node_cert_validity  = "8760h"
+}
+
+edgecontroller {}
+
+admin {
+  listen = "127.0.0.1:10003"
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Builds Kubernetes server binaries from the Go module proxy into a cache
+# outside the repo, for the e2e tests (DESIGN.md §6).
+#
+#   hack/kube.sh [BINARY...]   default: kube-apiserver
+#   hack/kube.sh dir           print the cache's bin directory
+#
+# BINARY is one of kube-apiserver, kube-controller-manager, kube-scheduler.
+# A scratch module requires k8s.io/kubernetes at $KUBE_VERSION and pins every
+# k8s.io/* staging module (a ./staging replace in kubernetes' own go.mod) to
+# the matching v0.Y.Z tag. A binary already in the cache that answers
+# --version is not built again.
+set -euo pipefail
+
+KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
+cache=${EDGEHIVE_CACHE:-$HOME/.cache/edgehive}/kubernetes-$KUBE_VERSION
+bindir=$cache/bin
+srcdir=$cache/src
+GO=${GO:-go}
+
+log() { echo "kube.sh: $*" >&2; }
+
+if [ "${1:-}" = "dir" ]; then
+  echo "$bindir"
+  exit 0
+fi
+
+bins=("$@")
+[ ${#bins[@]} -gt 0 ] || bins=(kube-apiserver)
+for b in "${bins[@]}"; do
+  case "$b" in
+    kube-apiserver | kube-controller-manager | kube-scheduler) ;;
+    *) log "unknown binary $b (want kube-apiserver, kube-controller-manager or kube-scheduler)"; exit 2 ;;
+  esac
+done
+
+# v1.37.2 -> staging modules are tagged v0.37.2
+staging_version=v0.${KUBE_VERSION#v1.}
+major=${KUBE_VERSION#v}
+major=${major%%.*}
+minor=${KUBE_VERSION#v*.}
+minor=${minor%%.*}
+
+write_module() {
+  mkdir -p "$srcdir" "$bindir"
+  local modfile
+  modfile=$("$GO" mod download -json "k8s.io/kubernetes@$KUBE_VERSION" |
+    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+  if [ -z "$modfile" ] || [ ! -f "$modfile" ]; then
+    log "could not download k8s.io/kubernetes@$KUBE_VERSION's go.mod"
+    exit 1
+  fi
+  local staging
+  staging=$(awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "$modfile" | sort -u)
+  if [ -z "$staging" ]; then
+    log "no staging replaces found in $modfile"
+    exit 1
+  fi
+  local goversion
+  goversion=$(awk '$1 == "go" {print $2; exit}' "$modfile")
+  {
+    echo "// written by hack/kube.sh; builds Kubernetes $KUBE_VERSION server binaries"
+    echo "module edgehive.local/kubebuild"
+    echo
+    echo "go $goversion"
+    echo
+    echo "require k8s.io/kubernetes $KUBE_VERSION"
+    echo
+    echo "replace ("
+    local m
+    for m in $staging; do
+      echo "	$m => $m $staging_version"
+    done
+    echo ")"
+  } >"$srcdir/go.mod.new"
+  if ! cmp -s "$srcdir/go.mod.new" "$srcdir/go.mod" 2>/dev/null; then
+    mv "$srcdir/go.mod.new" "$srcdir/go.mod"
+    rm -f "$srcdir/go.sum"
+  else
+    rm -f "$srcdir/go.mod.new"
+  fi
+}
+
+# The version the binaries report (and compute their compatibility version
+# from) is stamped the way Kubernetes' own hack/lib/version.sh does it.
+version_ldflags() {
+  local p f=""
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    f+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$minor"
+    f+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$f"
+}
+
+for b in "${bins[@]}"; do
+  if [ -x "$bindir/$b" ] && "$bindir/$b" --version >/dev/null 2>&1; then
+    log "$b: cached ($("$bindir/$b" --version 2>&1 | head -1)) at $bindir/$b"
+    continue
+  fi
+  write_module
+  log "building $b $KUBE_VERSION into $bindir (several minutes the first time)"
+  start=$(date +%s)
+  (
+    cd "$srcdir"
+    # -mod=mod: let the build fill go.sum from the proxy's checksummed modules.
+    GOFLAGS="${GOFLAGS:-} -mod=mod" CGO_ENABLED=0 \
+      "$GO" build -trimpath -ldflags "-s -w$(version_ldflags)" \
+      -o "$bindir/$b.tmp" "k8s.io/kubernetes/cmd/$b"
+  )
+  mv "$bindir/$b.tmp" "$bindir/$b"
+  log "$b: built in $(($(date +%s) - start)) s: $("$bindir/$b" --version 2>&1 | head -1)"
+done
