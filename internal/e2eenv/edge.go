@@ -198,9 +198,6 @@ func (e *Edge) patchConfig(t testing.TB, extra map[string]map[string]cty.Value) 
 			"cgroup_driver": cty.StringVal("cgroupfs"),
 			"http_address":  cty.StringVal(e.EdgedAddress),
 		},
-		"metamanager": {
-			"meta_server_address": cty.StringVal(e.MetaServerAddress),
-		},
 		// The embedded MQTT broker (internal mode) on its own port.
 		"eventbus": {
 			"listen": cty.StringVal(fmt.Sprintf("127.0.0.1:%d", FreePort(t))),
@@ -229,6 +226,19 @@ func (e *Edge) patchConfig(t testing.TB, extra map[string]map[string]cty.Value) 
 		for k, v := range attrs {
 			cfg.Body().SetAttributeValue(k, v)
 		}
+	}
+	// The MetaServer on, on its own port, so edge applications can be tested.
+	if mm := root.FirstMatchingBlock("plugin", []string{"metamanager"}); mm != nil {
+		cfg := mm.Body().FirstMatchingBlock("config", nil)
+		if cfg == nil {
+			cfg = mm.Body().AppendNewBlock("config", nil)
+		}
+		if old := cfg.Body().FirstMatchingBlock("metaserver", nil); old != nil {
+			cfg.Body().RemoveBlock(old)
+		}
+		ms := cfg.Body().AppendNewBlock("metaserver", nil)
+		ms.Body().SetAttributeValue("enabled", cty.True)
+		ms.Body().SetAttributeValue("listen", cty.StringVal(e.MetaServerAddress))
 	}
 	if err := os.MkdirAll(filepath.Join(e.DataDir, "manifests"), 0o755); err != nil {
 		return err

@@ -179,6 +179,10 @@ func writePEM(path, typ string, der []byte, mode os.FileMode) error {
 		tmp.Close()
 		return fmt.Errorf("bootstrap: write %s: %w", path, err)
 	}
+	if err := tmp.Sync(); err != nil { // the rename must not expose an empty file after a power cut
+		tmp.Close()
+		return fmt.Errorf("bootstrap: write %s: %w", path, err)
+	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("bootstrap: write %s: %w", path, err)
 	}

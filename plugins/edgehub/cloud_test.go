@@ -72,6 +72,7 @@ type cloudConn struct {
 	header http.Header
 	path   string
 	cn     string
+	serial string            // of the client certificate
 	frames chan *sdk.Message // every frame but keepalives
 	keeps  chan *sdk.Message
 	closed chan struct{}
@@ -93,6 +94,7 @@ func newFakeCloud(t *testing.T, p *testPKI) *fakeCloud {
 			frames: make(chan *sdk.Message, 100), keeps: make(chan *sdk.Message, 100), closed: make(chan struct{})}
 		if len(r.TLS.PeerCertificates) > 0 {
 			cc.cn = r.TLS.PeerCertificates[0].Subject.CommonName
+			cc.serial = r.TLS.PeerCertificates[0].SerialNumber.String()
 		}
 		c.conns <- cc
 		if c.silent {

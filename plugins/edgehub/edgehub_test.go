@@ -5,7 +5,10 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -345,4 +348,107 @@ func TestRoute(t *testing.T) {
 			t.Errorf("route(%+v) = %v %q", tt, resp, module)
 		}
 	}
+}
+
+// stallProxy forwards TCP between the edge and the cloud until stall: from
+// then on the connections open so far stay open but carry nothing either
+// way — the peer stops answering and no FIN comes, a half-open link. New
+// connections are forwarded normally.
+type stallProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	links  []*atomic.Bool // one "stalled" flag per accepted connection
+}
+
+func newStallProxy(t *testing.T, target string) *stallProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{ln: ln, target: target}
+	var conns sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); conns.Wait() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			stalled := &atomic.Bool{}
+			p.mu.Lock()
+			p.links = append(p.links, stalled)
+			p.mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				defer conns.Done()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if err != nil {
+						dst.Close()
+						return
+					}
+					if !stalled.Load() { // stalled: swallow, never answer, never close
+						if _, err := dst.Write(buf[:n]); err != nil {
+							src.Close()
+							return
+						}
+					}
+				}
+			}
+			conns.Add(2)
+			go pipe(out, in)
+			go pipe(in, out)
+			t.Cleanup(func() { in.Close(); out.Close() })
+		}
+	}()
+	return p
+}
+
+func (p *stallProxy) addr() string { return p.ln.Addr().String() }
+
+// stall silences every connection open now.
+func (p *stallProxy) stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.links {
+		s.Store(true)
+	}
+}
+
+// With the module's default timing (ping every 10 s, 30 s read deadline), a
+// link whose peer goes silent without closing is noticed within 30 s and
+// redialled. KubeEdge's edgehub would keep writing into it for many minutes.
+func TestHalfOpenNoticedWithin30s(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	cloud := newFakeCloud(t, p)
+	proxy := newStallProxy(t, cloud.addr())
+	m := New() // default ping interval and read timeout
+	m.minBackoff, m.maxBackoff = 20*time.Millisecond, 200*time.Millisecond
+	h := sdktest.New(t, m, sdktest.Options{ConfigJSON: `{"server":"` + proxy.addr() + `",` + p.nodeFiles(t, node) + `}`})
+	cloud.accept(t)
+	waitSent(t, h, "connected", event(moduleMeta, cloudConnected, 1))
+	time.Sleep(2 * time.Second) // some traffic (keepalive, a ping) before the stall
+	proxy.stall()
+	stalled := time.Now()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	if _, ok := h.WaitSent(ctx, event(moduleMeta, cloudDisconnected, 1)); !ok {
+		t.Fatal("the half-open link was not noticed in 40 s")
+	}
+	took := time.Since(stalled)
+	t.Logf("half-open link noticed after %s", took.Round(time.Millisecond))
+	if took > defaultReadTimeout+500*time.Millisecond {
+		t.Fatalf("noticed after %s, want within %s", took, defaultReadTimeout)
+	}
+	cloud.accept(t) // redialled through the proxy, on a fresh connection
+	waitSent(t, h, "connected again", event(moduleMeta, cloudConnected, 2))
 }

@@ -55,14 +55,17 @@ func (e *EdgeHub) url() string {
 // dial so a renewed certificate is picked up. With a token and no usable
 // certificate it bootstraps one first.
 func (e *EdgeHub) tlsConfig(ctx context.Context) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(e.cfg.TLSCertFile, e.cfg.TLSPrivateKeyFile)
+	cert, err := e.loadNodeCert()
 	if err != nil && e.cfg.Token != "" {
 		e.logger.Info("no usable node certificate, bootstrapping with the token", "https_server", e.cfg.HTTPSServer, "reason", err)
-		if berr := Bootstrap(ctx, e.cfg.HTTPSServer, e.cfg.Token, e.host.NodeName(),
-			e.cfg.TLSCAFile, e.cfg.TLSCertFile, e.cfg.TLSPrivateKeyFile); berr != nil {
+		e.certMu.Lock()
+		berr := Bootstrap(ctx, e.cfg.HTTPSServer, e.cfg.Token, e.host.NodeName(),
+			e.cfg.TLSCAFile, e.cfg.TLSCertFile, e.cfg.TLSPrivateKeyFile)
+		e.certMu.Unlock()
+		if berr != nil {
 			return nil, fmt.Errorf("bootstrap: %w", berr)
 		}
-		cert, err = tls.LoadX509KeyPair(e.cfg.TLSCertFile, e.cfg.TLSPrivateKeyFile)
+		cert, err = e.loadNodeCert()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("node certificate: %w", err)

@@ -24,7 +24,7 @@ import (
 const (
 	Name    = "edgehub"
 	Group   = sdk.GroupHub
-	Version = "0.2.0"
+	Version = "0.3.0"
 )
 
 // Modules on the node edgehub delivers to.
@@ -84,6 +84,12 @@ type EdgeHub struct {
 
 	writeMu sync.Mutex // gorilla allows one writer at a time
 
+	// certMu serialises reading and replacing the node certificate files
+	// (bootstrap at dial, renewal by the rotation loop).
+	certMu         sync.Mutex
+	rotateFraction func() float64 // where in the lifetime to renew; tests fix it
+	rotations      atomic.Uint64  // successful renewals
+
 	dropped     atomic.Uint64 // upstream messages dropped from a full queue
 	connects    atomic.Uint64 // successful connections
 	refusedDown atomic.Uint64 // downstream frames refused (malformed, oversized, unroutable)
@@ -103,6 +109,8 @@ func New() *EdgeHub {
 		minBackoff:   minBackoff,
 		maxBackoff:   maxBackoff,
 		queueSize:    defaultQueueSize,
+
+		rotateFraction: randomRotateFraction,
 	}
 }
 
@@ -137,7 +145,16 @@ func (e *EdgeHub) Start(ctx context.Context, host sdk.Context) error {
 	e.mu.Unlock()
 	go func() {
 		defer close(done)
+		var rot sync.WaitGroup
+		if e.cfg.RotateCertificates {
+			rot.Add(1)
+			go func() {
+				defer rot.Done()
+				e.rotateLoop(ctx)
+			}()
+		}
 		e.run(ctx)
+		rot.Wait()
 	}()
 	e.logger.Info("edgehub started", "server", e.cfg.Server, "node", host.NodeName())
 	return nil

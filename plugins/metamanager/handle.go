@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/edgehive/edgehive/plugins/metamanager/metaserver"
 	"github.com/edgehive/edgehive/plugins/metamanager/store"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -59,6 +60,7 @@ var edgedTypes = []string{
 // asked of the cloud only when missing.
 var remoteTypes = []string{
 	sdk.ResourceConfigMap, sdk.ResourceSecret, sdk.ResourceNode, sdk.ResourceLease,
+	sdk.ResourceService, sdk.ResourceEndpoints,
 	"persistentvolume", "persistentvolumeclaim", "volumeattachment", "serviceaccounttoken",
 	"certificatesigningrequest",
 }
@@ -146,6 +148,7 @@ func (m *MetaManager) handleDownstream(ctx context.Context, msg *sdk.Message) er
 		if err != nil {
 			return fmt.Errorf("%s: %s: not acknowledged: %w", Name, msg, err)
 		}
+		m.published(ctx, result, key, obj)
 		if result == store.Stale {
 			// A newer version is stored (and was given to edged): do not
 			// hand edged an older one, but acknowledge, so the cloud stops
@@ -197,12 +200,18 @@ func (m *MetaManager) deleteObject(ctx context.Context, res sdk.Resource, msg *s
 		m.logger.Info("delete names another object than the one stored; kept", "key", key, "uid", uid, "stored_uid", storedUID)
 		return false, nil
 	}
-	if _, err := m.store.Delete(ctx, key); err != nil {
+	deleted, err := m.store.Delete(ctx, key)
+	if err != nil {
 		return false, err
 	}
+	if deleted {
+		m.publish(ctx, metaserver.Deleted, key, stored.Value)
+	}
 	if res.Type == sdk.ResourcePod {
-		if _, err := m.store.Delete(ctx, sdk.BuildResource(res.Namespace, sdk.ResourcePodPatch, res.Name)); err != nil {
-			return false, err
+		for _, typ := range []string{sdk.ResourcePodPatch, resourceLocalPodStatus} {
+			if _, err := m.store.Delete(ctx, sdk.BuildResource(res.Namespace, typ, res.Name)); err != nil {
+				return false, err
+			}
 		}
 	}
 	return true, nil
@@ -217,6 +226,20 @@ func (m *MetaManager) handleUpstream(ctx context.Context, msg *sdk.Message) erro
 			err = errors.Join(err, m.replyError(ctx, msg, err))
 		}
 		return err
+	}
+	if res, err := sdk.ParseResource(msg.Router.Resource); err == nil && !res.IsList() {
+		// For the MetaServer only; the cloud gets the message whatever happens here.
+		var rerr error
+		switch op := msg.Router.Operation; {
+		case op == sdk.OpPatch && res.Type == sdk.ResourcePodPatch:
+			rerr = m.recordPodStatus(ctx, res, msg)
+		case op == sdk.OpPatch && res.Type == sdk.ResourceNodePatch,
+			(op == sdk.OpInsert || op == sdk.OpUpdate) && res.Type == sdk.ResourceNode:
+			rerr = m.recordNode(ctx, res, msg)
+		}
+		if rerr != nil {
+			m.logger.Warn("not recorded for the MetaServer", "msg", msg.String(), "error", rerr)
+		}
 	}
 	if !msg.Header.Sync {
 		fwd := msg.Clone()
@@ -397,25 +420,55 @@ func (m *MetaManager) doRemoteQuery(ctx context.Context, req *sdk.Message, res s
 		m.logger.Warn("the cloud did not answer a query; answering from the local store", "key", res.String(), "error", askErr)
 		return m.replyObject(ctx, req, obj)
 	}
-	var ackErr error
-	if obj, ok := answerObject(resp); ok && res.Type != "" {
-		rv := resp.Header.ResourceVersion
-		if rv == "" {
-			rv = metaString(obj, "resourceVersion")
+	ans := readCloudAnswer(resp)
+	switch {
+	case ans.errText != "":
+		// The cloud's refusal (NotFound, Forbidden, ...) is the answer: it
+		// knows better than a stored copy. Nothing is stored or acked.
+		return m.replyError(ctx, req, fmt.Errorf("cloud: %s", ans.errText))
+	case ans.obj == nil:
+		// Not one object ("OK", a list, the CA's PEM string): as it came.
+		answer, err := passThrough(req, resp)
+		if err != nil {
+			return errors.Join(err, m.replyError(ctx, req, err))
 		}
-		if _, err := m.store.Save(ctx, res.String(), res.Type, rv, obj); err != nil {
+		return m.reply(ctx, req, answer)
+	}
+	rv := resp.Header.ResourceVersion
+	if rv == "" {
+		rv = metaString(ans.obj, "resourceVersion")
+	}
+	var ackErr error
+	if res.Type != "" {
+		result, err := m.store.Save(ctx, res.String(), res.Type, rv, ans.obj)
+		switch {
+		case err != nil:
 			ackErr = fmt.Errorf("store the cloud's answer: %w", err)
-		} else if resp.Header.ResourceVersion != "" {
+		case resp.Header.ResourceVersion != "":
 			if err := m.host.Send(ctx, ModuleEdgeHub, sdk.NewAck(resp)); err != nil {
 				ackErr = fmt.Errorf("ack the cloud's answer: %w", err)
 			}
 		}
+		if err == nil {
+			m.published(ctx, result, res.String(), ans.obj)
+		}
 	}
-	answer, err := passThrough(req, resp)
+	answer, err := sdk.NewResponse(req, ans.obj)
 	if err != nil {
 		return errors.Join(ackErr, m.replyError(ctx, req, err))
 	}
+	answer.Header.ResourceVersion = rv
 	return errors.Join(ackErr, m.reply(ctx, req, answer))
+}
+
+// published tells the MetaServer about a Save that changed the store.
+func (m *MetaManager) published(ctx context.Context, result store.Result, key string, value json.RawMessage) {
+	switch result {
+	case store.Inserted:
+		m.publish(ctx, metaserver.Added, key, value)
+	case store.Updated:
+		m.publish(ctx, metaserver.Modified, key, value)
+	}
 }
 
 // --- content helpers ------------------------------------------------------------
@@ -436,37 +489,113 @@ func objectContent(msg *sdk.Message) (json.RawMessage, error) {
 	return json.RawMessage(c), nil
 }
 
-// answerObject is the object in a cloud answer: the Object of an ObjectResp
-// ({"Object":..,"Err":..}) without an error, or the content itself when it is
-// an object. Errors, strings ("OK") and nulls give false.
-func answerObject(resp *sdk.Message) (json.RawMessage, bool) {
+// cloudAnswer is what a cloud answer to a query for one object says.
+type cloudAnswer struct {
+	obj     json.RawMessage // the object, when the answer holds one
+	errText string          // the cloud's error, when it refused
+}
+
+// readCloudAnswer reads the shapes the cloud answers a query with: the
+// object itself, a JSON string holding it, KubeEdge's ObjectResp
+// {"Object":..,"Err":..} (Err checked first: Object may be a non-null empty
+// object beside it), a Kubernetes API error {"ErrStatus":{..}} (cloudcore
+// sends those with operation "response"), a one-element array (KubeEdge's
+// list answers, of objects or of JSON strings), or an operation "error".
+// Anything else ("OK", a longer list, the CA's PEM) gives neither.
+func readCloudAnswer(resp *sdk.Message) cloudAnswer {
 	if resp.Router.Operation == sdk.OpError {
-		return nil, false
+		text := strings.TrimSpace(resp.ContentString())
+		if status := statusText(json.RawMessage(text)); status != "" {
+			text = status
+		}
+		if text == "" {
+			text = "error without a message"
+		}
+		return cloudAnswer{errText: text}
 	}
-	c := bytes.TrimSpace(resp.Content)
-	if len(c) == 0 || c[0] != '{' {
-		return nil, false
+	return readAnswerValue(bytes.TrimSpace(resp.Content), 0)
+}
+
+func readAnswerValue(c []byte, depth int) cloudAnswer {
+	if len(c) == 0 || depth > 2 {
+		return cloudAnswer{}
+	}
+	switch c[0] {
+	case '"':
+		var inner string
+		if json.Unmarshal(c, &inner) != nil {
+			return cloudAnswer{}
+		}
+		inner = strings.TrimSpace(inner)
+		if inner == "" || (inner[0] != '{' && inner[0] != '[') {
+			return cloudAnswer{}
+		}
+		return readAnswerValue([]byte(inner), depth+1)
+	case '[':
+		var items []json.RawMessage
+		if json.Unmarshal(c, &items) != nil {
+			return cloudAnswer{}
+		}
+		switch len(items) {
+		case 0:
+			return cloudAnswer{errText: "not found (the cloud answered an empty list)"}
+		case 1:
+			return readAnswerValue(bytes.TrimSpace(items[0]), depth+1)
+		}
+		return cloudAnswer{}
+	case '{':
+	default:
+		return cloudAnswer{}
 	}
 	var fields map[string]json.RawMessage
 	if json.Unmarshal(c, &fields) != nil {
-		return nil, false
+		return cloudAnswer{}
 	}
 	if _, isErr := fields["ErrStatus"]; isErr {
-		return nil, false
+		return cloudAnswer{errText: statusText(c)}
 	}
 	obj, hasObj := fields["Object"]
 	errField, hasErr := fields["Err"]
-	if hasObj || hasErr {
-		if hasErr && string(bytes.TrimSpace(errField)) != "null" {
-			return nil, false
-		}
-		obj = bytes.TrimSpace(obj)
-		if len(obj) == 0 || obj[0] != '{' {
-			return nil, false
-		}
-		return obj, true
+	if !hasObj && !hasErr {
+		return cloudAnswer{obj: json.RawMessage(c)}
 	}
-	return c, true
+	if errField = bytes.TrimSpace(errField); hasErr && len(errField) > 0 && string(errField) != "null" {
+		text := statusText(errField)
+		if text == "" {
+			text = string(errField)
+		}
+		return cloudAnswer{errText: text}
+	}
+	obj = bytes.TrimSpace(obj)
+	if len(obj) == 0 || obj[0] != '{' {
+		return cloudAnswer{errText: "the cloud answered without an object"}
+	}
+	return cloudAnswer{obj: obj}
+}
+
+// statusText is the message of a Kubernetes API error {"ErrStatus":{...}}
+// (or of a bare Status), with its reason; "" when it is not one.
+func statusText(c json.RawMessage) string {
+	var wrapped struct {
+		ErrStatus *struct {
+			Message string `json:"message"`
+			Reason  string `json:"reason"`
+			Code    int    `json:"code"`
+		} `json:"ErrStatus"`
+	}
+	if json.Unmarshal(c, &wrapped) != nil || wrapped.ErrStatus == nil {
+		return ""
+	}
+	st := wrapped.ErrStatus
+	switch {
+	case st.Message != "" && st.Reason != "":
+		return fmt.Sprintf("%s (%s, %d)", st.Message, st.Reason, st.Code)
+	case st.Message != "":
+		return st.Message
+	case st.Reason != "":
+		return fmt.Sprintf("%s (%d)", st.Reason, st.Code)
+	}
+	return fmt.Sprintf("API error %d", st.Code)
 }
 
 // metaString reads metadata.<field> of an object, or "".

@@ -34,8 +34,17 @@ func newFixture(t *testing.T, db string, timeout string) *fixture {
 	}
 	m := New()
 	h := sdktest.New(t, m, sdktest.Options{ConfigJSON: fmt.Sprintf(
-		`{"db_file":%q,"meta_server_enable":false,"remote_query_timeout":%q}`, db, timeout)})
+		`{"db_file":%q,"remote_query_timeout":%q}`, db, timeout)})
 	return &fixture{t: t, h: h, m: m, db: db}
+}
+
+func leaseJSON(rv string) string {
+	return `{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"edge-1","namespace":"kube-node-lease","resourceVersion":"` + rv +
+		`"},"spec":{"holderIdentity":"edge-1","leaseDurationSeconds":40}}`
+}
+
+func svcJSON(name, rv, ip string) string {
+	return fmt.Sprintf(`{"apiVersion":"v1","kind":"Service","metadata":{"name":%q,"namespace":"default","resourceVersion":%q},"spec":{"clusterIP":%q}}`, name, rv, ip)
 }
 
 func podJSON(ns, name, uid, rv string) string {
@@ -367,22 +376,101 @@ func TestQueryOnline(t *testing.T) {
 			wantOp: sdk.OpResponse, want: cm, stored: "5001", wantAck: true, askClouds: true,
 		},
 		{
-			name: "node as ObjectResp: object stored, answer passed on, no ack without rv",
+			name: "node as ObjectResp: object stored and answered unwrapped, no ack without rv",
 			res:  "null/node/edge-1",
 			cloud: func(req *sdk.Message) (*sdk.Message, error) {
 				return sdk.NewResponse(req, json.RawMessage(`{"Object":{"metadata":{"name":"edge-1","resourceVersion":"77"}},"Err":null}`))
 			},
-			wantOp: sdk.OpResponse, want: `{"Object":{"metadata":{"name":"edge-1","resourceVersion":"77"}},"Err":null}`,
+			wantOp: sdk.OpResponse, want: `{"metadata":{"name":"edge-1","resourceVersion":"77"}}`,
 			stored: "77", askClouds: true,
 		},
 		{
-			name: "cloud NotFound is passed on, nothing stored",
+			name: "lease as ObjectResp",
 			res:  "kube-node-lease/lease/edge-1",
 			cloud: func(req *sdk.Message) (*sdk.Message, error) {
-				return sdk.NewResponse(req, json.RawMessage(`{"Object":{},"Err":{"ErrStatus":{"status":"Failure","reason":"NotFound","code":404}}}`))
+				return sdk.NewResponse(req, json.RawMessage(`{"Object":`+leaseJSON("4512")+`,"Err":null}`))
 			},
-			wantOp: sdk.OpResponse, want: `{"Object":{},"Err":{"ErrStatus":{"status":"Failure","reason":"NotFound","code":404}}}`,
+			wantOp: sdk.OpResponse, want: leaseJSON("4512"), stored: "4512", askClouds: true,
+		},
+		{
+			name: "ObjectResp NotFound (beside an empty Object) is an error answer, nothing stored",
+			res:  "kube-node-lease/lease/edge-1",
+			cloud: func(req *sdk.Message) (*sdk.Message, error) {
+				return sdk.NewResponse(req, json.RawMessage(`{"Object":{},"Err":{"ErrStatus":{"metadata":{},"status":"Failure","message":"leases.coordination.k8s.io \"edge-1\" not found","reason":"NotFound","code":404}}}`))
+			},
+			wantOp: sdk.OpError, wantText: `leases.coordination.k8s.io "edge-1" not found (NotFound, 404)`,
 			stored: "-", askClouds: true,
+		},
+		{
+			name:    "API error with operation response is an error answer; the stored copy is not used",
+			res:     "default/configmap/cm1",
+			preload: fromCloud(sdk.OpInsert, "default/configmap/cm1", "4000", cmJSON("default", "cm1", "4000", "old")),
+			cloud: func(req *sdk.Message) (*sdk.Message, error) {
+				return sdk.NewResponse(req, json.RawMessage(`{"ErrStatus":{"metadata":{},"status":"Failure","message":"configmaps \"cm1\" is forbidden: no pod uses it","reason":"Forbidden","code":403}}`))
+			},
+			wantOp: sdk.OpError, wantText: "forbidden", stored: "4000", askClouds: true,
+		},
+		{
+			name: "operation error from the cloud",
+			res:  "default/secret/s9",
+			cloud: func(req *sdk.Message) (*sdk.Message, error) {
+				return sdk.NewErrorResponse(req, errors.New("secret s9 not found")), nil
+			},
+			wantOp: sdk.OpError, wantText: "secret s9 not found", stored: "-", askClouds: true,
+		},
+		{
+			name: "one-element list of a JSON string is the object",
+			res:  "default/configmap/cm1",
+			cloud: func(req *sdk.Message) (*sdk.Message, error) {
+				str, _ := json.Marshal(cm)
+				resp, err := sdk.NewResponse(req, json.RawMessage("["+string(str)+"]"))
+				resp.Header.ResourceVersion = "5001"
+				return resp, err
+			},
+			wantOp: sdk.OpResponse, want: cm, stored: "5001", wantAck: true, askClouds: true,
+		},
+		{
+			name: "object in a JSON string",
+			res:  "default/configmap/cm1",
+			cloud: func(req *sdk.Message) (*sdk.Message, error) {
+				str, _ := json.Marshal(cm)
+				return sdk.NewResponse(req, json.RawMessage(str))
+			},
+			wantOp: sdk.OpResponse, want: cm, stored: "5001", askClouds: true,
+		},
+		{
+			name: "empty list is not found",
+			res:  "default/configmap/cm1",
+			cloud: func(req *sdk.Message) (*sdk.Message, error) {
+				return sdk.NewResponse(req, json.RawMessage(`[]`))
+			},
+			wantOp: sdk.OpError, wantText: "not found", stored: "-", askClouds: true,
+		},
+		{
+			name:    "service asked of the cloud although a copy is stored",
+			res:     "default/service/web",
+			preload: fromCloud(sdk.OpInsert, "default/service/web", "20", svcJSON("web", "20", "10.0.0.1")),
+			cloud: func(req *sdk.Message) (*sdk.Message, error) {
+				return sdk.NewResponse(req, json.RawMessage(svcJSON("web", "21", "10.0.0.2")))
+			},
+			wantOp: sdk.OpResponse, want: svcJSON("web", "21", "10.0.0.2"), stored: "21", askClouds: true,
+		},
+		{
+			name: "endpoints from the cloud",
+			res:  "default/endpoints/web",
+			cloud: func(req *sdk.Message) (*sdk.Message, error) {
+				return sdk.NewResponse(req, json.RawMessage(`{"apiVersion":"v1","kind":"Endpoints","metadata":{"name":"web","namespace":"default","resourceVersion":"30"},"subsets":[{"addresses":[{"ip":"10.88.0.5"}]}]}`))
+			},
+			wantOp: sdk.OpResponse, want: `{"apiVersion":"v1","kind":"Endpoints","metadata":{"name":"web","namespace":"default","resourceVersion":"30"},"subsets":[{"addresses":[{"ip":"10.88.0.5"}]}]}`,
+			stored: "30", askClouds: true,
+		},
+		{
+			name: "the cluster CA's PEM string is passed on, not stored",
+			res:  ResourceCACert,
+			cloud: func(req *sdk.Message) (*sdk.Message, error) {
+				return sdk.NewResponse(req, "-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n")
+			},
+			wantOp: sdk.OpResponse, want: `"-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n"`, stored: "", askClouds: true,
 		},
 		{
 			name:    "cloud unreachable: the stored copy answers",
@@ -454,7 +542,8 @@ func TestQueryOnline(t *testing.T) {
 			} else if !strings.Contains(answer.ContentString(), tt.wantText) {
 				t.Fatalf("error answer %q, want it to mention %q", answer.ContentString(), tt.wantText)
 			}
-			if got := f.stored(tt.res); got != tt.stored {
+			if tt.stored == "" { // not a storable resource
+			} else if got := f.stored(tt.res); got != tt.stored {
 				t.Fatalf("stored rv %s, want %s", got, tt.stored)
 			}
 			acked := false
@@ -514,6 +603,10 @@ func TestQueryOffline(t *testing.T) {
 	f.deliver(fromCloud(sdk.OpInsert, "default/configmap/cm1", "5", cmJSON("default", "cm1", "5", "v")))
 	f.deliver(fromCloud(sdk.OpInsert, "other/configmap/cm2", "6", cmJSON("other", "cm2", "6", "w")))
 	f.deliver(fromCloud(sdk.OpInsert, "null/node/n1", "7", `{"metadata":{"name":"n1"}}`))
+	f.deliver(fromCloud(sdk.OpInsert, "default/service/web", "8", svcJSON("web", "8", "10.0.0.1")))
+	f.deliver(fromCloud(sdk.OpInsert, "default/endpoints/web", "9", `{"metadata":{"name":"web","namespace":"default"},"subsets":[]}`))
+	f.deliver(fromCloud(sdk.OpInsert, "kube-node-lease/lease/edge-1", "10", leaseJSON("10")))
+	f.deliver(fromCloud(sdk.OpUpdate, "default/secret/s1", "11", `{"metadata":{"name":"s1","namespace":"default"},"data":{"a":"Yg=="}}`))
 	// No OnSync handler: asking the cloud would fail the query.
 	f.connect(false)
 
@@ -525,9 +618,14 @@ func TestQueryOffline(t *testing.T) {
 	}{
 		{"configmap", "default/configmap/cm1", sdk.OpResponse, cmJSON("default", "cm1", "5", "v"), ""},
 		{"node", "null/node/n1", sdk.OpResponse, `{"metadata":{"name":"n1"}}`, ""},
+		{"secret", "default/secret/s1", sdk.OpResponse, `{"metadata":{"name":"s1","namespace":"default"},"data":{"a":"Yg=="}}`, ""},
+		{"service", "default/service/web", sdk.OpResponse, svcJSON("web", "8", "10.0.0.1"), ""},
+		{"endpoints", "default/endpoints/web", sdk.OpResponse, `{"metadata":{"name":"web","namespace":"default"},"subsets":[]}`, ""},
+		{"lease", "kube-node-lease/lease/edge-1", sdk.OpResponse, leaseJSON("10"), ""},
+		{"missing lease", "kube-node-lease/lease/other", sdk.OpError, "", "not found"},
 		{"pod list covers every namespace", "default/pod", sdk.OpResponse, "[" + strings.Join(pods, ",") + "]", ""},
 		{"configmap list of one namespace", "other/configmap", sdk.OpResponse, "[" + cmJSON("other", "cm2", "6", "w") + "]", ""},
-		{"empty list", "default/secret", sdk.OpResponse, "[]", ""},
+		{"empty list", "default/persistentvolumeclaim", sdk.OpResponse, "[]", ""},
 		{"unknown", "default/secret/nope", sdk.OpError, "", "not found in the local store, and the cloud is disconnected"},
 		{"unparsable", "nope", sdk.OpError, "", "want <namespace>/<type>"},
 		{"ca offline", ResourceCACert, sdk.OpError, "", "disconnected"},

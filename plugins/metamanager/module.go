@@ -11,10 +11,12 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
+	"github.com/edgehive/edgehive/plugins/metamanager/metaserver"
 	"github.com/edgehive/edgehive/plugins/metamanager/store"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -23,7 +25,7 @@ import (
 const (
 	Name    = "metamanager"
 	Group   = sdk.GroupMeta
-	Version = "0.2.0"
+	Version = "0.3.0"
 )
 
 // maxBackground bounds the remote queries and sync upstream requests waiting
@@ -38,6 +40,14 @@ type MetaManager struct {
 	logger hclog.Logger
 	store  *store.Store
 	life   context.Context // the module's lifetime, from Start
+
+	// The MetaServer, when enabled: hub numbers the store's changes and
+	// feeds the watches; server answers the API. Both nil when disabled.
+	hub        *metaserver.Hub
+	server     *metaserver.Server
+	metaErr    atomic.Pointer[string] // why the MetaServer is not listening; nil when it is
+	metaCancel context.CancelFunc     // ends the listen retries; nil when none run
+	metaDone   chan struct{}
 
 	connected atomic.Bool // the cloud link is up, as edgehub last said
 
@@ -101,17 +111,125 @@ func (m *MetaManager) Start(ctx context.Context, host sdk.Context) error {
 		return fmt.Errorf("%s: start: %w", Name, err)
 	}
 	m.store = st
-	if m.cfg.MetaServerEnable {
-		m.logger.Warn("meta_server_enable is set, but the MetaServer is not built yet; not serving", "address", m.cfg.MetaServerAddress)
+	if m.cfg.MetaServer.Enabled {
+		if err := m.startMetaServer(ctx); err != nil {
+			_ = st.Close()
+			return fmt.Errorf("%s: start: %w", Name, err)
+		}
 	}
 	m.logger.Info("started", "version", Version, "db_file", m.cfg.DBFile)
 	return nil
+}
+
+// startMetaServer seeds the hub with what is stored and starts listening.
+// Revisions start at the start time in microseconds, so that they keep
+// growing across restarts and a client's version from before one is refused
+// as too old (it relists) rather than mistaken for a current one.
+func (m *MetaManager) startMetaServer(ctx context.Context) error {
+	hub := metaserver.NewHub(uint64(time.Now().UnixMicro()), 0, 0)
+	for _, typ := range metaserver.ServedTypes() {
+		objs, err := m.store.List(ctx, typ, "")
+		if err != nil {
+			return fmt.Errorf("metaserver: %w", err)
+		}
+		for _, o := range objs {
+			hub.Seed(o)
+		}
+	}
+	srv := metaserver.New(m.store, hub, metaserver.Options{
+		Secrets:  m.cfg.MetaServer.Secrets,
+		Logger:   m.logger.Named("metaserver"),
+		Decorate: m.withLocalStatus,
+	})
+	m.hub, m.server = hub, srv
+	err := srv.Start(ctx, m.cfg.MetaServer.Listen)
+	if err == nil {
+		return nil
+	}
+	// The store and edged come first: metamanager runs on without its
+	// MetaServer (reported by Health) and keeps trying to listen.
+	m.setMetaServerErr(err)
+	m.logger.Error("metaserver cannot listen; metamanager runs on without it and retries", "listen", m.cfg.MetaServer.Listen, "error", err)
+	metaCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	m.metaCancel, m.metaDone = cancel, done
+	go func() {
+		defer close(done)
+		wait := metaServerRetryMin
+		for {
+			t := time.NewTimer(wait)
+			select {
+			case <-metaCtx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			err := srv.Start(metaCtx, m.cfg.MetaServer.Listen)
+			if err == nil {
+				m.setMetaServerErr(nil)
+				return
+			}
+			m.setMetaServerErr(err)
+			m.logger.Warn("metaserver still cannot listen", "listen", m.cfg.MetaServer.Listen, "error", err, "retry_in", wait)
+			wait = min(wait*2, metaServerRetryMax)
+		}
+	}()
+	return nil
+}
+
+// How often a MetaServer that cannot listen (address in use) tries again.
+const (
+	metaServerRetryMin = time.Second
+	metaServerRetryMax = 30 * time.Second
+)
+
+func (m *MetaManager) setMetaServerErr(err error) {
+	if err == nil {
+		m.metaErr.Store(nil)
+		return
+	}
+	msg := err.Error()
+	m.metaErr.Store(&msg)
+}
+
+// MetaServerAddr is the address the MetaServer listens on, or "".
+func (m *MetaManager) MetaServerAddr() string {
+	if m.server == nil {
+		return ""
+	}
+	return m.server.Addr()
+}
+
+// publish tells the MetaServer's watches about a change to the store; a
+// pod goes with edged's reported status (see podstatus.go).
+func (m *MetaManager) publish(ctx context.Context, event, key string, value []byte) {
+	if m.hub == nil {
+		return
+	}
+	ns, typ, name, err := store.SplitKey(key)
+	if err != nil {
+		return
+	}
+	obj := store.Object{Key: key, Type: typ, Namespace: ns, Name: name, Value: value}
+	if event != metaserver.Deleted {
+		obj.Value = m.withLocalStatus(ctx, obj)
+	}
+	m.hub.Publish(event, obj)
 }
 
 // Stop waits for the requests still waiting on the cloud (they end with the
 // module's context) and closes the database.
 func (m *MetaManager) Stop(ctx context.Context) error {
 	m.stopOnce.Do(func() {
+		if m.metaCancel != nil {
+			m.metaCancel()
+			<-m.metaDone
+		}
+		if m.server != nil {
+			if err := m.server.Stop(ctx); err != nil {
+				m.logger.Warn("metaserver stop", "error", err)
+			}
+		}
 		done := make(chan struct{})
 		go func() { m.bg.Wait(); close(done) }()
 		select {
@@ -132,7 +250,13 @@ func (m *MetaManager) Health(ctx context.Context) error {
 	if m.store == nil {
 		return errors.New("metamanager: not started")
 	}
-	return m.store.Ping(ctx)
+	if err := m.store.Ping(ctx); err != nil {
+		return err
+	}
+	if msg := m.metaErr.Load(); msg != nil {
+		return fmt.Errorf("metamanager: metaserver not listening on %s: %s", m.cfg.MetaServer.Listen, *msg)
+	}
+	return nil
 }
 
 // CloudConnected reports whether edgehub last said the cloud is connected.

@@ -14,5 +14,7 @@ func TestModule(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	plugintest.DefaultsAgree(t, schema(), defaultConfig())
+	plugintest.DefaultsAgree(t, schema(), config{RemoteQueryTimeout: defaultConfig().RemoteQueryTimeout})
+	// The block's own defaults, as the host fills them in a block given empty.
+	plugintest.DefaultsAgree(t, &schema().Blocks[0].Schema, defaultConfig().MetaServer)
 }

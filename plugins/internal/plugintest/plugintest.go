@@ -72,8 +72,12 @@ func Run(t *testing.T, c Case) {
 	t.Run("sample", func(t *testing.T) {
 		raw, keys := SampleJSON(t, c.Sample)
 		var want []string
-		for _, a := range c.New().ConfigSchema().Attributes {
+		sch := c.New().ConfigSchema()
+		for _, a := range sch.Attributes {
 			want = append(want, a.Name)
+		}
+		for _, b := range sch.Blocks {
+			want = append(want, b.Name)
 		}
 		sort.Strings(want)
 		if !slices.Equal(keys, want) {
@@ -249,23 +253,9 @@ func sampleJSON(src []byte, path string) (string, []string, error) {
 	if len(body.Attributes) != 0 || len(body.Blocks) != 1 || body.Blocks[0].Type != "config" {
 		return "", nil, fmt.Errorf("%s: want exactly one config { ... } block", path)
 	}
-	inner := body.Blocks[0].Body
-	if len(inner.Blocks) != 0 {
-		return "", nil, fmt.Errorf("%s: nested blocks are not expected", path)
-	}
-	out := map[string]json.RawMessage{}
-	var keys []string
-	for name, attr := range inner.Attributes {
-		v, diags := attr.Expr.Value(nil)
-		if diags.HasErrors() {
-			return "", nil, diags
-		}
-		b, err := ctyjson.SimpleJSONValue{Value: v}.MarshalJSON()
-		if err != nil {
-			return "", nil, fmt.Errorf("%s: %s: %w", path, name, err)
-		}
-		out[name] = b
-		keys = append(keys, name)
+	out, keys, err := blockJSON(body.Blocks[0].Body, path)
+	if err != nil {
+		return "", nil, err
 	}
 	sort.Strings(keys)
 	b, err := json.Marshal(out)
@@ -273,6 +263,42 @@ func sampleJSON(src []byte, path string) (string, []string, error) {
 		return "", nil, err
 	}
 	return string(b), keys, nil
+}
+
+// blockJSON turns a block's attributes, and its nested blocks (each given at
+// most once, as the schema's non-repeated blocks are), into JSON values; the
+// keys are the names of both.
+func blockJSON(inner *hclsyntax.Body, path string) (map[string]json.RawMessage, []string, error) {
+	out := map[string]json.RawMessage{}
+	var keys []string
+	for name, attr := range inner.Attributes {
+		v, diags := attr.Expr.Value(nil)
+		if diags.HasErrors() {
+			return nil, nil, diags
+		}
+		b, err := ctyjson.SimpleJSONValue{Value: v}.MarshalJSON()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %s: %w", path, name, err)
+		}
+		out[name] = b
+		keys = append(keys, name)
+	}
+	for _, blk := range inner.Blocks {
+		if _, dup := out[blk.Type]; dup || len(blk.Labels) != 0 {
+			return nil, nil, fmt.Errorf("%s: block %q: want one unlabelled block", path, blk.Type)
+		}
+		nested, _, err := blockJSON(blk.Body, path)
+		if err != nil {
+			return nil, nil, err
+		}
+		b, err := json.Marshal(nested)
+		if err != nil {
+			return nil, nil, err
+		}
+		out[blk.Type] = b
+		keys = append(keys, blk.Type)
+	}
+	return out, keys, nil
 }
 
 // DefaultsAgree checks that the schema's defaults, filled in as the host fills

@@ -277,6 +277,30 @@ func (s *Store) Save(ctx context.Context, key, typ, rv string, value json.RawMes
 	return result, nil
 }
 
+// Replace overwrites the value of a stored row and keeps its
+// resourceVersion: for a change made on the node (a status edged reported)
+// that the cloud has not numbered, so that the cloud's next version still
+// replaces it and an older one still does not. The error wraps ErrNotFound
+// when key is not stored.
+func (s *Store) Replace(ctx context.Context, key string, value json.RawMessage) error {
+	if !json.Valid(value) {
+		return fmt.Errorf("store: replace %s: value is not valid JSON", key)
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE meta SET value = ?, updated_at = ? WHERE key = ?`,
+		string(value), time.Now().UnixMilli(), key)
+	if err != nil {
+		return fmt.Errorf("store: replace %s: %w", key, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("store: replace %s: %w", key, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("store: replace %s: %w", key, ErrNotFound)
+	}
+	return nil
+}
+
 // Delete removes key and reports whether it was there.
 func (s *Store) Delete(ctx context.Context, key string) (bool, error) {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM meta WHERE key = ?`, key)

@@ -355,3 +355,31 @@ func TestConcurrentWriters(t *testing.T) {
 		t.Fatalf("shared rv %s, want the highest %s", o.ResourceVersion, want)
 	}
 }
+
+func TestReplaceKeepsVersion(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t)
+	if _, err := s.Save(ctx, "null/node/n1", "node", "10", json.RawMessage(`{"v":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Replace(ctx, "null/node/n1", json.RawMessage(`{"v":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.Get(ctx, "null/node/n1")
+	if err != nil || string(o.Value) != `{"v":2}` || o.ResourceVersion != "10" {
+		t.Fatalf("after Replace: %+v, %v", o, err)
+	}
+	// The cloud's ordering still holds: an older version is stale, a newer one replaces.
+	if r, _ := s.Save(ctx, "null/node/n1", "node", "9", json.RawMessage(`{"v":0}`)); r != Stale {
+		t.Fatalf("older save after Replace: %s", r)
+	}
+	if r, _ := s.Save(ctx, "null/node/n1", "node", "11", json.RawMessage(`{"v":3}`)); r != Updated {
+		t.Fatalf("newer save after Replace: %s", r)
+	}
+	if err := s.Replace(ctx, "null/node/missing", json.RawMessage(`{}`)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Replace of a missing key: %v", err)
+	}
+	if err := s.Replace(ctx, "null/node/n1", json.RawMessage(`{`)); err == nil {
+		t.Fatal("Replace accepted invalid JSON")
+	}
+}
