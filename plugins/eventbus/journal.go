@@ -13,9 +13,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgehive/edgehive/sdk"
 )
 
 // journal keeps the MQTT messages that the embedded broker accepted for the
@@ -35,6 +39,7 @@ import (
 // says what a restart can skip; segments wholly below it are deleted.
 type journal struct {
 	dir  string
+	lock *os.File // flock'ed lock file of dir
 	reqs chan *journalReq
 	kick chan struct{} // the watermark moved
 
@@ -76,24 +81,85 @@ const (
 	recMark = 'W'
 )
 
-// openJournal reads the segments in dir and returns the journal with what a
-// previous instance had not handed on, oldest first.
-func openJournal(dir string) (*journal, []journalRecord, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("journal: %w", err)
+// openJournal opens the journal in the directory base — or, when another
+// instance holds it (a live upgrade runs two), in a fresh directory beside
+// it — and returns it with what a previous instance had not handed on. It
+// also takes over every journal beside it that no instance holds (left by an
+// instance that died during an upgrade): their messages are written into
+// this one, then their directory is removed.
+func openJournal(base string) (*journal, []journalRecord, error) {
+	dir := base
+	lock, err := lockDir(dir)
+	if errors.Is(err, errLocked) {
+		dir = fmt.Sprintf("%s.%d", base, time.Now().UnixNano())
+		lock, err = lockDir(dir)
 	}
-	names, err := filepath.Glob(filepath.Join(dir, "*.log"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("journal: %w", err)
+		return nil, nil, err
+	}
+	j := &journal{dir: dir, lock: lock, reqs: make(chan *journalReq, maxJournalBatch), kick: make(chan struct{}, 1), nextSeq: 1}
+	backlog, err := j.load()
+	if err == nil {
+		err = j.startSegment()
+	}
+	if err != nil {
+		_ = lock.Close()
+		return nil, nil, err
+	}
+	others, _ := filepath.Glob(base + ".*")
+	if dir != base {
+		others = append([]string{base}, others...)
+	}
+	for _, other := range others {
+		if other == dir {
+			continue
+		}
+		adopted, err := j.adopt(other)
+		if err != nil {
+			_ = j.close()
+			return nil, nil, err
+		}
+		backlog = append(backlog, adopted...)
+	}
+	return j, backlog, nil
+}
+
+// errLocked: another instance holds the journal directory.
+var errLocked = errors.New("journal in use by another instance")
+
+// lockDir creates dir and takes its lock file; the kernel releases it when
+// the process dies.
+func lockDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, errLocked
+		}
+		return nil, fmt.Errorf("journal: lock %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// load reads the segments of j.dir and returns the messages not handed on.
+func (j *journal) load() ([]journalRecord, error) {
+	names, err := filepath.Glob(filepath.Join(j.dir, "*.log"))
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
 	}
 	sort.Strings(names)
-	j := &journal{dir: dir, reqs: make(chan *journalReq, maxJournalBatch), kick: make(chan struct{}, 1), nextSeq: 1}
 	var records []journalRecord
 	var mark int64
 	for _, name := range names {
 		recs, marks, last, err := readSegment(name)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		records = append(records, recs...)
 		mark = max(mark, marks)
@@ -110,10 +176,43 @@ func openJournal(dir string) (*journal, []journalRecord, error) {
 		}
 	}
 	j.done, j.markWrote = mark, mark
-	if err := j.startSegment(); err != nil {
-		return nil, nil, err
+	return backlog, nil
+}
+
+// adopt moves the messages of another journal directory that no instance
+// holds into j, and removes it. A directory in use is left alone.
+func (j *journal) adopt(dir string) ([]journalRecord, error) {
+	lock, err := lockDir(dir)
+	if errors.Is(err, errLocked) {
+		return nil, nil
 	}
-	return j, backlog, nil
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close()
+	other := &journal{dir: dir, nextSeq: 1}
+	recs, err := other.load()
+	if err != nil {
+		return nil, err
+	}
+	reqs := make([]*journalReq, len(recs))
+	for i, r := range recs {
+		m := sdk.NewMessage("")
+		m.Header.ID = r.id
+		reqs[i] = &journalReq{item: &inbound{msg: m}, topic: r.topic, payload: r.payload}
+	}
+	if len(reqs) > 0 {
+		if err := j.write(context.Background(), reqs); err != nil {
+			return nil, err
+		}
+	}
+	for i := range recs {
+		recs[i].seq = reqs[i].item.seq
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("journal: remove %s: %w", dir, err)
+	}
+	return recs, nil
 }
 
 // journalRecord is a message as it was journaled.
@@ -207,11 +306,15 @@ func (j *journal) startSegment() error {
 }
 
 func (j *journal) close() error {
-	if j.f == nil {
-		return nil
+	var err error
+	if j.f != nil {
+		err = j.f.Close()
+		j.f = nil
 	}
-	err := j.f.Close()
-	j.f = nil
+	if j.lock != nil {
+		_ = j.lock.Close()
+		j.lock = nil
+	}
 	return err
 }
 

@@ -118,3 +118,52 @@ func FuzzJournalSegment(f *testing.F) {
 		}
 	})
 }
+
+// Two instances at once (a live upgrade): the second gets its own directory;
+// whatever either left is taken over by the next instance, and the extra
+// directory goes.
+func TestJournalTwoInstances(t *testing.T) {
+	ctx := context.Background()
+	base := filepath.Join(t.TempDir(), "j")
+	a, _, err := openJournal(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.write(ctx, journalReqs("a1", "a2")); err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := openJournal(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.dir == a.dir {
+		t.Fatalf("both instances in %s", a.dir)
+	}
+	if err := b.write(ctx, journalReqs("b1")); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.close() // both die with messages not handed on
+	_ = b.close()
+
+	c, backlog, err := openJournal(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	if c.dir != base {
+		t.Errorf("the next instance is in %s, want %s", c.dir, base)
+	}
+	got := ids(backlog)
+	if len(got) != 3 || got[0] != "a1" || got[1] != "a2" || got[2] != "b1" {
+		t.Fatalf("backlog %v, want [a1 a2 b1]", got)
+	}
+	if _, err := os.Stat(b.dir); !os.IsNotExist(err) {
+		t.Errorf("the second instance's directory is still there: %v", err)
+	}
+	// The adopted message is in c's own journal now.
+	_ = c.close()
+	_, backlog, err = openJournal(base)
+	if err != nil || len(backlog) != 3 {
+		t.Fatalf("after another restart: %v %v", ids(backlog), err)
+	}
+}
