@@ -170,7 +170,7 @@ func skipOffline(err error) error {
 // then its desired values as a cloud update: the edge keeps the twins it
 // already has on a membership add.
 func (c *Controller) addTo(ctx context.Context, node, key string, d *device, want, types map[string]string) error {
-	md := memberDevice{ID: key, Name: d.Name, Description: d.Annotations["description"], Twin: map[string]*msgTwin{}}
+	md := memberDevice{ID: key, Name: d.Name, Twin: map[string]*msgTwin{}}
 	for _, p := range d.Spec.Properties {
 		if p.Name == "" {
 			continue

@@ -12,16 +12,15 @@ import (
 // What the controller sends and receives, in KubeEdge's devicetwin JSON
 // (../../shared/reference/kubeedge-wire.md §9.3; plugins/devicetwin reads it).
 const (
-	moduleName        = "devicecontroller" // route.source of what it sends
-	resMembership     = "membership"
-	resTwinConfirm    = "twin"
-	devicePrefix      = "device/"
-	cloudUpdated      = "/twin/cloud_updated"
-	edgeUpdated       = "/twin/edge_updated"
-	stateUpdated      = "/state/update"
-	typeDeleted       = "deleted"
-	edgeTypeString    = "string"
-	membershipMaxList = 100 // devices per membership message on a resync
+	moduleName     = "devicecontroller" // route.source of what it sends
+	resMembership  = "membership"
+	resTwinConfirm = "twin"
+	devicePrefix   = "device/"
+	cloudUpdated   = "/twin/cloud_updated"
+	edgeUpdated    = "/twin/edge_updated"
+	stateUpdated   = "/state/update"
+	typeDeleted    = "deleted"
+	edgeTypeString = "string"
 )
 
 type baseMessage struct {
