@@ -325,8 +325,9 @@ func (b *EventBus) backlogItems(recs []journalRecord) []*inbound {
 	for _, r := range recs {
 		item, err := b.inboundFor(r.topic, r.payload)
 		if err != nil { // the limits changed meanwhile
+			// Not marked handed on: the watermark moves in order, and passes
+			// it with the next message handed on.
 			b.refuse("journaled MQTT message", err, "topic", printable(r.topic))
-			b.journal.handedOn(r.seq)
 			continue
 		}
 		item.msg.Header.ID = r.id
