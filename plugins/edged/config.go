@@ -2,6 +2,7 @@ package edged
 
 import (
 	"net"
+	"strconv"
 
 	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
 	"github.com/edgehive/edgehive/sdk"
@@ -21,6 +22,8 @@ const (
 	defaultClusterDomain     = "cluster.local"
 	defaultRegisterNode      = true
 	defaultReportEvents      = true
+	defaultKubeletAPIEnabled = false
+	defaultKubeletAPIListen  = "0.0.0.0:10250"
 )
 
 type config struct {
@@ -38,6 +41,18 @@ type config struct {
 	NodeLabels                map[string]string `json:"node_labels"`
 	RegisterNode              bool              `json:"register_node"`
 	ReportEvents              bool              `json:"report_events"`
+	KubeletAPI                kubeletAPIConfig  `json:"kubelet_api"`
+}
+
+// kubeletAPIConfig is the kubelet_api { ... } block: the node's kubelet HTTPS
+// API (logs, exec, attach, port-forward, stats) for the API server.
+type kubeletAPIConfig struct {
+	Enabled         bool     `json:"enabled"`
+	Listen          string   `json:"listen"`
+	CertFile        string   `json:"cert_file"`
+	KeyFile         string   `json:"key_file"`
+	ClientCAFile    string   `json:"client_ca_file"`
+	AuthorizedUsers []string `json:"authorized_users"`
 }
 
 func defaultConfig() config {
@@ -56,6 +71,11 @@ func defaultConfig() config {
 		NodeLabels:                map[string]string{},
 		RegisterNode:              defaultRegisterNode,
 		ReportEvents:              defaultReportEvents,
+		KubeletAPI: kubeletAPIConfig{
+			Enabled:         defaultKubeletAPIEnabled,
+			Listen:          defaultKubeletAPIListen,
+			AuthorizedUsers: []string{},
+		},
 	}
 }
 
@@ -89,7 +109,24 @@ func schema() *sdk.Schema {
 			Description: "register the node with the cloud"},
 		{Name: "report_events", Type: sdk.TypeBool, Default: defaultReportEvents,
 			Description: "send pod events (Pulling, Started, BackOff...) upstream, rate-limited"},
-	}}
+	}, Blocks: []sdk.Block{{
+		Name:        "kubelet_api",
+		Description: "the node's kubelet HTTPS API (logs, exec, attach, port-forward, stats) for the API server",
+		Schema: sdk.Schema{Attributes: []sdk.Attribute{
+			{Name: "enabled", Type: sdk.TypeBool, Default: defaultKubeletAPIEnabled,
+				Description: "serve the kubelet API"},
+			{Name: "listen", Type: sdk.TypeString, Default: defaultKubeletAPIListen,
+				Description: "address to listen on, host:port (port 0: any free port)"},
+			{Name: "cert_file", Type: sdk.TypeString, Default: "",
+				Description: "serving certificate (PEM); empty with key_file empty: a self-signed one under data_dir"},
+			{Name: "key_file", Type: sdk.TypeString, Default: "",
+				Description: "serving certificate's private key (PEM)"},
+			{Name: "client_ca_file", Type: sdk.TypeString, Default: "",
+				Description: "CA that signs client certificates (the API server's kubelet-client CA); required when enabled"},
+			{Name: "authorized_users", Type: sdk.TypeListOfString, Default: []string{},
+				Description: "client certificate common names allowed in; empty: any certificate from client_ca_file"},
+		}},
+	}}}
 }
 
 func (c *config) validate() error {
@@ -118,5 +155,32 @@ func (c *config) validate() error {
 			ck.Fail("node_labels", "empty label key")
 		}
 	}
+	c.KubeletAPI.validate(&ck)
 	return ck.Err(Name)
+}
+
+func (k *kubeletAPIConfig) validate(ck *pluginkit.Checks) {
+	ck.AbsPath("kubelet_api.cert_file", k.CertFile)
+	ck.AbsPath("kubelet_api.key_file", k.KeyFile)
+	ck.AbsPath("kubelet_api.client_ca_file", k.ClientCAFile)
+	if (k.CertFile == "") != (k.KeyFile == "") {
+		ck.Fail("kubelet_api.cert_file", "cert_file and key_file go together: give both or neither")
+	}
+	for i, u := range k.AuthorizedUsers {
+		if u == "" {
+			ck.Fail("kubelet_api.authorized_users", "entry %d is empty", i)
+		}
+	}
+	if !k.Enabled {
+		return
+	}
+	host, port, err := net.SplitHostPort(k.Listen)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+		ck.Fail("kubelet_api.listen", "%q: want host:port with a port 0..65535", k.Listen)
+	} else if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		ck.Fail("kubelet_api.listen", "%q: host must be an IP address or localhost", k.Listen)
+	}
+	if k.ClientCAFile == "" {
+		ck.Fail("kubelet_api.client_ca_file", "required when the kubelet API is enabled: clients are authenticated by certificate")
+	}
 }

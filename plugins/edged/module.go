@@ -28,6 +28,7 @@ import (
 	"github.com/edgehive/edgehive/plugins/edged/container"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
 	"github.com/edgehive/edgehive/plugins/edged/gc"
+	"github.com/edgehive/edgehive/plugins/edged/kubeletapi"
 	"github.com/edgehive/edgehive/plugins/edged/kuberuntime"
 	"github.com/edgehive/edgehive/plugins/edged/node"
 	"github.com/edgehive/edgehive/plugins/edged/pleg"
@@ -93,6 +94,10 @@ type Edged struct {
 
 	api     *http.Server
 	apiAddr string
+	// kubeletAPI is the HTTPS kubelet API (kubelet_api.enabled); kapiRT
+	// holds its runtime once connected (read by its request goroutines).
+	kubeletAPI *kubeletapi.Server
+	kapiRT     atomic.Value // kapiRuntime
 
 	// svcCache: services by namespace for serviceCacheTTL, so that a burst of
 	// container starts asks metamanager once.
@@ -176,7 +181,61 @@ func (e *Edged) Start(ctx context.Context, host sdk.Context) error {
 	}
 	cancel()
 	e.serveAPI()
+	if err := e.serveKubeletAPI(); err != nil {
+		return err
+	}
 	go e.run(ctx)
+	return nil
+}
+
+// kapiRuntime boxes the runtime for atomic.Value (always the same type).
+type kapiRuntime struct{ rt kubeletapi.Runtime }
+
+// serveKubeletAPI starts the kubelet HTTPS API when enabled. Unlike the
+// read-only API, a failure is an error: it was asked for, and the API
+// server cannot reach the node's pods without it.
+func (e *Edged) serveKubeletAPI() error {
+	k := e.cfg.KubeletAPI
+	if !k.Enabled {
+		return nil
+	}
+	var ips []net.IP
+	if ip := net.ParseIP(status.HostIP); ip != nil {
+		ips = append(ips, ip)
+	}
+	srv, err := kubeletapi.New(kubeletapi.Config{
+		Listen: k.Listen, CertFile: k.CertFile, KeyFile: k.KeyFile, ClientCAFile: k.ClientCAFile,
+		CertDir: filepath.Join(e.host.DataDir(), "kubelet-api"), AuthorizedUsers: k.AuthorizedUsers,
+		NodeName: e.host.NodeName(), NodeIPs: ips,
+	}, kubeletAPISource{apiSource{e}}, e.log.Named("kubeletapi"))
+	if err != nil {
+		return fmt.Errorf("%s: kubelet_api: %w", Name, err)
+	}
+	if err := srv.Start(); err != nil {
+		return fmt.Errorf("%s: kubelet_api: %w", Name, err)
+	}
+	e.kubeletAPI = srv
+	e.log.Info("kubelet API serving", "address", srv.Addr().String())
+	return nil
+}
+
+// KubeletAPIAddr is where the kubelet API listens ("" when it does not).
+func (e *Edged) KubeletAPIAddr() string {
+	if e.kubeletAPI == nil {
+		return ""
+	}
+	return e.kubeletAPI.Addr().String()
+}
+
+// kubeletAPISource adds the runtime to the read-only API's source.
+type kubeletAPISource struct{ apiSource }
+
+var _ kubeletapi.Source = kubeletAPISource{}
+
+func (s kubeletAPISource) Runtime() kubeletapi.Runtime {
+	if v, ok := s.e.kapiRT.Load().(kapiRuntime); ok {
+		return v.rt
+	}
 	return nil
 }
 
@@ -266,6 +325,9 @@ func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
 	e.volumes.NodeCPU, e.volumes.NodeMemory = cpu, mem
 	e.krt.Volumes = e.volumes.Setup
 	e.pleg.Relist(ctx)
+	if krt, ok := rt.(kubeletapi.Runtime); ok {
+		e.kapiRT.Store(kapiRuntime{krt})
+	}
 	e.ready.Store(true)
 }
 
@@ -273,6 +335,11 @@ func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
 func (e *Edged) Stop(ctx context.Context) error {
 	if e.api != nil {
 		_ = e.api.Shutdown(ctx)
+	}
+	if e.kubeletAPI != nil {
+		if err := e.kubeletAPI.Shutdown(ctx); err != nil {
+			e.log.Warn("kubelet API shutdown", "error", err)
+		}
 	}
 	if e.loopDone == nil {
 		return nil
@@ -300,8 +367,14 @@ func (e *Edged) Health(ctx context.Context) error {
 	return nil
 }
 
-// httpPort is the port of http_address, reported as the kubelet endpoint.
+// httpPort is the kubelet endpoint's port reported in node status: the
+// kubelet API's when it serves, else http_address's.
 func (e *Edged) httpPort() int32 {
+	if e.kubeletAPI != nil {
+		if a, ok := e.kubeletAPI.Addr().(*net.TCPAddr); ok {
+			return int32(a.Port)
+		}
+	}
 	_, p, err := net.SplitHostPort(e.cfg.HTTPAddress)
 	if err != nil {
 		return 10350

@@ -13,4 +13,13 @@ config {
   node_labels                  = { "node-role.kubernetes.io/edge" = "" }
   register_node                = true
   report_events                = true
+
+  kubelet_api {
+    enabled          = true
+    listen           = "0.0.0.0:10250"
+    cert_file        = "/etc/kubeedge/certs/kubelet.crt"
+    key_file         = "/etc/kubeedge/certs/kubelet.key"
+    client_ca_file   = "/etc/kubeedge/ca/kubelet-client-ca.crt"
+    authorized_users = ["kube-apiserver-kubelet-client"]
+  }
 }
