@@ -376,6 +376,32 @@ func TestContainerdKubeletAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("previous logs and follow ending with the container", func(t *testing.T) {
+		crash := mkPod("it-kapi-crash-"+suffix, "it-kapi-crash-"+suffix, true, "crash")
+		crash.Spec.TerminationGracePeriodSeconds = &grace
+		crash.Spec.Containers[0].Command = []string{"sh", "-c", "echo run; sleep 2; exit 1"}
+		if err := h.Deliver(podMsg(t, sdk.OpInsert, crash)); err != nil {
+			t.Fatal(err)
+		}
+		defer h.Deliver(podMsg(t, sdk.OpDelete, crash))
+		waitStatus(t, h, crash.Name, 60*time.Second, func(s v1.PodStatus) bool {
+			return len(s.ContainerStatuses) == 1 && s.ContainerStatuses[0].RestartCount >= 1
+		})
+		path := "/containerLogs/default/" + crash.Name + "/crash"
+		if code, body := get(path + "?previous=true"); code != 200 || string(body) != "run\n" {
+			t.Fatalf("previous: %d %q", code, body)
+		}
+		t0 := time.Now()
+		code, body := get(path + "?follow=true")
+		if code != 200 || string(body) != "run\n" {
+			t.Fatalf("follow: %d %q", code, body)
+		}
+		if d := time.Since(t0); d > 8*time.Second {
+			t.Fatalf("follow took %v: it did not end when the container exited", d)
+		}
+		t.Logf("follow of a container ended %v after the request, with its exit", time.Since(t0))
+	})
+
 	t.Run("stats", func(t *testing.T) {
 		code, body := get("/stats/summary")
 		var sum statsapi.Summary
@@ -387,10 +413,15 @@ func TestContainerdKubeletAPI(t *testing.T) {
 			n.Memory == nil || n.Memory.WorkingSetBytes == nil || *n.Memory.WorkingSetBytes == 0 {
 			t.Fatalf("node stats %s", body)
 		}
-		if len(sum.Pods) != 1 || len(sum.Pods[0].Containers) != 2 {
+		var p *statsapi.PodStats
+		for i := range sum.Pods {
+			if sum.Pods[i].PodRef.Name == pod.Name {
+				p = &sum.Pods[i]
+			}
+		}
+		if p == nil || len(p.Containers) != 2 {
 			t.Fatalf("pod stats %s", body)
 		}
-		p := sum.Pods[0]
 		if p.PodRef.Name != pod.Name || p.CPU == nil || *p.CPU.UsageCoreNanoSeconds == 0 || p.Memory == nil || *p.Memory.WorkingSetBytes == 0 {
 			t.Fatalf("pod %s", body)
 		}
