@@ -72,6 +72,10 @@ type Server struct {
 	http *http.Server
 	ln   net.Listener
 	done chan struct{}
+	// stop ends the requests' contexts at Shutdown, so followed logs end
+	// instead of holding the shutdown until its deadline.
+	baseCtx context.Context
+	stop    context.CancelFunc
 
 	// nodeCPU is the last node CPU sample, for usageNanoCores.
 	cpuMu   sync.Mutex
@@ -104,9 +108,12 @@ func New(cfg Config, src Source, log hclog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("kubeletapi: serving certificate: %w", err)
 	}
 	s := &Server{cfg: cfg, src: src, log: log, done: make(chan struct{})}
+	s.baseCtx, s.stop = context.WithCancel(context.Background())
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return s.baseCtx },
 		TLSConfig: &tls.Config{
 			MinVersion:   tls.VersionTLS12,
 			Certificates: []tls.Certificate{cert},
@@ -147,6 +154,7 @@ func (s *Server) Addr() net.Addr {
 // Shutdown stops accepting, waits for requests within ctx, then closes the
 // rest (hijacked streams are closed by their own ends).
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stop()
 	if s.ln == nil {
 		return nil
 	}
