@@ -28,6 +28,7 @@ import (
 	"github.com/edgehive/edgehive/plugins/edged/container"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
 	"github.com/edgehive/edgehive/plugins/edged/gc"
+	"github.com/edgehive/edgehive/plugins/edged/internal/answer"
 	"github.com/edgehive/edgehive/plugins/edged/kuberuntime"
 	"github.com/edgehive/edgehive/plugins/edged/node"
 	"github.com/edgehive/edgehive/plugins/edged/pleg"
@@ -587,23 +588,9 @@ func (e *Edged) fetchToken(ctx context.Context, pod *v1.Pod, sa, audience string
 	if err != nil {
 		return volume.Token{}, err
 	}
-	if resp.Router.Operation == sdk.OpError {
-		return volume.Token{}, fmt.Errorf("metamanager: %s", resp.ContentString())
-	}
-	raw := json.RawMessage(resp.Content)
-	var str string
-	if json.Unmarshal(raw, &str) == nil {
-		raw = json.RawMessage(str)
-	}
-	var or struct {
-		Object json.RawMessage
-		Err    json.RawMessage
-	}
-	if json.Unmarshal(raw, &or) == nil && len(or.Object) > 0 {
-		if len(or.Err) > 0 && string(or.Err) != "null" {
-			return volume.Token{}, fmt.Errorf("cloud: %s", or.Err)
-		}
-		raw = or.Object
+	raw, err := answer.Decode(resp)
+	if err != nil {
+		return volume.Token{}, err
 	}
 	got := &authv1.TokenRequest{}
 	if err := json.Unmarshal(raw, got); err != nil {
@@ -680,38 +667,15 @@ func (e *Edged) queryServices(ctx context.Context, namespace string) ([]*v1.Serv
 	return out, nil
 }
 
-// decodeObject reads a metamanager answer: the object (or JSON in a string),
-// or KubeEdge's ObjectResp {"Object":..,"Err":..}; an error answer saying
-// "not found" wraps volume.ErrNotFound.
+// decodeObject reads a metamanager answer to a configMap or secret query
+// (see package answer for its shapes). An answer saying the object does not
+// exist (an API error NotFound, metamanager's "not found") wraps
+// volume.ErrNotFound: optional references treat it as absent. Other errors,
+// such as Forbidden, keep the pod waiting with the cloud's message.
 func decodeObject(kind string, resp *sdk.Message) (map[string][]byte, error) {
-	if resp.Router.Operation == sdk.OpError {
-		text := resp.ContentString()
-		if strings.Contains(strings.ToLower(text), "not found") {
-			return nil, fmt.Errorf("metamanager: %s: %w", text, volume.ErrNotFound)
-		}
-		return nil, fmt.Errorf("metamanager: %s", text)
-	}
-	var raw json.RawMessage
-	if err := resp.DecodeContent(&raw); err != nil {
+	raw, err := answer.Decode(resp)
+	if err != nil {
 		return nil, err
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		raw = json.RawMessage(s)
-	}
-	var or struct {
-		Object json.RawMessage
-		Err    json.RawMessage
-	}
-	if json.Unmarshal(raw, &or) == nil && len(or.Object) > 0 {
-		if len(or.Err) > 0 && string(or.Err) != "null" {
-			text := string(or.Err)
-			if strings.Contains(strings.ToLower(text), "not found") {
-				return nil, fmt.Errorf("cloud: %s: %w", text, volume.ErrNotFound)
-			}
-			return nil, fmt.Errorf("cloud: %s", text)
-		}
-		raw = or.Object
 	}
 	out := map[string][]byte{}
 	switch kind {
