@@ -58,6 +58,13 @@ const (
 	metaManager        = "metamanager"
 )
 
+// edgehub's cloud link event (KubeEdge's shape): operation "connect" on
+// node/connection with content cloud_connected or cloud_disconnected.
+const (
+	resourceConnection = "node/connection"
+	cloudConnected     = "cloud_connected"
+)
+
 // Edged is the edged module.
 type Edged struct {
 	cfg        config
@@ -76,6 +83,8 @@ type Edged struct {
 	log      hclog.Logger
 	pods     *podmanager.Manager
 	configCh chan podUpdate
+	// reconnected: size 1, a pending signal already covers a later one.
+	reconnected chan struct{}
 
 	// Set once the runtime is connected (run).
 	rt       cri.Runtime
@@ -162,6 +171,7 @@ func (e *Edged) Start(ctx context.Context, host sdk.Context) error {
 	e.log = host.Logger()
 	e.pods = podmanager.New()
 	e.configCh = make(chan podUpdate, 1024)
+	e.reconnected = make(chan struct{}, 1)
 	e.workers = map[types.UID]*worker{}
 	e.invalid = map[types.UID]error{}
 	e.nextSync = map[types.UID]time.Time{}
@@ -314,8 +324,13 @@ func (e *Edged) httpPort() int32 {
 	return int32(n)
 }
 
-// Handle takes pod insert/update/delete messages from metamanager.
+// Handle takes pod insert/update/delete messages from metamanager, and
+// edgehub's cloud link events.
 func (e *Edged) Handle(ctx context.Context, msg *sdk.Message) error {
+	if msg.Router.Resource == resourceConnection {
+		e.connectionEvent(msg)
+		return nil
+	}
 	parts := strings.Split(msg.Router.Resource, "/")
 	if len(parts) != 3 || parts[1] != "pod" {
 		e.log.Debug("ignored message", "operation", msg.Router.Operation, "resource", msg.Router.Resource)
@@ -354,6 +369,19 @@ func (e *Edged) Handle(ctx context.Context, msg *sdk.Message) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// connectionEvent: once the cloud is connected again, the sync loop resends
+// every pod's status (see resendStatuses).
+func (e *Edged) connectionEvent(msg *sdk.Message) {
+	if msg.ContentString() != cloudConnected {
+		e.log.Debug("cloud link event", "operation", msg.Router.Operation, "content", msg.ContentString())
+		return
+	}
+	select {
+	case e.reconnected <- struct{}{}:
+	default: // one is pending already
 	}
 }
 
@@ -785,8 +813,23 @@ func (e *Edged) syncLoopIteration(ctx context.Context, syncCh, hkCh <-chan time.
 		}
 	case <-hkCh:
 		e.housekeeping(ctx)
+	case <-e.reconnected:
+		e.resendStatuses(ctx)
 	}
 	return true
+}
+
+// resendStatuses sends every pod's current status once more, as the pod
+// workers compute it next: statuses sent while the cloud was unreachable may
+// have been lost, and the cloud answers a status of a pod it no longer has
+// (force-deleted meanwhile) by deleting it here.
+func (e *Edged) resendStatuses(ctx context.Context) {
+	e.statuses.ResendAll()
+	pods := e.pods.Pods()
+	e.log.Info("cloud connected: resending pod statuses", "pods", len(pods))
+	for _, pod := range pods {
+		e.dispatch(ctx, pod, false)
+	}
 }
 
 // housekeeping kills runtime pods edged no longer has, once the sources are known.
