@@ -62,25 +62,11 @@ func newControllers(client kubernetes.Interface, dyn dynamic.Interface, sender n
 		return nil, nil, err
 	}
 	mux := nodelink.NewMux(ec)
+	// devicetwin's reports come with source "twin" and group "resource":
+	// KubeEdge's cloud dispatches them by source.
+	mux.HandleSource("twin", dc)
 	mux.Handle("twin", dc)
-	return twinSource{dc: dc, Handler: mux}, []controllerRunner{ec.Run, dc.Run}, nil
-}
-
-// twinSource sends devicetwin's reports (source "twin", group "resource")
-// to the device controller, as KubeEdge's cloud dispatches them by source.
-type twinSource struct {
-	nodelink.Handler
-	dc nodelink.Handler
-}
-
-var _ nodelink.Handler = twinSource{}
-
-func (t twinSource) HandleUpstream(ctx context.Context, node string, msg *sdk.Message) {
-	if msg.Router.Source == "twin" {
-		t.dc.HandleUpstream(ctx, node, msg)
-		return
-	}
-	t.Handler.HandleUpstream(ctx, node, msg)
+	return mux, []controllerRunner{ec.Run, dc.Run}, nil
 }
 
 // loggingHandler logs what nodes send and answers nothing: cloudhive with

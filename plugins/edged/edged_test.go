@@ -338,3 +338,81 @@ func TestEphemeralContainer(t *testing.T) {
 		t.Fatalf("an ended ephemeral container was restarted: %v", rt.Calls())
 	}
 }
+
+// TestStatusesResentOnCloudConnected: statuses are sent on change only, so
+// one lost while the cloud was unreachable would never be sent again. When
+// edgehub announces the cloud connected, every pod's current status is sent
+// once more; a disconnection sends nothing.
+func TestStatusesResentOnCloudConnected(t *testing.T) {
+	rt := cri.NewFakeRuntime(busybox, pause)
+	h := start(t, rt)
+	names := []string{"web", "db"}
+	for _, name := range names {
+		if err := h.Deliver(podMsg(t, sdk.OpInsert, mkPod(name, "uid-"+name, false, "app"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := map[string]v1.PodStatus{}
+	for _, name := range names {
+		last[name] = waitStatus(t, h, name, 5*time.Second, running)
+	}
+	patches := func(name string) []v1.PodStatus {
+		var out []v1.PodStatus
+		for _, s := range h.Sent() {
+			m := s.Message
+			if s.Target == metaManager && m.Router.Operation == sdk.OpPatch && m.Router.Resource == "default/podpatch/"+name {
+				var p patch
+				if err := m.DecodeContent(&p); err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, p.Status)
+			}
+		}
+		return out
+	}
+	time.Sleep(300 * time.Millisecond) // let the first syncs settle
+	before := map[string]int{}
+	for _, name := range names {
+		before[name] = len(patches(name))
+	}
+	event := func(content string) *sdk.Message {
+		m := sdk.NewMessage("").BuildRouter("edgehub", sdk.GroupEdged, resourceConnection, "connect")
+		if err := m.FillBody(content); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+
+	if err := h.Deliver(event("cloud_disconnected")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, name := range names {
+		if n := len(patches(name)); n != before[name] {
+			t.Fatalf("%s: %d status patches after a disconnection, want %d", name, n, before[name])
+		}
+	}
+
+	if err := h.Deliver(event(cloudConnected)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, name := range names {
+		for len(patches(name)) == before[name] {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: status not resent after the cloud connected", name)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, name := range names {
+		got := patches(name)
+		if len(got) != before[name]+1 {
+			t.Fatalf("%s: %d status patches after the connection, want %d (one resend)", name, len(got), before[name]+1)
+		}
+		if st := got[len(got)-1]; st.Phase != v1.PodRunning || st.PodIP != last[name].PodIP {
+			t.Fatalf("%s: resent status %+v, want the current one", name, st)
+		}
+	}
+}

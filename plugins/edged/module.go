@@ -28,6 +28,7 @@ import (
 	"github.com/edgehive/edgehive/plugins/edged/container"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
 	"github.com/edgehive/edgehive/plugins/edged/gc"
+	"github.com/edgehive/edgehive/plugins/edged/internal/answer"
 	"github.com/edgehive/edgehive/plugins/edged/kubeletapi"
 	"github.com/edgehive/edgehive/plugins/edged/kuberuntime"
 	"github.com/edgehive/edgehive/plugins/edged/node"
@@ -58,6 +59,13 @@ const (
 	metaManager        = "metamanager"
 )
 
+// edgehub's cloud link event (KubeEdge's shape): operation "connect" on
+// node/connection with content cloud_connected or cloud_disconnected.
+const (
+	resourceConnection = "node/connection"
+	cloudConnected     = "cloud_connected"
+)
+
 // Edged is the edged module.
 type Edged struct {
 	cfg        config
@@ -76,6 +84,8 @@ type Edged struct {
 	log      hclog.Logger
 	pods     *podmanager.Manager
 	configCh chan podUpdate
+	// reconnected: size 1, a pending signal already covers a later one.
+	reconnected chan struct{}
 
 	// Set once the runtime is connected (run).
 	rt       cri.Runtime
@@ -166,6 +176,7 @@ func (e *Edged) Start(ctx context.Context, host sdk.Context) error {
 	e.log = host.Logger()
 	e.pods = podmanager.New()
 	e.configCh = make(chan podUpdate, 1024)
+	e.reconnected = make(chan struct{}, 1)
 	e.workers = map[types.UID]*worker{}
 	e.invalid = map[types.UID]error{}
 	e.nextSync = map[types.UID]time.Time{}
@@ -386,8 +397,13 @@ func (e *Edged) httpPort() int32 {
 	return int32(n)
 }
 
-// Handle takes pod insert/update/delete messages from metamanager.
+// Handle takes pod insert/update/delete messages from metamanager, and
+// edgehub's cloud link events.
 func (e *Edged) Handle(ctx context.Context, msg *sdk.Message) error {
+	if msg.Router.Resource == resourceConnection {
+		e.connectionEvent(msg)
+		return nil
+	}
 	parts := strings.Split(msg.Router.Resource, "/")
 	if len(parts) != 3 || parts[1] != "pod" {
 		e.log.Debug("ignored message", "operation", msg.Router.Operation, "resource", msg.Router.Resource)
@@ -426,6 +442,19 @@ func (e *Edged) Handle(ctx context.Context, msg *sdk.Message) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// connectionEvent: once the cloud is connected again, the sync loop resends
+// every pod's status (see resendStatuses).
+func (e *Edged) connectionEvent(msg *sdk.Message) {
+	if msg.ContentString() != cloudConnected {
+		e.log.Debug("cloud link event", "operation", msg.Router.Operation, "content", msg.ContentString())
+		return
+	}
+	select {
+	case e.reconnected <- struct{}{}:
+	default: // one is pending already
 	}
 }
 
@@ -660,23 +689,9 @@ func (e *Edged) fetchToken(ctx context.Context, pod *v1.Pod, sa, audience string
 	if err != nil {
 		return volume.Token{}, err
 	}
-	if resp.Router.Operation == sdk.OpError {
-		return volume.Token{}, fmt.Errorf("metamanager: %s", resp.ContentString())
-	}
-	raw := json.RawMessage(resp.Content)
-	var str string
-	if json.Unmarshal(raw, &str) == nil {
-		raw = json.RawMessage(str)
-	}
-	var or struct {
-		Object json.RawMessage
-		Err    json.RawMessage
-	}
-	if json.Unmarshal(raw, &or) == nil && len(or.Object) > 0 {
-		if len(or.Err) > 0 && string(or.Err) != "null" {
-			return volume.Token{}, fmt.Errorf("cloud: %s", or.Err)
-		}
-		raw = or.Object
+	raw, err := answer.Decode(resp)
+	if err != nil {
+		return volume.Token{}, err
 	}
 	got := &authv1.TokenRequest{}
 	if err := json.Unmarshal(raw, got); err != nil {
@@ -753,38 +768,15 @@ func (e *Edged) queryServices(ctx context.Context, namespace string) ([]*v1.Serv
 	return out, nil
 }
 
-// decodeObject reads a metamanager answer: the object (or JSON in a string),
-// or KubeEdge's ObjectResp {"Object":..,"Err":..}; an error answer saying
-// "not found" wraps volume.ErrNotFound.
+// decodeObject reads a metamanager answer to a configMap or secret query
+// (see package answer for its shapes). An answer saying the object does not
+// exist (an API error NotFound, metamanager's "not found") wraps
+// volume.ErrNotFound: optional references treat it as absent. Other errors,
+// such as Forbidden, keep the pod waiting with the cloud's message.
 func decodeObject(kind string, resp *sdk.Message) (map[string][]byte, error) {
-	if resp.Router.Operation == sdk.OpError {
-		text := resp.ContentString()
-		if strings.Contains(strings.ToLower(text), "not found") {
-			return nil, fmt.Errorf("metamanager: %s: %w", text, volume.ErrNotFound)
-		}
-		return nil, fmt.Errorf("metamanager: %s", text)
-	}
-	var raw json.RawMessage
-	if err := resp.DecodeContent(&raw); err != nil {
+	raw, err := answer.Decode(resp)
+	if err != nil {
 		return nil, err
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		raw = json.RawMessage(s)
-	}
-	var or struct {
-		Object json.RawMessage
-		Err    json.RawMessage
-	}
-	if json.Unmarshal(raw, &or) == nil && len(or.Object) > 0 {
-		if len(or.Err) > 0 && string(or.Err) != "null" {
-			text := string(or.Err)
-			if strings.Contains(strings.ToLower(text), "not found") {
-				return nil, fmt.Errorf("cloud: %s: %w", text, volume.ErrNotFound)
-			}
-			return nil, fmt.Errorf("cloud: %s", text)
-		}
-		raw = or.Object
 	}
 	out := map[string][]byte{}
 	switch kind {
@@ -894,8 +886,23 @@ func (e *Edged) syncLoopIteration(ctx context.Context, syncCh, hkCh <-chan time.
 		}
 	case <-hkCh:
 		e.housekeeping(ctx)
+	case <-e.reconnected:
+		e.resendStatuses(ctx)
 	}
 	return true
+}
+
+// resendStatuses sends every pod's current status once more, as the pod
+// workers compute it next: statuses sent while the cloud was unreachable may
+// have been lost, and the cloud answers a status of a pod it no longer has
+// (force-deleted meanwhile) by deleting it here.
+func (e *Edged) resendStatuses(ctx context.Context) {
+	e.statuses.ResendAll()
+	pods := e.pods.Pods()
+	e.log.Info("cloud connected: resending pod statuses", "pods", len(pods))
+	for _, pod := range pods {
+		e.dispatch(ctx, pod, false)
+	}
 }
 
 // housekeeping kills runtime pods edged no longer has, once the sources are known.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -164,26 +165,119 @@ func TestDecodeObject(t *testing.T) {
 	req := sdk.NewMessage("").BuildRouter(Name, sdk.GroupMeta, "default/secret/s", sdk.OpQuery)
 	sec := v1.Secret{Data: map[string][]byte{"k": []byte("v")}, StringData: map[string]string{"s": "t"}}
 	b, _ := json.Marshal(sec)
-	for name, content := range map[string]any{
-		"object":     sec,
-		"string":     string(b),
-		"objectresp": map[string]any{"Object": sec, "Err": nil},
-	} {
-		resp := sdk.NewMessage(req.Header.ID).BuildRouter(metaManager, sdk.GroupMeta, req.Router.Resource, sdk.OpResponse)
+	notFound := json.RawMessage(`{"ErrStatus":{"metadata":{},"status":"Failure","message":"secrets \"s\" not found","reason":"NotFound","details":{"name":"s","kind":"secrets"},"code":404}}`)
+	forbidden := json.RawMessage(`{"ErrStatus":{"metadata":{},"status":"Failure","message":"secrets \"s\" is forbidden","reason":"Forbidden","code":403}}`)
+	respond := func(op string, content any) *sdk.Message {
+		resp := sdk.NewMessage(req.Header.ID).BuildRouter(metaManager, sdk.GroupMeta, req.Router.Resource, op)
 		if err := resp.FillBody(content); err != nil {
 			t.Fatal(err)
 		}
-		got, err := decodeObject(volume.KindSecret, resp)
-		if err != nil || string(got["k"]) != "v" || string(got["s"]) != "t" {
-			t.Errorf("%s: %v %v", name, got, err)
+		return resp
+	}
+	for _, tc := range []struct {
+		name      string
+		resp      *sdk.Message
+		wantData  bool
+		notFound  bool
+		errSubstr string
+	}{
+		{name: "object", resp: respond(sdk.OpResponse, sec), wantData: true},
+		{name: "string", resp: respond(sdk.OpResponse, string(b)), wantData: true},
+		{name: "objectresp", resp: respond(sdk.OpResponse, map[string]any{"Object": sec, "Err": nil}), wantData: true},
+		{name: "errstatus not found", resp: respond(sdk.OpResponse, notFound), notFound: true, errSubstr: "not found"},
+		{name: "errstatus forbidden", resp: respond(sdk.OpResponse, forbidden), errSubstr: "forbidden"},
+		{name: "objectresp not found", resp: respond(sdk.OpResponse, map[string]any{"Object": map[string]any{}, "Err": notFound}), notFound: true},
+		{name: "objectresp forbidden", resp: respond(sdk.OpResponse, map[string]any{"Object": nil, "Err": forbidden}), errSubstr: "Forbidden"},
+		{name: "metamanager not found", resp: sdk.NewErrorResponse(req, errors.New("default/secret/s not found in the local store")), notFound: true},
+		{name: "metamanager timeout", resp: sdk.NewErrorResponse(req, errors.New("timeout")), errSubstr: "timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decodeObject(volume.KindSecret, tc.resp)
+			if tc.wantData {
+				if err != nil || string(got["k"]) != "v" || string(got["s"]) != "t" {
+					t.Fatalf("got %v, %v", got, err)
+				}
+				return
+			}
+			if err == nil || got != nil {
+				t.Fatalf("an error answer decoded as %v", got)
+			}
+			if errors.Is(err, volume.ErrNotFound) != tc.notFound {
+				t.Fatalf("err = %v; not found %v, want %v", err, !tc.notFound, tc.notFound)
+			}
+			if !strings.Contains(err.Error(), tc.errSubstr) {
+				t.Fatalf("err = %v, want it to say %q", err, tc.errSubstr)
+			}
+		})
+	}
+}
+
+// TestCloudErrorAnswers: the cloud answers configMap and secret queries with
+// Kubernetes API errors. NotFound makes optional references absent (the pod
+// runs, the optional volume is empty); Forbidden on a required secret keeps
+// the pod waiting with the cloud's reason instead of mounting empty data.
+func TestCloudErrorAnswers(t *testing.T) {
+	notFound := json.RawMessage(`{"ErrStatus":{"metadata":{},"status":"Failure","message":"configmaps \"opt\" not found","reason":"NotFound","details":{"name":"opt","kind":"configmaps"},"code":404}}`)
+	forbidden := json.RawMessage(`{"ErrStatus":{"metadata":{},"status":"Failure","message":"secrets \"creds\" is forbidden: node edge-1 has no pod using it","reason":"Forbidden","code":403}}`)
+	meta := func(req *sdk.Message) (*sdk.Message, error) {
+		resp := sdk.NewMessage(req.Header.ID).BuildRouter(metaManager, sdk.GroupMeta, req.Router.Resource, sdk.OpResponse)
+		switch req.Router.Resource {
+		case "default/pod":
+			return resp, resp.FillBody([]string{})
+		case "default/configmap/opt":
+			return resp, resp.FillBody(map[string]any{"Object": map[string]any{}, "Err": notFound}) // ObjectResp
+		case "default/secret/creds":
+			return resp, resp.FillBody(forbidden) // a bare API error
+		}
+		return sdk.NewErrorResponse(req, errors.New(req.Router.Resource+" not found in the local store")), nil
+	}
+	rt := cri.NewFakeRuntime(busybox, pause)
+	m := NewWithRuntime(rt, clock.RealClock{})
+	dataDir := t.TempDir()
+	h := sdktest.New(t, m, sdktest.Options{
+		DataDir:    dataDir,
+		ConfigJSON: `{"sandbox_image":"` + pause + `","http_address":"127.0.0.1:0"}`,
+		Sync:       map[string]sdktest.SyncHandler{metaManager: meta},
+	})
+
+	yes := true
+	opt := mkPod("opt", "uid-opt", false, "app")
+	opt.Spec.Volumes = []v1.Volume{{Name: "c", VolumeSource: v1.VolumeSource{ConfigMap: &v1.ConfigMapVolumeSource{
+		LocalObjectReference: v1.LocalObjectReference{Name: "opt"}, Optional: &yes}}}}
+	opt.Spec.Containers[0].VolumeMounts = []v1.VolumeMount{{Name: "c", MountPath: "/c"}}
+	opt.Spec.Containers[0].Env = []v1.EnvVar{{Name: "MODE", ValueFrom: &v1.EnvVarSource{ConfigMapKeyRef: &v1.ConfigMapKeySelector{
+		LocalObjectReference: v1.LocalObjectReference{Name: "opt"}, Key: "mode", Optional: &yes}}}}
+	if err := h.Deliver(podMsg(t, sdk.OpInsert, opt)); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, h, "opt", 5*time.Second, running)
+	dir := filepath.Join(dataDir, "pods", "uid-opt", "volumes", volume.PluginConfigMap, "c")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "..") {
+			t.Fatalf("the optional, missing configMap projected %s", e.Name())
 		}
 	}
-	_, err := decodeObject(volume.KindSecret, sdk.NewErrorResponse(req, errors.New("default/secret/s not found in the local store")))
-	if !errors.Is(err, volume.ErrNotFound) {
-		t.Fatalf("err = %v", err)
+
+	req := mkPod("req", "uid-req", false, "app")
+	req.Spec.Volumes = []v1.Volume{{Name: "s", VolumeSource: v1.VolumeSource{Secret: &v1.SecretVolumeSource{SecretName: "creds"}}}}
+	req.Spec.Containers[0].VolumeMounts = []v1.VolumeMount{{Name: "s", MountPath: "/s"}}
+	if err := h.Deliver(podMsg(t, sdk.OpInsert, req)); err != nil {
+		t.Fatal(err)
 	}
-	_, err = decodeObject(volume.KindSecret, sdk.NewErrorResponse(req, errors.New("timeout")))
-	if err == nil || errors.Is(err, volume.ErrNotFound) {
-		t.Fatalf("err = %v", err)
+	st := waitStatus(t, h, "req", 5*time.Second, func(s v1.PodStatus) bool {
+		return len(s.ContainerStatuses) == 1 && s.ContainerStatuses[0].State.Waiting != nil &&
+			s.ContainerStatuses[0].State.Waiting.Reason == "CreateContainerConfigError"
+	})
+	if msg := st.ContainerStatuses[0].State.Waiting.Message; !strings.Contains(msg, "is forbidden") {
+		t.Fatalf("waiting message %q does not give the cloud's reason", msg)
+	}
+	for _, c := range mustList(t, rt) {
+		if c.Labels["io.kubernetes.pod.uid"] == "uid-req" {
+			t.Fatal("a container started without its secret")
+		}
 	}
 }

@@ -105,6 +105,10 @@ func TestLink(t *testing.T) {
 		if s.Message.Router.Group != sdk.GroupTwin {
 			t.Errorf("twin event group %q", s.Message.Router.Group)
 		}
+		s = waitSent(t, h, "connected to edged", event(moduleEdged, cloudConnected, 1))
+		if s.Message.Router.Group != sdk.GroupEdged {
+			t.Errorf("edged event group %q", s.Message.Router.Group)
+		}
 		if !m.Connected() {
 			t.Error("Connected() = false")
 		}

@@ -256,9 +256,10 @@ func (e *EdgeHub) write(conn *websocket.Conn, msg *sdk.Message) error {
 	return conn.WriteMessage(websocket.TextMessage, data)
 }
 
-// announce tells metamanager and devicetwin that the link changed.
+// announce tells metamanager, devicetwin and edged that the link changed
+// (edged resends pod statuses when it comes back).
 func (e *EdgeHub) announce(ctx context.Context, state string) {
-	for _, t := range []struct{ module, group string }{{moduleMeta, sdk.GroupMeta}, {moduleTwin, sdk.GroupTwin}} {
+	for _, t := range []struct{ module, group string }{{moduleMeta, sdk.GroupMeta}, {moduleTwin, sdk.GroupTwin}, {moduleEdged, sdk.GroupEdged}} {
 		m := sdk.NewMessage("").BuildRouter(Name, t.group, resourceConnection, opConnect)
 		_ = m.FillBody(state)
 		sctx, cancel := context.WithTimeout(ctx, deliverTimeout)

@@ -33,9 +33,10 @@ const (
 	moduleTwin       = "devicetwin"
 	moduleEventBus   = "eventbus"
 	moduleServiceBus = "servicebus"
+	moduleEdged      = "edged"
 )
 
-// The connection event edgehub sends to metamanager and devicetwin on every
+// The connection event edgehub sends to metamanager, devicetwin and edged on every
 // change of the cloud link (KubeEdge's shape).
 const (
 	resourceConnection = "node/connection"

@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/edgehive/edgehive/plugins/edged/cri"
+	"github.com/edgehive/edgehive/plugins/edged/internal/answer"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -237,7 +239,8 @@ func (r *Reporter) Lease() *coordv1.Lease {
 }
 
 // RenewLease queries the lease once (to learn whether it exists and its
-// resourceVersion), inserts it when missing, and updates it afterwards.
+// resourceVersion), inserts it when the answer says it does not exist, and
+// updates it afterwards. Any other failed query is retried on the next call.
 func (r *Reporter) RenewLease(ctx context.Context) error {
 	resource := LeaseNamespace + "/lease/" + r.cfg.Name
 	op := sdk.OpUpdate
@@ -249,11 +252,16 @@ func (r *Reporter) RenewLease(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("lease query: %w", err)
 		}
-		var l coordv1.Lease
-		if resp.Router.Operation != sdk.OpError && decodeLease(resp, &l) && l.Name == r.cfg.Name {
-			r.leaseRV = l.ResourceVersion
-		} else {
+		l, err := decodeLease(resp)
+		switch {
+		case errors.Is(err, answer.ErrNotFound):
 			op = sdk.OpInsert
+		case err != nil:
+			return fmt.Errorf("lease query: %w", err)
+		case l.Name != r.cfg.Name:
+			op = sdk.OpInsert // not this node's lease: ours is not there
+		default:
+			r.leaseRV = l.ResourceVersion
 		}
 		r.leaseSeen = true
 	}
@@ -264,25 +272,20 @@ func (r *Reporter) RenewLease(ctx context.Context) error {
 	return r.host.Send(ctx, target, msg)
 }
 
-// decodeLease reads a Lease from an answer: an object, a JSON string, or a
-// one-element array of either (metamanager's query answers are arrays).
-func decodeLease(resp *sdk.Message, l *coordv1.Lease) bool {
-	var raw json.RawMessage
-	if err := resp.DecodeContent(&raw); err != nil {
-		return false
+// decodeLease reads the Lease a query answer holds, in any of the shapes of
+// package answer (metamanager's one-element list, the cloud's ObjectResp
+// {"Object": <lease>, "Err": null}, ...). A NotFound answer wraps
+// answer.ErrNotFound.
+func decodeLease(resp *sdk.Message) (*coordv1.Lease, error) {
+	raw, err := answer.Decode(resp)
+	if err != nil {
+		return nil, err
 	}
-	var arr []json.RawMessage
-	if json.Unmarshal(raw, &arr) == nil {
-		if len(arr) != 1 {
-			return false
-		}
-		raw = arr[0]
+	l := &coordv1.Lease{}
+	if err := json.Unmarshal(raw, l); err != nil {
+		return nil, fmt.Errorf("lease: %w", err)
 	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		raw = json.RawMessage(s)
-	}
-	return json.Unmarshal(raw, l) == nil
+	return l, nil
 }
 
 func (r *Reporter) readTrim(path string) string {

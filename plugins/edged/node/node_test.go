@@ -21,6 +21,8 @@ type fakeHost struct {
 	mu    sync.Mutex
 	sent  []*sdk.Message
 	lease string // content of the lease query answer; "" → error op
+	// answer, when set, is the lease query answer's raw content instead.
+	answer json.RawMessage
 }
 
 func (h *fakeHost) Send(_ context.Context, module string, msg *sdk.Message) error {
@@ -34,6 +36,11 @@ func (h *fakeHost) Send(_ context.Context, module string, msg *sdk.Message) erro
 }
 
 func (h *fakeHost) SendSync(_ context.Context, _ string, msg *sdk.Message) (*sdk.Message, error) {
+	if h.answer != nil {
+		r := sdk.NewMessage(msg.Header.ID).BuildRouter("metamanager", sdk.GroupMeta, msg.Router.Resource, sdk.OpResponse)
+		r.Content = h.answer
+		return r, nil
+	}
 	if h.lease == "" {
 		r := sdk.NewMessage(msg.Header.ID).BuildRouter("metamanager", sdk.GroupMeta, msg.Router.Resource, sdk.OpError)
 		return r, r.FillBody("not found")
@@ -145,4 +152,64 @@ func TestRegisterStatusLease(t *testing.T) {
 	if h2.sent[0].Router.Operation != "update" || l.ResourceVersion != "4512" {
 		t.Fatalf("stored lease: %+v %s", h2.sent[0].Router, h2.sent[0].Content)
 	}
+}
+
+// TestLeaseQueryAnswers: the lease query is answered in the cloud's shapes;
+// a lease found is updated with its resourceVersion, NotFound is inserted,
+// any other error sends nothing and asks again on the next renewal.
+func TestLeaseQueryAnswers(t *testing.T) {
+	proc, etc := roots(t)
+	lease := `{"metadata":{"name":"edge-1","namespace":"kube-node-lease","resourceVersion":"4512"}}`
+	notFound := `{"metadata":{},"status":"Failure","message":"leases.coordination.k8s.io \"edge-1\" not found","reason":"NotFound","code":404}`
+	forbidden := `{"metadata":{},"status":"Failure","message":"forbidden","reason":"Forbidden","code":403}`
+	for _, tc := range []struct {
+		name   string
+		answer string
+		wantOp string // "" → nothing sent, an error
+		wantRV string
+	}{
+		{"objectresp", `{"Object":` + lease + `,"Err":null}`, "update", "4512"},
+		{"objectresp in a string", jsonString(`{"Object":` + lease + `,"Err":null}`), "update", "4512"},
+		{"list of a string", `[` + jsonString(lease) + `]`, "update", "4512"},
+		{"object", lease, "update", "4512"},
+		{"objectresp not found", `{"Object":{},"Err":{"ErrStatus":` + notFound + `}}`, "insert", ""},
+		{"errstatus not found", `{"ErrStatus":` + notFound + `}`, "insert", ""},
+		{"empty list", `[]`, "insert", ""},
+		{"another node's lease", `{"Object":{"metadata":{"name":"edge-2","resourceVersion":"7"}},"Err":null}`, "insert", ""},
+		{"objectresp forbidden", `{"Object":{},"Err":{"ErrStatus":` + forbidden + `}}`, "", ""},
+		{"garbage", `"OK"`, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := clocktesting.NewFakeClock(time.Date(2024, 8, 6, 12, 0, 0, 0, time.UTC))
+			h := &fakeHost{answer: json.RawMessage(tc.answer)}
+			r := New(Config{Name: "edge-1", ProcRoot: proc, EtcRoot: etc}, h, nil, clk, nil)
+			err := r.RenewLease(context.Background())
+			if tc.wantOp == "" {
+				if err == nil || len(h.sent) != 0 {
+					t.Fatalf("err %v, sent %d messages; want an error and nothing sent", err, len(h.sent))
+				}
+				// Asked again next time: a later NotFound inserts.
+				h.answer = json.RawMessage(`[]`)
+				if err := r.RenewLease(context.Background()); err != nil || len(h.sent) != 1 || h.sent[0].Router.Operation != "insert" {
+					t.Fatalf("retry: err %v, sent %+v", err, h.sent)
+				}
+				return
+			}
+			if err != nil || len(h.sent) != 1 {
+				t.Fatalf("err %v, sent %d messages", err, len(h.sent))
+			}
+			var l coordv1.Lease
+			if err := h.sent[0].DecodeContent(&l); err != nil {
+				t.Fatal(err)
+			}
+			if h.sent[0].Router.Operation != tc.wantOp || l.ResourceVersion != tc.wantRV {
+				t.Fatalf("sent %s with resourceVersion %q, want %s with %q", h.sent[0].Router.Operation, l.ResourceVersion, tc.wantOp, tc.wantRV)
+			}
+		})
+	}
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }

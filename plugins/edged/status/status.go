@@ -231,16 +231,30 @@ var HostIP = ""
 // Sender delivers a message built by the manager.
 type Sender func(ctx context.Context, uid types.UID, namespace, name string, patch []byte) error
 
-// Manager remembers the last status sent per pod and sends only changes.
+// Manager remembers the last status sent per pod and sends only changes,
+// except after ResendAll.
 type Manager struct {
 	send Sender
 	mu   sync.Mutex
 	last map[types.UID]v1.PodStatus
+	// resend: pods whose next status is sent even when unchanged.
+	resend map[types.UID]bool
 }
 
 // NewManager returns a manager sending with send.
 func NewManager(send Sender) *Manager {
-	return &Manager{send: send, last: map[types.UID]v1.PodStatus{}}
+	return &Manager{send: send, last: map[types.UID]v1.PodStatus{}, resend: map[types.UID]bool{}}
+}
+
+// ResendAll makes the next Set of every known pod send, changed or not: a
+// status sent while the cloud was unreachable may have been lost on the way
+// (and the cloud drops pods it no longer has when their status arrives).
+func (m *Manager) ResendAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for uid := range m.last {
+		m.resend[uid] = true
+	}
 }
 
 // Get returns the last status sent for uid.
@@ -272,13 +286,14 @@ func Patch(uid types.UID, st v1.PodStatus) ([]byte, error) {
 	return json.Marshal(map[string]any{"metadata": map[string]any{"uid": uid}, "status": status})
 }
 
-// Set sends st for pod unless it equals the last status sent. It reports
-// whether it sent.
+// Set sends st for pod unless it equals the last status sent (and no resend
+// is due). It reports whether it sent.
 func (m *Manager) Set(ctx context.Context, pod *v1.Pod, st v1.PodStatus) (bool, error) {
 	m.mu.Lock()
 	old, ok := m.last[pod.UID]
+	resend := m.resend[pod.UID]
 	m.mu.Unlock()
-	if ok && equality.Semantic.DeepEqual(old, st) {
+	if ok && !resend && equality.Semantic.DeepEqual(old, st) {
 		return false, nil
 	}
 	body, err := Patch(pod.UID, st)
@@ -290,6 +305,7 @@ func (m *Manager) Set(ctx context.Context, pod *v1.Pod, st v1.PodStatus) (bool, 
 	}
 	m.mu.Lock()
 	m.last[pod.UID] = st
+	delete(m.resend, pod.UID)
 	m.mu.Unlock()
 	return true, nil
 }
@@ -298,6 +314,7 @@ func (m *Manager) Set(ctx context.Context, pod *v1.Pod, st v1.PodStatus) (bool, 
 func (m *Manager) Forget(uid types.UID) {
 	m.mu.Lock()
 	delete(m.last, uid)
+	delete(m.resend, uid)
 	m.mu.Unlock()
 }
 

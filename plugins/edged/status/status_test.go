@@ -3,6 +3,7 @@ package status
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -145,6 +146,47 @@ func TestManagerSendsChangesOnly(t *testing.T) {
 	}
 	if err := json.Unmarshal(sent[1], &body); err != nil || body.Metadata.UID != "u" || body.Status.Phase != v1.PodRunning {
 		t.Fatalf("%s %v", sent[1], err)
+	}
+}
+
+// TestManagerResendAll: after ResendAll, an unchanged status is sent once
+// more (a failed send keeps the resend due), then only changes again.
+func TestManagerResendAll(t *testing.T) {
+	var sent int
+	fail := false
+	m := NewManager(func(ctx context.Context, uid types.UID, ns, name string, patch []byte) error {
+		if fail {
+			return errors.New("link down")
+		}
+		sent++
+		return nil
+	})
+	ctx := context.Background()
+	p := pod(v1.RestartPolicyAlways, "a")
+	st := Compute(p, nil, nil, time.Unix(100, 0), nil)
+	set := func(wantSent bool) {
+		t.Helper()
+		did, err := m.Set(ctx, p, st)
+		if (err != nil) != fail || did != wantSent {
+			t.Fatalf("Set = %v, %v; want sent %v, failing %v", did, err, wantSent, fail)
+		}
+	}
+	set(true)
+	set(false)
+	m.ResendAll()
+	fail = true
+	set(false) // the send failed: still due
+	fail = false
+	set(true)
+	set(false)
+	if sent != 2 {
+		t.Fatalf("%d sends, want 2", sent)
+	}
+	m.ResendAll()
+	m.Forget(p.UID)
+	m.ResendAll() // a forgotten pod is not marked again
+	if len(m.resend) != 0 {
+		t.Fatalf("resend marks left: %v", m.resend)
 	}
 }
 

@@ -32,6 +32,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
+
+	"github.com/edgehive/edgehive/plugins/edged/internal/answer"
 )
 
 // Plugin directory names, as the kubelet's.
@@ -54,8 +56,9 @@ const RefreshInterval = 10 * time.Second
 // defaultMode of configMap, secret and downwardAPI files (the API's default).
 const defaultMode = 0o644
 
-// ErrNotFound is wrapped by a Fetcher when the object does not exist.
-var ErrNotFound = errors.New("not found")
+// ErrNotFound is wrapped by a Fetcher when the object does not exist; it is
+// the sentinel of metamanager's and the cloud's not-found answers.
+var ErrNotFound = answer.ErrNotFound
 
 // Fetcher returns the data of a configMap or secret (kind KindConfigMap or
 // KindSecret). A missing object is an error wrapping ErrNotFound.
