@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/edgehive/edgehive/cloud/cloudhub"
+	"github.com/edgehive/edgehive/cloud/tunnel"
 )
 
 // kubeClient connects to the API server named by the config: a kubeconfig
@@ -123,7 +126,7 @@ func serve(ctx context.Context, cfg *Config, ctrl controllerConfig, logger hclog
 }
 
 // listening are the addresses cloudhive serves on, once it is ready.
-type listening struct{ hub, bootstrap, admin net.Addr }
+type listening struct{ hub, bootstrap, admin, tunnel, connect net.Addr }
 
 // serveWith is serve with the API client given; onReady (optional) learns
 // the addresses once everything listens.
@@ -184,6 +187,16 @@ func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client k
 		_ = wsLn.Close()
 		return err
 	}
+	var tunnelAddrs [2]net.Addr
+	if cfg.Tunnel != nil {
+		addrs, err := startTunnel(gctx, g, cfg, pair.cert, ca, logger.Named("tunnel"))
+		if err != nil {
+			_ = wsLn.Close()
+			_ = bsLn.Close()
+			return err
+		}
+		tunnelAddrs = addrs
+	}
 	for _, r := range runners {
 		g.Go(func() error { return r(gctx) })
 	}
@@ -195,9 +208,60 @@ func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client k
 	ready.Store(true)
 	logger.Info("cloudhive ready", "cloudhub", wsLn.Addr().String(), "bootstrap", bsLn.Addr().String(), "admin", adminLn.Addr().String())
 	if onReady != nil {
-		onReady(listening{hub: wsLn.Addr(), bootstrap: bsLn.Addr(), admin: adminLn.Addr()})
+		onReady(listening{hub: wsLn.Addr(), bootstrap: bsLn.Addr(), admin: adminLn.Addr(),
+			tunnel: tunnelAddrs[0], connect: tunnelAddrs[1]})
 	}
 	return g.Wait()
+}
+
+// startTunnel opens the tunnel's two listeners and runs the server in g: node
+// sessions with the cloud CA and server certificate cloudhub uses, CONNECTs
+// from the API server verified against connect_client_ca (or a unix socket).
+func startTunnel(ctx context.Context, g *errgroup.Group, cfg *Config, server tls.Certificate, ca *cloudhub.CA,
+	logger hclog.Logger) ([2]net.Addr, error) {
+	tc := cfg.Tunnel
+	var none [2]net.Addr
+	srv, err := tunnel.New(tc.Server, logger)
+	if err != nil {
+		return none, err
+	}
+	var connectTLS *tls.Config
+	if tc.ConnectClientCA != "" {
+		pem, err := os.ReadFile(tc.ConnectClientCA)
+		if err != nil {
+			return none, fmt.Errorf("tunnel: connect_client_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return none, fmt.Errorf("tunnel: connect_client_ca %s: no PEM certificate", tc.ConnectClientCA)
+		}
+		connectTLS = tunnel.ConnectTLS(server, pool)
+	}
+	nodeLn, err := cloudhub.Listen(ctx, tc.Listen, cfg.ReusePort)
+	if err != nil {
+		return none, fmt.Errorf("tunnel: %w", err)
+	}
+	var connLn net.Listener
+	if path, ok := strings.CutPrefix(tc.ConnectListen, unixPrefix); ok {
+		connectTLS = nil // the socket's file mode guards it
+		_ = os.Remove(path)
+		connLn, err = net.Listen("unix", path)
+		if err == nil {
+			err = os.Chmod(path, 0o600)
+		}
+	} else {
+		connLn, err = cloudhub.Listen(ctx, tc.ConnectListen, cfg.ReusePort)
+	}
+	if err != nil {
+		_ = nodeLn.Close()
+		if connLn != nil {
+			_ = connLn.Close()
+		}
+		return none, fmt.Errorf("tunnel: connect_listen: %w", err)
+	}
+	g.Go(func() error { return srv.ServeNodes(ctx, nodeLn, tunnel.NodeTLS(server, ca.Pool())) })
+	g.Go(func() error { return srv.ServeConnect(ctx, connLn, connectTLS) })
+	return [2]net.Addr{nodeLn.Addr(), connLn.Addr()}, nil
 }
 
 type tlsPair struct {
