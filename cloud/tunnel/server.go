@@ -363,7 +363,7 @@ func (s *Server) ServeConnect(ctx context.Context, ln net.Listener, tlsCfg *tls.
 
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	s.logger.Warn("CONNECT refused", "remote", r.RemoteAddr, "target", r.Host, "status", code, "reason", msg)
+	s.logger.Warn("CONNECT refused", "remote", r.RemoteAddr, "target", r.URL.Host, "status", code, "reason", msg)
 	http.Error(w, msg, code)
 }
 
@@ -373,9 +373,15 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 		s.refuse(w, r, http.StatusMethodNotAllowed, "only CONNECT is served here")
 		return
 	}
-	host, portStr, err := net.SplitHostPort(r.Host)
+	// The target is the request's authority; kube-apiserver sends
+	// "Host: 127.0.0.1" beside it, which says nothing.
+	target := r.URL.Host
+	if target == "" {
+		target = r.Host
+	}
+	host, portStr, err := net.SplitHostPort(target)
 	if err != nil {
-		s.refuse(w, r, http.StatusBadRequest, "CONNECT target %q is not host:port", r.Host)
+		s.refuse(w, r, http.StatusBadRequest, "CONNECT target %q is not host:port", target)
 		return
 	}
 	port, err := strconv.Atoi(portStr)
