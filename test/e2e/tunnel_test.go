@@ -1,0 +1,220 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclwrite"
+	"github.com/zclconf/go-cty/cty"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/edgehive/edgehive/cloud/cloudhub"
+	"github.com/edgehive/edgehive/internal/e2eenv"
+)
+
+// TestKubeletThroughTunnel: a real kube-apiserver whose egress selector
+// sends every connection to a node through cloudhive's CONNECT proxy (mTLS)
+// reaches an edge node's kubelet API over the node's tunnel session. The
+// "kubelet" is an HTTPS server on the edge side on a free port, not 10250,
+// so the API server's direct dial of <node>:10250 would fail: only the
+// tunnel (which maps 10250 to edgehub's local_kubelet) gets there.
+func TestKubeletThroughTunnel(t *testing.T) {
+	bin := e2eenv.BinDir(t)
+	ctrd := e2eenv.ContainerdFromEnv(t)
+	dir := t.TempDir()
+
+	// cloudhive's CA, made before the API server starts (its egress config
+	// names it) and given to cloudhive through casecret, as keadm would.
+	cloudCA, err := cloudhub.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloudCAFile := filepath.Join(dir, "cloudhive-ca.crt")
+	writePEM(t, cloudCAFile, "CERTIFICATE", cloudCA.Cert.Raw)
+	// The API server's egress client certificate, from a CA of its own.
+	egressCA, err := e2eenv.NewCA(dir, "egress-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	egressClient, err := egressCA.Issue(dir, "egress-client", e2eenv.CertSpec{CommonName: "kube-apiserver-egress", Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	connectAddr := fmt.Sprintf("127.0.0.1:%d", e2eenv.FreePort(t))
+	tunnelAddr := fmt.Sprintf("127.0.0.1:%d", e2eenv.FreePort(t))
+	egressFile := filepath.Join(dir, "egress-selector.yaml")
+	egress := fmt.Sprintf(`apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: HTTPConnect
+    transport:
+      tcp:
+        url: https://%s
+        tlsConfig:
+          caBundle: %s
+          clientCert: %s
+          clientKey: %s
+`, connectAddr, cloudCAFile, egressClient.CertFile, egressClient.KeyFile)
+	if err := os.WriteFile(egressFile, []byte(egress), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	cluster := e2eenv.StartCluster(t, e2eenv.ClusterOptions{PodCIDR: ctrd.PodCIDR,
+		ExtraAPIServerArgs: []string{"--egress-selector-config-file=" + egressFile}})
+	client := cluster.Client
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := e2eenv.EnsureNamespace(ctx, client, "kubeedge"); err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(cloudCA.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Secrets("kubeedge").Create(ctx, &v1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: cloudhub.CASecretName, Namespace: "kubeedge"},
+		Data:       map[string][]byte{cloudhub.CADataKey: cloudCA.Cert.Raw, cloudhub.CAKeyDataKey: keyDER},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	cloud := e2eenv.StartCloudhive(t, bin, "cloudhive", e2eenv.CloudhiveConfig{Kubeconfig: cluster.Kubeconfig,
+		ExtraHCL: fmt.Sprintf("tunnel {\n  listen            = %q\n  connect_listen    = %q\n  connect_client_ca = %q\n}\n",
+			tunnelAddr, connectAddr, egressCA.CertFile)})
+	token, err := cloud.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The node's kubelet API, as a test double on the edge side.
+	node := e2eenv.NodeName("tunnel")
+	var requests atomic.Int64
+	kubelet := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		fmt.Fprintf(w, "kubelet %s: %s %s", node, r.Method, r.URL.Path)
+	}))
+	defer kubelet.Close()
+
+	edge := e2eenv.JoinEdge(t, bin, cloud, token, node, ctrd)
+	enableTunnel(t, edge.ConfigFile, tunnelAddr, kubelet.Listener.Addr().String())
+	edge.Start(t)
+	if _, err := e2eenv.WaitForNode(ctx, client, node, e2eenv.NodeReady); err != nil {
+		t.Fatal(err)
+	}
+
+	// GET /api/v1/nodes/<node>/proxy/healthz: API server → CONNECT
+	// <node>:10250 at cloudhive → the node's tunnel → the kubelet.
+	var body []byte
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		body, err = client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", node, "proxy", "healthz").DoRaw(ctx)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond) // the tunnel session comes up beside the link
+	}
+	if want := fmt.Sprintf("kubelet %s: GET /healthz", node); err != nil || string(body) != want {
+		t.Fatalf("node proxy: %q, %v; want %q", body, err, want)
+	}
+	t.Logf("node proxy through the tunnel: %q", body)
+
+	// Pod logs: kube-apiserver's pods/log goes to the kubelet's
+	// /containerLogs/<ns>/<pod>/<container> the same way.
+	pod := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "tunnel-logs", Namespace: "default"},
+		Spec: v1.PodSpec{NodeName: node, Containers: []v1.Container{{Name: "c", Image: e2eenv.BusyboxImage,
+			Command: []string{"sleep", "3600"}}}},
+	}
+	if _, err := client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = client.CoreV1().Pods("default").Delete(context.Background(), pod.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+	}()
+	logs, err := client.CoreV1().Pods("default").GetLogs(pod.Name, &v1.PodLogOptions{Container: "c"}).DoRaw(ctx)
+	if want := fmt.Sprintf("kubelet %s: GET /containerLogs/default/tunnel-logs/c", node); err != nil || string(logs) != want {
+		t.Fatalf("pod logs: %q, %v; want %q", logs, err, want)
+	}
+
+	// A node with no tunnel session is refused by cloudhive, not dialled.
+	ghost := e2eenv.NodeName("ghost")
+	e2eenv.ResolveToLoopback(t, ghost)
+	if _, err := client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: ghost},
+		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeHostName, Address: ghost}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := requests.Load()
+	_, err = client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", ghost, "proxy", "healthz").DoRaw(ctx)
+	if err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("node proxy to a node without a tunnel: %v; want cloudhive's 503", err)
+	}
+	if requests.Load() != before {
+		t.Fatal("the request for the ghost node reached a kubelet")
+	}
+
+	// The edge goes away: its node is no longer reachable.
+	edge.Stop(10 * time.Second)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		_, err = client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", node, "proxy", "healthz").DoRaw(ctx)
+		if err != nil && strings.Contains(err.Error(), "503") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node proxy after the edge stopped: %v; want 503", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// enableTunnel adds tunnel { } to edgehub's config block in the joined config.
+func enableTunnel(t *testing.T, file, server, localKubelet string) {
+	t.Helper()
+	src, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, diags := hclwrite.ParseConfig(src, file, hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	pb := f.Body().FirstMatchingBlock("plugin", []string{"edgehub"})
+	if pb == nil {
+		t.Fatalf("%s has no plugin \"edgehub\" block", file)
+	}
+	cfg := pb.Body().FirstMatchingBlock("config", nil)
+	if cfg == nil {
+		cfg = pb.Body().AppendNewBlock("config", nil)
+	}
+	tb := cfg.Body().AppendNewBlock("tunnel", nil)
+	tb.Body().SetAttributeValue("enabled", cty.True)
+	tb.Body().SetAttributeValue("server", cty.StringVal(server))
+	tb.Body().SetAttributeValue("local_kubelet", cty.StringVal(localKubelet))
+	if err := os.WriteFile(file, f.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
