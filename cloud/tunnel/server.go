@@ -102,11 +102,12 @@ type Server struct {
 	cfg    Config
 	logger hclog.Logger
 
-	mu        sync.Mutex
-	sessions  map[string]*nodeSession // under mu: the live session per node
-	addresses map[string]string       // under mu: node address → node name
-	closed    bool                    // under mu: ServeNodes ended
-	running   sync.WaitGroup          // session goroutines
+	mu         sync.Mutex
+	sessions   map[string]*nodeSession        // under mu: the live session per node
+	addrOwners map[string]map[string]struct{} // under mu: IP address → the nodes that list it
+	nodeAddrs  map[string][]string            // under mu: node → the IP addresses it lists
+	closed     bool                           // under mu: ServeNodes ended
+	running    sync.WaitGroup                 // session goroutines
 }
 
 // nodeSession is one node's tunnel session; slots counts its open streams.
@@ -125,7 +126,8 @@ func New(cfg Config, logger hclog.Logger) (*Server, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Server{cfg: cfg, logger: logger, sessions: map[string]*nodeSession{}, addresses: map[string]string{}}, nil
+	return &Server{cfg: cfg, logger: logger, sessions: map[string]*nodeSession{},
+		addrOwners: map[string]map[string]struct{}{}, nodeAddrs: map[string][]string{}}, nil
 }
 
 // Connected reports whether node has a live tunnel session.
@@ -146,45 +148,57 @@ func (s *Server) Streams(node string) int {
 	return 0
 }
 
-// SetNodeAddresses records the addresses (InternalIP and the like, from the
-// Node object) under which the API server may name node in a CONNECT; nil
-// forgets them. An address claimed by two nodes is ambiguous and is kept for
-// neither.
+// SetNodeAddresses records the IP addresses (InternalIP, ExternalIP, from
+// the Node object) under which the API server may name node in a CONNECT;
+// nil forgets them. An address that two nodes claim maps to neither, so a
+// node cannot draw another node's traffic by claiming its address.
 func (s *Server) SetNodeAddresses(node string, addrs []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for a, n := range s.addresses {
-		if n == node {
-			delete(s.addresses, a)
+	for _, a := range s.nodeAddrs[node] {
+		delete(s.addrOwners[a], node)
+		if len(s.addrOwners[a]) == 0 {
+			delete(s.addrOwners, a)
 		}
 	}
+	delete(s.nodeAddrs, node)
+	var kept []string
 	for _, a := range addrs {
-		if a == "" || a == node {
+		ip := net.ParseIP(a)
+		if ip == nil || slices.Contains(kept, ip.String()) {
 			continue
 		}
-		if other, ok := s.addresses[a]; ok && other != node {
-			s.addresses[a] = "" // ambiguous
-			continue
+		a = ip.String()
+		kept = append(kept, a)
+		if s.addrOwners[a] == nil {
+			s.addrOwners[a] = map[string]struct{}{}
 		}
-		s.addresses[a] = node
+		s.addrOwners[a][node] = struct{}{}
+	}
+	if len(kept) > 0 {
+		s.nodeAddrs[node] = kept
 	}
 }
 
-// resolve maps a CONNECT host to a node name: the name itself, or a known
-// address of the node.
+// resolve maps a CONNECT host to a node name: an IP address through the
+// address map (one owner only), anything else as the node's name.
 func (s *Server) resolve(host string) (node string, session *nodeSession) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ns := s.sessions[host]; ns != nil {
-		return host, ns
+	if ip := net.ParseIP(host); ip != nil {
+		owners := s.addrOwners[ip.String()]
+		if len(owners) != 1 {
+			return "", nil
+		}
+		for n := range owners {
+			node = n
+		}
+		return node, s.sessions[node]
 	}
-	if n, ok := s.addresses[host]; ok && n != "" {
-		return n, s.sessions[n]
+	if !validNodeName(host) {
+		return "", nil
 	}
-	if validNodeName(host) {
-		return host, nil
-	}
-	return "", nil
+	return host, s.sessions[host]
 }
 
 // ServeNodes accepts node tunnel sessions on ln (plain TCP; tlsCfg, usually

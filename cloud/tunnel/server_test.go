@@ -20,6 +20,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/yamux"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/edgehive/edgehive/internal/testenv"
 	"github.com/edgehive/edgehive/internal/tunnelwire"
@@ -267,6 +270,7 @@ func TestRefusedConnects(t *testing.T) {
 		{"unknown node", "node-z:10250", http.StatusServiceUnavailable},
 		{"not a node name", "Node_A:10250", http.StatusBadGateway},
 		{"known address", "10.1.2.3:10250", http.StatusOK},
+		{"unknown address", "10.9.9.9:10250", http.StatusBadGateway},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn, _, code, err := e.connect(e.apiCert(), tc.target)
@@ -532,4 +536,96 @@ func TestConfigValidate(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func TestNodeAddresses(t *testing.T) {
+	srv, err := New(DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type step struct {
+		node  string
+		addrs []string
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+		host  string
+		want  string // "" means refused
+	}{
+		{"internal IP", []step{{"a", []string{"10.0.0.1"}}}, "10.0.0.1", "a"},
+		{"unknown IP", []step{{"a", []string{"10.0.0.1"}}}, "10.0.0.2", ""},
+		{"IPv6 in another spelling", []step{{"a", []string{"fd00::0001"}}}, "fd00::1", "a"},
+		{"claimed twice", []step{{"a", []string{"10.0.0.1"}}, {"b", []string{"10.0.0.1"}}}, "10.0.0.1", ""},
+		{"the other claim withdrawn", []step{{"a", []string{"10.0.0.1"}}, {"b", []string{"10.0.0.1"}}, {"b", nil}}, "10.0.0.1", "a"},
+		{"moved", []step{{"a", []string{"10.0.0.1"}}, {"a", []string{"10.0.0.9"}}}, "10.0.0.1", ""},
+		{"a name is never an address", []step{{"a", []string{"b", "10.0.0.1"}}}, "b", "b"},
+		{"node name", nil, "node-a", "node-a"},
+		{"not a name", nil, "Node_A", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, n := range []string{"a", "b"} {
+				srv.SetNodeAddresses(n, nil)
+			}
+			for _, st := range tc.steps {
+				srv.SetNodeAddresses(st.node, st.addrs)
+			}
+			if got, _ := srv.resolve(tc.host); got != tc.want {
+				t.Errorf("resolve(%q) = %q, want %q", tc.host, got, tc.want)
+			}
+		})
+	}
+	srv.SetNodeAddresses("a", nil)
+	srv.SetNodeAddresses("b", nil)
+	if len(srv.addrOwners) != 0 || len(srv.nodeAddrs) != 0 {
+		t.Errorf("left behind: %v %v", srv.addrOwners, srv.nodeAddrs)
+	}
+}
+
+func TestWatchNodeAddresses(t *testing.T) {
+	e := newEnv(t, DefaultConfig())
+	e.node("node-a")
+	client := fake.NewClientset(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"},
+		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.1.2.3"}, {Type: v1.NodeHostName, Address: "node-a"}}}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.srv.WatchNodeAddresses(ctx, client) }()
+	defer func() { cancel(); <-done }()
+
+	status := func() int {
+		conn, _, code, err := e.connect(e.apiCert(), "10.1.2.3:10250")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if conn != nil {
+			conn.Close()
+		}
+		return code
+	}
+	waitStatus := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for status() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("CONNECT 10.1.2.3:10250 never answered %d", want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitStatus(http.StatusOK)
+	got, err := e.get("10.1.2.3:10250", "/healthz")
+	if err != nil || got != "node-a /healthz" {
+		t.Fatalf("by InternalIP: %q, %v", got, err)
+	}
+	// Another node listing the same address makes it ambiguous.
+	other := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-b"},
+		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.1.2.3"}}}}
+	if _, err := client.CoreV1().Nodes().Create(ctx, other, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(http.StatusBadGateway)
+	if err := client.CoreV1().Nodes().Delete(ctx, "node-b", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(http.StatusOK)
 }

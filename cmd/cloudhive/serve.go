@@ -189,7 +189,7 @@ func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client k
 	}
 	var tunnelAddrs [2]net.Addr
 	if cfg.Tunnel != nil {
-		addrs, err := startTunnel(gctx, g, cfg, pair.cert, ca, logger.Named("tunnel"))
+		addrs, err := startTunnel(gctx, g, cfg, client, pair.cert, ca, logger.Named("tunnel"))
 		if err != nil {
 			_ = wsLn.Close()
 			_ = bsLn.Close()
@@ -216,8 +216,9 @@ func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client k
 
 // startTunnel opens the tunnel's two listeners and runs the server in g: node
 // sessions with the cloud CA and server certificate cloudhub uses, CONNECTs
-// from the API server verified against connect_client_ca (or a unix socket).
-func startTunnel(ctx context.Context, g *errgroup.Group, cfg *Config, server tls.Certificate, ca *cloudhub.CA,
+// from the API server verified against connect_client_ca (or a unix socket),
+// and the node address map from the Node objects.
+func startTunnel(ctx context.Context, g *errgroup.Group, cfg *Config, client kubernetes.Interface, server tls.Certificate, ca *cloudhub.CA,
 	logger hclog.Logger) ([2]net.Addr, error) {
 	tc := cfg.Tunnel
 	var none [2]net.Addr
@@ -261,6 +262,8 @@ func startTunnel(ctx context.Context, g *errgroup.Group, cfg *Config, server tls
 	}
 	g.Go(func() error { return srv.ServeNodes(ctx, nodeLn, tunnel.NodeTLS(server, ca.Pool())) })
 	g.Go(func() error { return srv.ServeConnect(ctx, connLn, connectTLS) })
+	// CONNECTs may name a node by its InternalIP or ExternalIP.
+	g.Go(func() error { return srv.WatchNodeAddresses(ctx, client) })
 	return [2]net.Addr{nodeLn.Addr(), connLn.Addr()}, nil
 }
 

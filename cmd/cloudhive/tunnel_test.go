@@ -19,6 +19,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/yamux"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/edgehive/edgehive/cloud/cloudhub"
@@ -53,7 +55,9 @@ tunnel {
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	client := fake.NewClientset()
+	// The node as edged registers it: CONNECTs may name its InternalIP.
+	client := fake.NewClientset(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "edge-1"},
+		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.20.30.40"}}}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ready := make(chan listening, 1)
@@ -133,6 +137,10 @@ tunnel {
 	}
 	if err != nil || body != "edge-1 /healthz" {
 		t.Fatalf("through the tunnel: %q, %v", body, err)
+	}
+	body, err = connectGet(addrs.connect.String(), proxyTLS, "10.20.30.40:10250", "/pods")
+	if err != nil || body != "edge-1 /pods" {
+		t.Fatalf("through the tunnel by InternalIP: %q, %v", body, err)
 	}
 	// The node's certificate is not an egress client certificate.
 	nodeAsAPI := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}}
