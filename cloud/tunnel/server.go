@@ -99,8 +99,9 @@ func ConnectTLS(server tls.Certificate, clientCAs *x509.CertPool) *tls.Config {
 
 // Server is the node session registry and the CONNECT proxy.
 type Server struct {
-	cfg    Config
-	logger hclog.Logger
+	cfg     Config
+	logger  hclog.Logger
+	metrics *Metrics
 
 	mu         sync.Mutex
 	sessions   map[string]*nodeSession        // under mu: the live session per node
@@ -118,15 +119,18 @@ type nodeSession struct {
 	remote string
 }
 
-// New builds a server; it does not listen yet.
-func New(cfg Config, logger hclog.Logger) (*Server, error) {
+// New builds a server; it does not listen yet. logger and metrics may be nil.
+func New(cfg Config, logger hclog.Logger, metrics *Metrics) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("tunnel: %w", err)
 	}
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Server{cfg: cfg, logger: logger, sessions: map[string]*nodeSession{},
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	return &Server{cfg: cfg, logger: logger, metrics: metrics, sessions: map[string]*nodeSession{},
 		addrOwners: map[string]map[string]struct{}{}, nodeAddrs: map[string][]string{}}, nil
 }
 
@@ -247,6 +251,7 @@ func (s *Server) serveNode(ctx context.Context, conn *tls.Conn) {
 	err := conn.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
+		s.metrics.sessionsRefused.WithLabelValues("handshake").Inc()
 		s.logger.Warn("tunnel handshake failed", "remote", remote, "error", err)
 		_ = conn.Close()
 		return
@@ -254,6 +259,7 @@ func (s *Server) serveNode(ctx context.Context, conn *tls.Conn) {
 	st := conn.ConnectionState()
 	node, err := nodeIdentity(st)
 	if err != nil {
+		s.metrics.sessionsRefused.WithLabelValues("identity").Inc()
 		s.logger.Warn("tunnel session refused", "remote", remote, "error", err)
 		_ = conn.Close()
 		return
@@ -262,6 +268,7 @@ func (s *Server) serveNode(ctx context.Context, conn *tls.Conn) {
 	// The cloud opens the streams: it is the yamux client.
 	sess, err := yamux.Client(conn, tunnelwire.YamuxConfig(logger.Named("yamux")))
 	if err != nil {
+		s.metrics.sessionsRefused.WithLabelValues("setup").Inc()
 		logger.Error("tunnel session setup failed", "error", err)
 		_ = conn.Close()
 		return
@@ -269,6 +276,7 @@ func (s *Server) serveNode(ctx context.Context, conn *tls.Conn) {
 	ns := &nodeSession{node: node, sess: sess, slots: make(chan struct{}, s.cfg.MaxStreamsPerNode), remote: remote}
 	prev, err := s.attach(ns)
 	if err != nil {
+		s.metrics.sessionsRefused.WithLabelValues("shutdown").Inc()
 		logger.Warn("tunnel session refused", "error", err)
 		_ = sess.Close()
 		return
@@ -323,6 +331,9 @@ func (s *Server) attach(ns *nodeSession) (*nodeSession, error) {
 	}
 	prev := s.sessions[ns.node]
 	s.sessions[ns.node] = ns
+	if prev == nil {
+		s.metrics.sessions.Inc()
+	}
 	return prev, nil
 }
 
@@ -331,6 +342,7 @@ func (s *Server) detach(ns *nodeSession) {
 	defer s.mu.Unlock()
 	if s.sessions[ns.node] == ns {
 		delete(s.sessions, ns.node)
+		s.metrics.sessions.Dec()
 	}
 }
 
@@ -375,8 +387,9 @@ func (s *Server) ServeConnect(ctx context.Context, ln net.Listener, tlsCfg *tls.
 	return err
 }
 
-func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, format string, args ...any) {
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, result, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
+	s.metrics.connects.WithLabelValues(result).Inc()
 	s.logger.Warn("CONNECT refused", "remote", r.RemoteAddr, "target", r.URL.Host, "status", code, "reason", msg)
 	http.Error(w, msg, code)
 }
@@ -384,7 +397,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, format
 func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodConnect {
 		w.Header().Set("Allow", http.MethodConnect)
-		s.refuse(w, r, http.StatusMethodNotAllowed, "only CONNECT is served here")
+		s.refuse(w, r, http.StatusMethodNotAllowed, "method", "only CONNECT is served here")
 		return
 	}
 	// The target is the request's authority; kube-apiserver sends
@@ -395,47 +408,47 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 	host, portStr, err := net.SplitHostPort(target)
 	if err != nil {
-		s.refuse(w, r, http.StatusBadRequest, "CONNECT target %q is not host:port", target)
+		s.refuse(w, r, http.StatusBadRequest, "target", "CONNECT target %q is not host:port", target)
 		return
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil || !slices.Contains(s.cfg.AllowedPorts, port) {
-		s.refuse(w, r, http.StatusForbidden, "port %s is not served through the tunnel (allowed: %v)", portStr, s.cfg.AllowedPorts)
+		s.refuse(w, r, http.StatusForbidden, "port", "port %s is not served through the tunnel (allowed: %v)", portStr, s.cfg.AllowedPorts)
 		return
 	}
 	node, ns := s.resolve(host)
 	switch {
 	case node == "":
-		s.refuse(w, r, http.StatusBadGateway, "%q is neither a node name nor a known node address", host)
+		s.refuse(w, r, http.StatusBadGateway, "unknown_node", "%q is neither a node name nor a known node address", host)
 		return
 	case ns == nil:
-		s.refuse(w, r, http.StatusServiceUnavailable, "node %s has no tunnel session", node)
+		s.refuse(w, r, http.StatusServiceUnavailable, "no_session", "node %s has no tunnel session", node)
 		return
 	}
 	select {
 	case ns.slots <- struct{}{}:
 	default:
-		s.refuse(w, r, http.StatusTooManyRequests, "node %s has %d tunnel streams open, the limit", node, cap(ns.slots))
+		s.refuse(w, r, http.StatusTooManyRequests, "stream_limit", "node %s has %d tunnel streams open, the limit", node, cap(ns.slots))
 		return
 	}
 	defer func() { <-ns.slots }()
 
 	stream, err := ns.sess.OpenStream()
 	if err != nil {
-		s.refuse(w, r, http.StatusServiceUnavailable, "node %s: open stream: %v", node, err)
+		s.refuse(w, r, http.StatusServiceUnavailable, "no_session", "node %s: open stream: %v", node, err)
 		return
 	}
 	br, err := tunnelwire.ReadStatus(stream, time.Now().Add(streamSetupTimeout))
 	if err != nil {
 		_ = stream.Close()
-		s.refuse(w, r, http.StatusBadGateway, "node %s: %v", node, err)
+		s.refuse(w, r, http.StatusBadGateway, "edge_refused", "node %s: %v", node, err)
 		return
 	}
 	rc := http.NewResponseController(w)
 	conn, bufrw, err := rc.Hijack()
 	if err != nil {
 		_ = stream.Close()
-		s.refuse(w, r, http.StatusInternalServerError, "hijack: %v", err)
+		s.refuse(w, r, http.StatusInternalServerError, "internal", "hijack: %v", err)
 		return
 	}
 	if _, err := bufrw.WriteString("HTTP/1.1 200 Connection established\r\n\r\n"); err == nil {
@@ -446,10 +459,15 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 		_ = conn.Close()
 		return
 	}
+	s.metrics.connects.WithLabelValues("established").Inc()
+	s.metrics.streams.Inc()
+	defer s.metrics.streams.Dec()
 	s.logger.Debug("CONNECT established", "node", node, "port", port, "remote", r.RemoteAddr, "stream", stream.StreamID())
 	// Bytes the client sent right behind the request sit in bufrw.Reader;
 	// what the edge sent behind its status line sits in br.
 	up, down := pipe(ctx, conn, bufrw.Reader, stream, br)
+	s.metrics.bytes.WithLabelValues("to_node").Add(float64(up))
+	s.metrics.bytes.WithLabelValues("from_node").Add(float64(down))
 	s.logger.Debug("CONNECT closed", "node", node, "stream", stream.StreamID(), "bytes_up", up, "bytes_down", down)
 }
 

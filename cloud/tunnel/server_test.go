@@ -32,7 +32,7 @@ import (
 // server and node certificates; a second CA signs the API server's client
 // certificate for the CONNECT listener.
 type env struct {
-	t           *testing.T
+	t           testing.TB
 	pki         *testenv.PKI // cloud CA
 	apiPKI      *testenv.PKI // the API server's egress client CA
 	srv         *Server
@@ -40,10 +40,10 @@ type env struct {
 	connectAddr string
 }
 
-func newEnv(t *testing.T, cfg Config) *env {
+func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	e := &env{t: t, pki: testenv.NewPKI(t), apiPKI: testenv.NewPKI(t)}
-	srv, err := New(cfg, hclog.NewNullLogger())
+	srv, err := New(cfg, hclog.NewNullLogger(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 }
 
 // clientCert is a certificate from p with CN cn and clientAuth.
-func clientCert(t *testing.T, p *testenv.PKI, cn string) tls.Certificate {
+func clientCert(t testing.TB, p *testenv.PKI, cn string) tls.Certificate {
 	t.Helper()
 	key := testenv.NewKey(t)
 	der := p.Sign(t, &x509.Certificate{
@@ -129,8 +129,17 @@ func (ed *edge) stop() { ed.cancel(); <-ed.done }
 func (e *env) node(name string) *edge {
 	e.t.Helper()
 	kubelet := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/big" {
+		switch r.URL.Path {
+		case "/big":
 			_, _ = w.Write(bytes.Repeat([]byte("x"), 4<<20))
+			return
+		case "/huge": // more than every window and buffer on the way
+			chunk := bytes.Repeat([]byte("y"), 1<<20)
+			for range hugeMiB {
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
 			return
 		}
 		fmt.Fprintf(w, "%s %s", name, r.URL.Path)
@@ -254,6 +263,43 @@ func TestManyConcurrentStreams(t *testing.T) {
 	}
 	if s := e.srv.Streams("node-a"); s != 0 {
 		t.Errorf("streams left open: %d", s)
+	}
+}
+
+const hugeMiB = 32
+
+// A client that stops reading holds up its own stream only: flow control
+// stops the node's reads for it, and other streams go on.
+func TestStalledStreamDoesNotBlockOthers(t *testing.T) {
+	e := newEnv(t, DefaultConfig())
+	e.node("node-a")
+	conn, br, code, err := e.connect(e.apiCert(), "node-a:10250")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("CONNECT: %d, %v", code, err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /huge HTTP/1.1\r\nHost: node-a\r\nConnection: close\r\n\r\n")
+	time.Sleep(300 * time.Millisecond) // the windows fill; nothing reads
+
+	start := time.Now()
+	for i := range 5 {
+		got, err := e.get("node-a:10250", "/healthz")
+		if err != nil || got != "node-a /healthz" {
+			t.Fatalf("request %d beside the stalled stream: %q, %v", i, got, err)
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("5 requests beside a stalled stream took %v", d)
+	}
+	// The stalled stream lost nothing.
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != hugeMiB<<20 {
+		t.Fatalf("stalled stream delivered %d bytes, %v; want %d", n, err, hugeMiB<<20)
 	}
 }
 
@@ -539,7 +585,7 @@ func isTimeout(err error) bool {
 }
 
 func TestNodeAddresses(t *testing.T) {
-	srv, err := New(DefaultConfig(), nil)
+	srv, err := New(DefaultConfig(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -628,4 +674,42 @@ func TestWatchNodeAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStatus(http.StatusOK)
+}
+
+// BenchmarkStreamThroughput: bytes from the node's kubelet to the CONNECT
+// client through one stream (TLS on both legs, yamux in between).
+func BenchmarkStreamThroughput(b *testing.B) {
+	e := newEnv(b, DefaultConfig())
+	e.node("node-a")
+	b.SetBytes(hugeMiB << 20)
+	b.ResetTimer()
+	for range b.N {
+		got, err := e.get("node-a:10250", "/huge")
+		if err != nil || len(got) != hugeMiB<<20 {
+			b.Fatalf("%d bytes, %v", len(got), err)
+		}
+	}
+}
+
+// BenchmarkConnectRoundTrip: a new CONNECT (TLS handshake with the proxy,
+// stream open, the node's dial and OK) plus one small HTTP exchange.
+func BenchmarkConnectRoundTrip(b *testing.B) {
+	e := newEnv(b, DefaultConfig())
+	e.node("node-a")
+	cert := e.apiCert()
+	b.ResetTimer()
+	for range b.N {
+		conn, br, code, err := e.connect(cert, "node-a:10250")
+		if err != nil || code != http.StatusOK {
+			b.Fatalf("%d, %v", code, err)
+		}
+		fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: node-a\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		conn.Close()
+	}
 }

@@ -189,7 +189,7 @@ func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client k
 	}
 	var tunnelAddrs [2]net.Addr
 	if cfg.Tunnel != nil {
-		addrs, err := startTunnel(gctx, g, cfg, client, pair.cert, ca, logger.Named("tunnel"))
+		addrs, err := startTunnel(gctx, g, cfg, client, pair.cert, ca, logger.Named("tunnel"), tunnel.NewMetrics(reg))
 		if err != nil {
 			_ = wsLn.Close()
 			_ = bsLn.Close()
@@ -219,10 +219,10 @@ func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client k
 // from the API server verified against connect_client_ca (or a unix socket),
 // and the node address map from the Node objects.
 func startTunnel(ctx context.Context, g *errgroup.Group, cfg *Config, client kubernetes.Interface, server tls.Certificate, ca *cloudhub.CA,
-	logger hclog.Logger) ([2]net.Addr, error) {
+	logger hclog.Logger, metrics *tunnel.Metrics) ([2]net.Addr, error) {
 	tc := cfg.Tunnel
 	var none [2]net.Addr
-	srv, err := tunnel.New(tc.Server, logger)
+	srv, err := tunnel.New(tc.Server, logger, metrics)
 	if err != nil {
 		return none, err
 	}

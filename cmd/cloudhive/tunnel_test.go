@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,6 +147,23 @@ tunnel {
 	nodeAsAPI := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}}
 	if _, err := connectGet(addrs.connect.String(), nodeAsAPI, "edge-1:10250", "/healthz"); err == nil {
 		t.Fatal("CONNECT with a node certificate succeeded")
+	}
+
+	// Port 22 is not the kubelet's.
+	if _, err := connectGet(addrs.connect.String(), proxyTLS, "edge-1:22", "/"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("CONNECT to port 22: %v, want 403", err)
+	}
+	resp, err := http.Get("http://" + addrs.admin.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"\ntunnel_sessions 1\n", "\ntunnel_connects_total{result=\"established\"} 2\n",
+		"\ntunnel_connects_total{result=\"port\"} 1\n"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %q", strings.TrimSpace(want))
+		}
 	}
 
 	cancel()

@@ -38,7 +38,7 @@ func startTunnelCloud(t *testing.T, p *testPKI, nodeAddr string) *tunnelCloud {
 	key := testenv.NewKey(t)
 	apiDER := api.Sign(t, &x509.Certificate{Subject: pkix.Name{CommonName: "kube-apiserver"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, &key.PublicKey)
-	srv, err := tunnel.New(tunnel.DefaultConfig(), hclog.NewNullLogger())
+	srv, err := tunnel.New(tunnel.DefaultConfig(), hclog.NewNullLogger(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
