@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -711,5 +712,55 @@ func BenchmarkConnectRoundTrip(b *testing.B) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		conn.Close()
+	}
+}
+
+// The CONNECT proxy on a unix socket: no TLS, the file mode guards it. A TCP
+// listener without TLS is refused.
+func TestConnectOverUnixSocket(t *testing.T) {
+	e := newEnv(t, DefaultConfig())
+	e.node("node-a")
+	sock := filepath.Join(t.TempDir(), "tunnel.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.srv.ServeConnect(ctx, ln, nil) }()
+	defer func() { cancel(); <-done }()
+
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "CONNECT node-a:10250 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT over the socket: %v, %v", resp, err)
+	}
+	fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: node-a\r\nConnection: close\r\n\r\n")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "node-a /healthz" {
+		t.Fatalf("body %q", body)
+	}
+
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	if err := e.srv.ServeConnect(ctx, tcp, nil); err == nil || !strings.Contains(err.Error(), "needs TLS") {
+		t.Fatalf("ServeConnect on TCP without TLS: %v", err)
+	}
+	if err := e.srv.ServeNodes(ctx, tcp, &tls.Config{}); err == nil {
+		t.Fatal("ServeNodes without client certificates accepted")
 	}
 }

@@ -245,11 +245,7 @@ func startTunnel(ctx context.Context, g *errgroup.Group, cfg *Config, client kub
 	var connLn net.Listener
 	if path, ok := strings.CutPrefix(tc.ConnectListen, unixPrefix); ok {
 		connectTLS = nil // the socket's file mode guards it
-		_ = os.Remove(path)
-		connLn, err = net.Listen("unix", path)
-		if err == nil {
-			err = os.Chmod(path, 0o600)
-		}
+		connLn, err = listenUnixPrivate(path)
 	} else {
 		connLn, err = cloudhub.Listen(ctx, tc.ConnectListen, cfg.ReusePort)
 	}
@@ -265,6 +261,42 @@ func startTunnel(ctx context.Context, g *errgroup.Group, cfg *Config, client kub
 	// CONNECTs may name a node by its InternalIP or ExternalIP.
 	g.Go(func() error { return srv.WatchNodeAddresses(ctx, client) })
 	return [2]net.Addr{nodeLn.Addr(), connLn.Addr()}, nil
+}
+
+// listenUnixPrivate listens on a unix socket at path that only this user can
+// connect to: made under a temporary name, set to 0600, then renamed, so it
+// is never reachable with looser permissions. A stale socket is replaced.
+func listenUnixPrivate(path string) (net.Listener, error) {
+	tmp := path + ".tmp"
+	_ = os.Remove(tmp)
+	ln, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, err
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		_ = ln.Close()
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = ln.Close()
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	return &unlinkListener{Listener: ln, path: path}, nil
+}
+
+// unlinkListener removes its socket file when closed.
+type unlinkListener struct {
+	net.Listener
+	path string
+}
+
+func (l *unlinkListener) Close() error {
+	err := l.Listener.Close()
+	_ = os.Remove(l.path)
+	return err
 }
 
 type tlsPair struct {

@@ -204,3 +204,70 @@ func connectGet(proxy string, tlsCfg *tls.Config, target, path string) (string, 
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
 }
+
+// connect_listen = "unix:PATH": the socket is made 0600 and serves CONNECT
+// without TLS.
+func TestServeTunnelUnixSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "tunnel.sock")
+	cfg, diags := parseConfig("t.hcl", fmt.Appendf(nil, `
+cloudhub {
+  listen              = "127.0.0.1:0"
+  bootstrap_listen    = "127.0.0.1:0"
+  advertise_addresses = ["127.0.0.1"]
+}
+admin { listen = "127.0.0.1:0" }
+tunnel {
+  listen         = "127.0.0.1:0"
+  connect_listen = "unix:%s"
+}
+`, sock))
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan listening, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serveWith(ctx, cfg, controllerConfig{}, fake.NewClientset(), []byte("pem"), hclog.NewNullLogger(), func(l listening) { ready <- l })
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("not ready")
+	}
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket mode %v, want 0600 socket", fi.Mode())
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "CONNECT edge-9:10250 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("CONNECT to a node without a session: %s, want 503", resp.Status)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left behind: %v", err)
+	}
+}

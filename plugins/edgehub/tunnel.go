@@ -16,9 +16,13 @@ import (
 	"github.com/edgehive/edgehive/internal/tunnelwire"
 )
 
-// tunnelDialTimeout bounds the TCP dial and TLS handshake to cloudhive's
-// tunnel listener and each dial of the local kubelet.
-const tunnelDialTimeout = 30 * time.Second
+// Tunnel timeouts: the dial and TLS handshake to cloudhive's tunnel
+// listener, and each dial of the local kubelet (shorter than the 15 s
+// cloudhive waits for the node's answer, so the API server hears why).
+const (
+	tunnelDialTimeout  = 30 * time.Second
+	kubeletDialTimeout = 10 * time.Second
+)
 
 // tunnelLoop keeps the tunnel session to cloudhive up until ctx ends: dial
 // with the node certificate, serve the streams cloudhive opens (each piped to
@@ -34,7 +38,7 @@ func (e *EdgeHub) tunnelLoop(ctx context.Context) {
 			err = tunnelwire.ServeNode(ctx, sess, tunnelwire.NodeOptions{
 				Dial:        e.dialKubelet,
 				MaxStreams:  e.cfg.Tunnel.MaxStreams,
-				DialTimeout: tunnelDialTimeout,
+				DialTimeout: kubeletDialTimeout,
 				Logger:      logger,
 			})
 			if ctx.Err() != nil {
