@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
@@ -109,9 +110,26 @@ egressSelections:
 
 	// The node's kubelet API, as a test double on the edge side.
 	node := e2eenv.NodeName("tunnel")
-	var requests atomic.Int64
+	var requests, following atomic.Int64
 	kubelet := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
+		if r.URL.Query().Get("follow") == "true" {
+			// kubectl logs -f: a line every 50 ms until the client goes.
+			following.Add(1)
+			defer following.Add(-1)
+			rc := http.NewResponseController(w)
+			for i := 0; ; i++ {
+				if _, err := fmt.Fprintf(w, "line %d\n", i); err != nil {
+					return
+				}
+				_ = rc.Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}
 		fmt.Fprintf(w, "kubelet %s: %s %s", node, r.Method, r.URL.Path)
 	}))
 	defer kubelet.Close()
@@ -147,6 +165,33 @@ egressSelections:
 		if logs, err := podLogs(ctx, client, "tunnel-logs"); err != nil || logs != want {
 			t.Fatalf("pod logs #%d: %q, %v", i, logs, err)
 		}
+	}
+
+	// kubectl logs -f: lines arrive as the kubelet writes them, and when the
+	// client goes away the close travels back through the API server, the
+	// CONNECT, the stream and the node to the kubelet.
+	fctx, fcancel := context.WithCancel(ctx)
+	stream, err := client.CoreV1().Pods("default").GetLogs("tunnel-logs", &v1.PodLogOptions{Container: "c", Follow: true}).Stream(fctx)
+	if err != nil {
+		t.Fatalf("logs -f: %v", err)
+	}
+	lines := bufio.NewScanner(stream)
+	for i := range 5 {
+		if !lines.Scan() || lines.Text() != fmt.Sprintf("line %d", i) {
+			t.Fatalf("logs -f line %d: %q, %v", i, lines.Text(), lines.Err())
+		}
+	}
+	if following.Load() != 1 {
+		t.Fatalf("kubelet follows %d log streams, want 1", following.Load())
+	}
+	fcancel()
+	_ = stream.Close()
+	deadline = time.Now().Add(10 * time.Second)
+	for following.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the kubelet's log stream outlived the client")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	// A node with no tunnel session is refused by cloudhive, not dialled.
