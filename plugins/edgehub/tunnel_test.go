@@ -19,12 +19,14 @@ import (
 
 	"github.com/edgehive/edgehive/cloud/tunnel"
 	"github.com/edgehive/edgehive/internal/testenv"
+	"github.com/edgehive/edgehive/sdk/sdktest"
 )
 
 // tunnelCloud is cloudhive's real tunnel server on loopback, with an API
 // server client CA of its own for the CONNECT side.
 type tunnelCloud struct {
 	srv         *tunnel.Server
+	serials     chan string // of each node certificate a session presented
 	nodeAddr    string
 	connectAddr string
 	apiCert     tls.Certificate
@@ -53,10 +55,21 @@ func startTunnelCloud(t *testing.T, p *testPKI, nodeAddr string) *tunnelCloud {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); _ = srv.ServeNodes(ctx, nodeLn, tunnel.NodeTLS(p.Server, p.Pool)) }()
+	serials := make(chan string, 16)
+	nodeTLS := tunnel.NodeTLS(p.Server, p.Pool)
+	nodeTLS.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) > 0 {
+			select {
+			case serials <- cs.PeerCertificates[0].SerialNumber.String():
+			default:
+			}
+		}
+		return nil
+	}
+	go func() { defer wg.Done(); _ = srv.ServeNodes(ctx, nodeLn, nodeTLS) }()
 	go func() { defer wg.Done(); _ = srv.ServeConnect(ctx, connLn, tunnel.ConnectTLS(p.Server, api.Pool)) }()
 	var once sync.Once
-	c := &tunnelCloud{srv: srv, nodeAddr: nodeLn.Addr().String(), connectAddr: connLn.Addr().String(),
+	c := &tunnelCloud{srv: srv, serials: serials, nodeAddr: nodeLn.Addr().String(), connectAddr: connLn.Addr().String(),
 		apiCert: tls.Certificate{Certificate: [][]byte{apiDER}, PrivateKey: key}, pool: p.Pool,
 		stop: func() { once.Do(func() { cancel(); wg.Wait() }) }}
 	t.Cleanup(c.stop)
@@ -164,4 +177,41 @@ func TestTunnelOffByDefault(t *testing.T) {
 	if tc.srv.Connected(node) {
 		t.Fatal("tunnel session without tunnel.enabled")
 	}
+}
+
+// After a certificate renewal the tunnel session is redialled with the new
+// certificate.
+func TestTunnelRedialsAfterRotation(t *testing.T) {
+	p := newPKI(t)
+	cloud := newFakeCloud(t, p)
+	rs := newRenewService(t, p, "unused")
+	files := shortLivedFiles(t, p, 4*time.Second)
+	old := leafOf(t, files)
+	tc := startTunnelCloud(t, p, "127.0.0.1:0")
+	m := New()
+	m.minBackoff, m.maxBackoff = 20*time.Millisecond, 200*time.Millisecond
+	m.rotateFraction = func() float64 { return 0.5 } // renew 2 s in
+	cfg := fmt.Sprintf(`{"server":%q,"https_server":%q,"tls_ca_file":%q,"tls_cert_file":%q,"tls_private_key_file":%q,"tunnel":{"enabled":true,"server":%q}}`,
+		cloud.addr(), rs.srv.URL, files.ca, files.cert, files.key, tc.nodeAddr)
+	sdktest.New(t, m, sdktest.Options{ConfigJSON: cfg})
+
+	next := func(what string) string {
+		t.Helper()
+		select {
+		case s := <-tc.serials:
+			return s
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no tunnel session %s", what)
+			return ""
+		}
+	}
+	if s := next("at start"); s != old.SerialNumber.String() {
+		t.Fatalf("first session with serial %s, want %s", s, old.SerialNumber)
+	}
+	s := next("after the renewal")
+	renewed := leafOf(t, files)
+	if renewed.SerialNumber.Cmp(old.SerialNumber) == 0 || s != renewed.SerialNumber.String() {
+		t.Fatalf("tunnel redialled with serial %s; stored %s; old %s", s, renewed.SerialNumber, old.SerialNumber)
+	}
+	tc.waitConnected(t, node)
 }
