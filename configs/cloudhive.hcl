@@ -37,4 +37,5 @@ admin {
 #   connect_client_ca    = "/etc/kubernetes/pki/egress-client-ca.crt"
 #   max_streams_per_node = 64
 #   allowed_ports        = [10250]
+#   direct_dial          = false
 # }

@@ -48,6 +48,9 @@ type Config struct {
 	// AllowedPorts are the ports a CONNECT may name; each reaches the node's
 	// local kubelet address.
 	AllowedPorts []int
+	// DirectDial: a CONNECT to an IP address that is no node's is dialled by
+	// cloudhive itself (any port) instead of refused with 502.
+	DirectDial bool
 }
 
 // DefaultConfig is the kubelet port and 64 streams per node.
@@ -203,6 +206,17 @@ func (s *Server) resolve(host string) (node string, session *nodeSession) {
 		return "", nil
 	}
 	return host, s.sessions[host]
+}
+
+// unclaimed: host is an IP address that no Node object lists.
+func (s *Server) unclaimed(host string) bool {
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.addrOwners[ip.String()]) == 0
 }
 
 // ServeNodes accepts node tunnel sessions on ln (plain TCP; tlsCfg, usually
@@ -411,12 +425,16 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 		s.refuse(w, r, http.StatusBadRequest, "target", "CONNECT target %q is not host:port", target)
 		return
 	}
+	node, ns := s.resolve(host)
+	if node == "" && s.cfg.DirectDial && s.unclaimed(host) {
+		s.direct(ctx, w, r, target)
+		return
+	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil || !slices.Contains(s.cfg.AllowedPorts, port) {
 		s.refuse(w, r, http.StatusForbidden, "port", "port %s is not served through the tunnel (allowed: %v)", portStr, s.cfg.AllowedPorts)
 		return
 	}
-	node, ns := s.resolve(host)
 	switch {
 	case node == "":
 		s.refuse(w, r, http.StatusBadGateway, "unknown_node", "%q is neither a node name nor a known node address", host)
@@ -469,6 +487,38 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 	s.metrics.bytes.WithLabelValues("to_node").Add(float64(up))
 	s.metrics.bytes.WithLabelValues("from_node").Add(float64(down))
 	s.logger.Debug("CONNECT closed", "node", node, "stream", stream.StreamID(), "bytes_up", up, "bytes_down", down)
+}
+
+// direct serves a CONNECT to an address that is no node's by dialling it
+// from cloudhive (direct_dial): kube-apiserver sends its webhook and
+// aggregated-API calls through the same egress selection as its kubelet
+// calls.
+func (s *Server) direct(ctx context.Context, w http.ResponseWriter, r *http.Request, target string) {
+	dctx, cancel := context.WithTimeout(ctx, streamSetupTimeout)
+	var d net.Dialer
+	upstream, err := d.DialContext(dctx, "tcp", target)
+	cancel()
+	if err != nil {
+		s.refuse(w, r, http.StatusBadGateway, "direct_failed", "dial %s: %v", target, err)
+		return
+	}
+	conn, bufrw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		_ = upstream.Close()
+		s.refuse(w, r, http.StatusInternalServerError, "internal", "hijack: %v", err)
+		return
+	}
+	if _, err := bufrw.WriteString("HTTP/1.1 200 Connection established\r\n\r\n"); err == nil {
+		err = bufrw.Flush()
+	}
+	if err != nil {
+		_ = upstream.Close()
+		_ = conn.Close()
+		return
+	}
+	s.metrics.connects.WithLabelValues("direct").Inc()
+	s.logger.Debug("CONNECT dialled directly", "target", target, "remote", r.RemoteAddr)
+	tunnelwire.Pipe(ctx, conn, bufrw.Reader, upstream)
 }
 
 // pipe is tunnelwire.Pipe with buffered readers on both sides.

@@ -764,3 +764,40 @@ func TestConnectOverUnixSocket(t *testing.T) {
 		t.Fatal("ServeNodes without client certificates accepted")
 	}
 }
+
+// direct_dial: an IP address that is no node's is dialled by cloudhive (the
+// API server's webhook calls); node names and node addresses still go
+// through tunnels only.
+func TestDirectDial(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.DirectDial = true
+	e := newEnv(t, cfg)
+	e.node("node-a")
+	service := holdingKubelet(t) // an echo service on loopback, any port
+	conn, br, code, err := e.connect(e.apiCert(), service)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("CONNECT %s: %d, %v", service, code, err)
+	}
+	echo(t, conn, br, "webhook")
+	conn.Close()
+
+	e.srv.SetNodeAddresses("node-a", []string{"127.0.0.1"})
+	e.srv.SetNodeAddresses("node-b", []string{"127.0.0.1"}) // claimed twice: nobody's, and not dialled
+	for _, tc := range []struct {
+		target string
+		want   int
+	}{
+		{service, http.StatusForbidden},            // a node-ish target: the kubelet port only
+		{"127.0.0.1:10250", http.StatusBadGateway}, // an ambiguous node address
+		{"node-a:22", http.StatusForbidden},
+		{"node-z:10250", http.StatusServiceUnavailable},
+	} {
+		if _, _, code, err := e.connect(e.apiCert(), tc.target); err != nil || code != tc.want {
+			t.Errorf("CONNECT %s = %d, %v; want %d", tc.target, code, err, tc.want)
+		}
+	}
+	got, err := e.get("node-a:10250", "/healthz")
+	if err != nil || got != "node-a /healthz" {
+		t.Errorf("node through its tunnel: %q, %v", got, err)
+	}
+}

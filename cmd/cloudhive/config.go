@@ -48,6 +48,7 @@ type tunnelBlock struct {
 	ConnectClientCA   string   `hcl:"connect_client_ca,optional"`
 	MaxStreamsPerNode *int     `hcl:"max_streams_per_node,optional"`
 	AllowedPorts      []int    `hcl:"allowed_ports,optional"`
+	DirectDial        *bool    `hcl:"direct_dial,optional"`
 	Body              hcl.Body `hcl:",body"`
 }
 
@@ -352,6 +353,9 @@ func (v *validator) tunnel(t *tunnelBlock) *TunnelConfig {
 	}
 	if tc.ConnectClientCA != "" && !filepath.IsAbs(tc.ConnectClientCA) {
 		v.fail(b, "connect_client_ca", "%q is not an absolute path", tc.ConnectClientCA)
+	}
+	if t.DirectDial != nil {
+		tc.Server.DirectDial = *t.DirectDial
 	}
 	tc.Server.MaxStreamsPerNode = v.positive(b, "max_streams_per_node", t.MaxStreamsPerNode, tc.Server.MaxStreamsPerNode)
 	if t.AllowedPorts != nil {

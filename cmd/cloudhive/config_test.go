@@ -106,10 +106,11 @@ tunnel {
   connect_client_ca    = "/etc/kubernetes/pki/egress-ca.crt"
   max_streams_per_node = 8
   allowed_ports        = [10250, 10255]
+  direct_dial          = true
 }
 `, check: func(t *testing.T, c *Config) {
 			tc := c.Tunnel
-			if tc == nil || tc.Listen != "127.0.0.1:20004" || tc.ConnectListen != "127.0.0.1:20005" ||
+			if tc == nil || !tc.Server.DirectDial || tc.Listen != "127.0.0.1:20004" || tc.ConnectListen != "127.0.0.1:20005" ||
 				tc.ConnectClientCA != "/etc/kubernetes/pki/egress-ca.crt" || tc.Server.MaxStreamsPerNode != 8 ||
 				sprint(tc.Server.AllowedPorts) != "[10250 10255]" {
 				t.Fatalf("tunnel %+v", tc)
@@ -118,7 +119,7 @@ tunnel {
 		{name: "tunnel defaults on a unix socket", src: "tunnel {\n  connect_listen = \"unix:/run/cloudhive/konnect.sock\"\n}\n",
 			check: func(t *testing.T, c *Config) {
 				tc := c.Tunnel
-				if tc == nil || tc.Listen != "0.0.0.0:10004" || tc.ConnectClientCA != "" ||
+				if tc == nil || tc.Server.DirectDial || tc.Listen != "0.0.0.0:10004" || tc.ConnectClientCA != "" ||
 					tc.Server.MaxStreamsPerNode != 64 || sprint(tc.Server.AllowedPorts) != "[10250]" {
 					t.Fatalf("tunnel %+v", tc)
 				}
