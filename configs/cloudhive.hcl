@@ -29,3 +29,13 @@ edgecontroller {}
 admin {
   listen = "127.0.0.1:10003"
 }
+
+# The kubelet tunnel (cloud/tunnel/README.md) is off without a tunnel block:
+# tunnel {
+#   listen               = "0.0.0.0:10004"
+#   connect_listen       = "127.0.0.1:10005"
+#   connect_client_ca    = "/etc/kubernetes/pki/egress-client-ca.crt"
+#   max_streams_per_node = 64
+#   allowed_ports        = [10250]
+#   direct_dial          = false
+# }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	"github.com/edgehive/edgehive/cloud/cloudhub"
+	"github.com/edgehive/edgehive/cloud/tunnel"
 	hostconfig "github.com/edgehive/edgehive/host/config"
 )
 
@@ -36,6 +38,18 @@ type fileConfig struct {
 	CloudHub       *hubBlock    `hcl:"cloudhub,block"`
 	EdgeController *opaqueBlock `hcl:"edgecontroller,block"`
 	Admin          *adminBlock  `hcl:"admin,block"`
+	Tunnel         *tunnelBlock `hcl:"tunnel,block"`
+}
+
+// tunnelBlock turns on the kubelet tunnel (cloud/tunnel); absent, it is off.
+type tunnelBlock struct {
+	Listen            string   `hcl:"listen,optional"`
+	ConnectListen     string   `hcl:"connect_listen,optional"`
+	ConnectClientCA   string   `hcl:"connect_client_ca,optional"`
+	MaxStreamsPerNode *int     `hcl:"max_streams_per_node,optional"`
+	AllowedPorts      []int    `hcl:"allowed_ports,optional"`
+	DirectDial        *bool    `hcl:"direct_dial,optional"`
+	Body              hcl.Body `hcl:",body"`
 }
 
 type logBlock struct {
@@ -91,10 +105,28 @@ type Config struct {
 	TokenTTL           time.Duration
 	NodeCertValidity   time.Duration
 
+	// Tunnel is the tunnel block, nil when it is absent (no tunnel).
+	Tunnel *TunnelConfig
+
 	// EdgeController is the edgecontroller block's body (an empty body when
 	// the block is absent), decoded by newControllers.
 	EdgeController hcl.Body
 }
+
+// TunnelConfig is the decoded tunnel block.
+type TunnelConfig struct {
+	// Listen is where nodes open their tunnel sessions (mTLS, node certificates).
+	Listen string
+	// ConnectListen is the CONNECT proxy for the API server's egress
+	// selector: host:port (mTLS, clients verified against ConnectClientCA)
+	// or unix:PATH (no TLS; the socket is mode 0600).
+	ConnectListen   string
+	ConnectClientCA string
+	Server          tunnel.Config
+}
+
+// unixPrefix marks a unix socket address in connect_listen.
+const unixPrefix = "unix:"
 
 // parseConfig decodes and validates src, reporting every problem with its
 // position.
@@ -240,6 +272,9 @@ func (v *validator) build(fc *fileConfig, root hcl.Body) *Config {
 	if h := fc.CloudHub; h != nil {
 		v.hub(h, cfg)
 	}
+	if t := fc.Tunnel; t != nil {
+		cfg.Tunnel = v.tunnel(t)
+	}
 	return cfg
 }
 
@@ -293,6 +328,50 @@ func (v *validator) hub(h *hubBlock, cfg *Config) {
 	}
 	cfg.TokenTTL = v.duration(b, "token_ttl", h.TokenTTL, cfg.TokenTTL)
 	cfg.NodeCertValidity = v.duration(b, "node_cert_validity", h.NodeCertValidity, cfg.NodeCertValidity)
+}
+
+func (v *validator) tunnel(t *tunnelBlock) *TunnelConfig {
+	b := t.Body
+	tc := &TunnelConfig{Listen: tunnel.DefaultListen, ConnectListen: tunnel.DefaultConnectListen,
+		ConnectClientCA: t.ConnectClientCA, Server: tunnel.DefaultConfig()}
+	if t.Listen != "" {
+		tc.Listen = t.Listen
+		v.hostPort(b, "listen", t.Listen)
+	}
+	if t.ConnectListen != "" {
+		tc.ConnectListen = t.ConnectListen
+	}
+	if path, ok := strings.CutPrefix(tc.ConnectListen, unixPrefix); ok {
+		if !filepath.IsAbs(path) {
+			v.fail(b, "connect_listen", "%q: the unix socket path must be absolute", tc.ConnectListen)
+		}
+	} else {
+		v.hostPort(b, "connect_listen", tc.ConnectListen)
+		if tc.ConnectClientCA == "" {
+			v.fail(b, "connect_client_ca", "required when connect_listen is TCP: the CA of the API server's egress client certificate")
+		}
+	}
+	if tc.ConnectClientCA != "" && !filepath.IsAbs(tc.ConnectClientCA) {
+		v.fail(b, "connect_client_ca", "%q is not an absolute path", tc.ConnectClientCA)
+	}
+	if t.DirectDial != nil {
+		tc.Server.DirectDial = *t.DirectDial
+	}
+	tc.Server.MaxStreamsPerNode = v.positive(b, "max_streams_per_node", t.MaxStreamsPerNode, tc.Server.MaxStreamsPerNode)
+	if t.AllowedPorts != nil {
+		tc.Server.AllowedPorts = nil
+		for _, p := range t.AllowedPorts {
+			if p < 1 || p > 65535 {
+				v.fail(b, "allowed_ports", "%d is not a port", p)
+				continue
+			}
+			tc.Server.AllowedPorts = append(tc.Server.AllowedPorts, p)
+		}
+		if len(t.AllowedPorts) == 0 {
+			v.fail(b, "allowed_ports", "must name at least one port (the kubelet's, 10250)")
+		}
+	}
+	return tc
 }
 
 func validDNSLabel(s string) bool {

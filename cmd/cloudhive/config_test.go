@@ -99,6 +99,54 @@ admin { listen = "127.0.0.1:20003" }
 				t.Fatalf("%+v", c)
 			}
 		}},
+		{name: "tunnel", src: `
+tunnel {
+  listen               = "127.0.0.1:20004"
+  connect_listen       = "127.0.0.1:20005"
+  connect_client_ca    = "/etc/kubernetes/pki/egress-ca.crt"
+  max_streams_per_node = 8
+  allowed_ports        = [10250, 10255]
+  direct_dial          = true
+}
+`, check: func(t *testing.T, c *Config) {
+			tc := c.Tunnel
+			if tc == nil || !tc.Server.DirectDial || tc.Listen != "127.0.0.1:20004" || tc.ConnectListen != "127.0.0.1:20005" ||
+				tc.ConnectClientCA != "/etc/kubernetes/pki/egress-ca.crt" || tc.Server.MaxStreamsPerNode != 8 ||
+				sprint(tc.Server.AllowedPorts) != "[10250 10255]" {
+				t.Fatalf("tunnel %+v", tc)
+			}
+		}},
+		{name: "tunnel defaults on a unix socket", src: "tunnel {\n  connect_listen = \"unix:/run/cloudhive/konnect.sock\"\n}\n",
+			check: func(t *testing.T, c *Config) {
+				tc := c.Tunnel
+				if tc == nil || tc.Server.DirectDial || tc.Listen != "0.0.0.0:10004" || tc.ConnectClientCA != "" ||
+					tc.Server.MaxStreamsPerNode != 64 || sprint(tc.Server.AllowedPorts) != "[10250]" {
+					t.Fatalf("tunnel %+v", tc)
+				}
+			}},
+		{name: "no tunnel block, no tunnel", src: "namespace = \"a\"\n", check: func(t *testing.T, c *Config) {
+			if c.Tunnel != nil {
+				t.Fatalf("tunnel %+v", c.Tunnel)
+			}
+		}},
+		{name: "bad tunnel values", src: `tunnel {
+  listen               = "anywhere"
+  connect_listen       = "unix:relative.sock"
+  connect_client_ca    = "ca.crt"
+  max_streams_per_node = 0
+  allowed_ports        = [0, 10250]
+}
+`, diags: []string{
+			`t.hcl:2:26: error: Invalid value for listen: "anywhere" is not host:port`,
+			`t.hcl:3:26: error: Invalid value for connect_listen: "unix:relative.sock": the unix socket path must be absolute`,
+			`t.hcl:4:26: error: Invalid value for connect_client_ca: "ca.crt" is not an absolute path`,
+			`t.hcl:5:26: error: Invalid value for max_streams_per_node: must be positive, not 0`,
+			`t.hcl:6:26: error: Invalid value for allowed_ports: 0 is not a port`,
+		}},
+		{name: "tcp CONNECT needs a client CA", src: "tunnel {\n  connect_listen = \"127.0.0.1:10005\"\n}\n",
+			diags: []string{`error: Invalid value for connect_client_ca: required when connect_listen is TCP`}},
+		{name: "unknown key in tunnel", src: "tunnel {\n  connect_ca = \"/x\"\n}\n",
+			diags: []string{`t.hcl:2:3: error: Unsupported argument: An argument named "connect_ca" is not expected here.`}},
 		{name: "unknown top-level key", src: "namespace = \"a\"\nbogus = 1\n",
 			diags: []string{`t.hcl:2:1: error: Unsupported argument: An argument named "bogus" is not expected here.`}},
 		{name: "unknown key in cloudhub", src: "cloudhub {\n  listen = \"0.0.0.0:1\"\n  lisen = \"x\"\n}\n",

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/edgehive/edgehive/cloud/cloudhub"
+	"github.com/edgehive/edgehive/cloud/tunnel"
 )
 
 // kubeClient connects to the API server named by the config: a kubeconfig
@@ -128,7 +131,7 @@ func serve(ctx context.Context, cfg *Config, ctrl controllerConfig, logger hclog
 }
 
 // listening are the addresses cloudhive serves on, once it is ready.
-type listening struct{ hub, bootstrap, admin net.Addr }
+type listening struct{ hub, bootstrap, admin, tunnel, connect net.Addr }
 
 // serveWith is serve with the API clients given (dyn: for custom resources);
 // onReady (optional) learns the addresses once everything listens.
@@ -189,6 +192,16 @@ func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client k
 		_ = wsLn.Close()
 		return err
 	}
+	var tunnelAddrs [2]net.Addr
+	if cfg.Tunnel != nil {
+		addrs, err := startTunnel(gctx, g, cfg, client, pair.cert, ca, logger.Named("tunnel"), tunnel.NewMetrics(reg))
+		if err != nil {
+			_ = wsLn.Close()
+			_ = bsLn.Close()
+			return err
+		}
+		tunnelAddrs = addrs
+	}
 	for _, r := range runners {
 		g.Go(func() error { return r(gctx) })
 	}
@@ -200,9 +213,95 @@ func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client k
 	ready.Store(true)
 	logger.Info("cloudhive ready", "cloudhub", wsLn.Addr().String(), "bootstrap", bsLn.Addr().String(), "admin", adminLn.Addr().String())
 	if onReady != nil {
-		onReady(listening{hub: wsLn.Addr(), bootstrap: bsLn.Addr(), admin: adminLn.Addr()})
+		onReady(listening{hub: wsLn.Addr(), bootstrap: bsLn.Addr(), admin: adminLn.Addr(),
+			tunnel: tunnelAddrs[0], connect: tunnelAddrs[1]})
 	}
 	return g.Wait()
+}
+
+// startTunnel opens the tunnel's two listeners and runs the server in g: node
+// sessions with the cloud CA and server certificate cloudhub uses, CONNECTs
+// from the API server verified against connect_client_ca (or a unix socket),
+// and the node address map from the Node objects.
+func startTunnel(ctx context.Context, g *errgroup.Group, cfg *Config, client kubernetes.Interface, server tls.Certificate, ca *cloudhub.CA,
+	logger hclog.Logger, metrics *tunnel.Metrics) ([2]net.Addr, error) {
+	tc := cfg.Tunnel
+	var none [2]net.Addr
+	srv, err := tunnel.New(tc.Server, logger, metrics)
+	if err != nil {
+		return none, err
+	}
+	var connectTLS *tls.Config
+	if tc.ConnectClientCA != "" {
+		pem, err := os.ReadFile(tc.ConnectClientCA)
+		if err != nil {
+			return none, fmt.Errorf("tunnel: connect_client_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return none, fmt.Errorf("tunnel: connect_client_ca %s: no PEM certificate", tc.ConnectClientCA)
+		}
+		connectTLS = tunnel.ConnectTLS(server, pool)
+	}
+	nodeLn, err := cloudhub.Listen(ctx, tc.Listen, cfg.ReusePort)
+	if err != nil {
+		return none, fmt.Errorf("tunnel: %w", err)
+	}
+	var connLn net.Listener
+	if path, ok := strings.CutPrefix(tc.ConnectListen, unixPrefix); ok {
+		connectTLS = nil // the socket's file mode guards it
+		connLn, err = listenUnixPrivate(path)
+	} else {
+		connLn, err = cloudhub.Listen(ctx, tc.ConnectListen, cfg.ReusePort)
+	}
+	if err != nil {
+		_ = nodeLn.Close()
+		if connLn != nil {
+			_ = connLn.Close()
+		}
+		return none, fmt.Errorf("tunnel: connect_listen: %w", err)
+	}
+	g.Go(func() error { return srv.ServeNodes(ctx, nodeLn, tunnel.NodeTLS(server, ca.Pool())) })
+	g.Go(func() error { return srv.ServeConnect(ctx, connLn, connectTLS) })
+	// CONNECTs may name a node by its InternalIP or ExternalIP.
+	g.Go(func() error { return srv.WatchNodeAddresses(ctx, client) })
+	return [2]net.Addr{nodeLn.Addr(), connLn.Addr()}, nil
+}
+
+// listenUnixPrivate listens on a unix socket at path that only this user can
+// connect to: made under a temporary name, set to 0600, then renamed, so it
+// is never reachable with looser permissions. A stale socket is replaced.
+func listenUnixPrivate(path string) (net.Listener, error) {
+	tmp := path + ".tmp"
+	_ = os.Remove(tmp)
+	ln, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, err
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		_ = ln.Close()
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = ln.Close()
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	return &unlinkListener{Listener: ln, path: path}, nil
+}
+
+// unlinkListener removes its socket file when closed.
+type unlinkListener struct {
+	net.Listener
+	path string
+}
+
+func (l *unlinkListener) Close() error {
+	err := l.Listener.Close()
+	_ = os.Remove(l.path)
+	return err
 }
 
 type tlsPair struct {

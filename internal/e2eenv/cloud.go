@@ -51,6 +51,8 @@ type CloudhiveConfig struct {
 	BootstrapListen string // certificate service, 127.0.0.1:PORT
 	AdminListen     string // /healthz
 	ReusePort       bool   // several replicas on one address
+	// ExtraHCL is appended to the file (more blocks, e.g. tunnel { }).
+	ExtraHCL string
 }
 
 // HCL renders the config file.
@@ -60,6 +62,9 @@ func (c CloudhiveConfig) HCL() string {
 	fmt.Fprintf(&b, "cloudhub {\n  listen              = %q\n  bootstrap_listen    = %q\n", c.Listen, c.BootstrapListen)
 	b.WriteString("  advertise_addresses = [\"127.0.0.1\"]\n  dns_names           = [\"localhost\"]\n")
 	fmt.Fprintf(&b, "  reuse_port          = %t\n}\n\nadmin {\n  listen = %q\n}\n", c.ReusePort, c.AdminListen)
+	if c.ExtraHCL != "" {
+		b.WriteString("\n" + c.ExtraHCL + "\n")
+	}
 	return b.String()
 }
 

@@ -16,6 +16,10 @@ const (
 	defaultHTTPSServer        = "https://127.0.0.1:10002"
 	defaultRotateCertificates = true
 	defaultMaxFrameBytes      = 8 << 20
+	defaultTunnelEnabled      = false
+	defaultTunnelServer       = "127.0.0.1:10004"
+	defaultTunnelLocalKubelet = "127.0.0.1:10250"
+	defaultTunnelMaxStreams   = 256
 )
 
 type config struct {
@@ -29,6 +33,16 @@ type config struct {
 	HTTPSServer        string       `json:"https_server"`
 	RotateCertificates bool         `json:"rotate_certificates"`
 	MaxFrameBytes      int          `json:"max_frame_bytes"`
+	Tunnel             tunnelConfig `json:"tunnel"`
+}
+
+// tunnelConfig is the tunnel { ... } block: the session through which
+// cloudhive reaches the node's kubelet API.
+type tunnelConfig struct {
+	Enabled      bool   `json:"enabled"`
+	Server       string `json:"server"`
+	LocalKubelet string `json:"local_kubelet"`
+	MaxStreams   int    `json:"max_streams"`
 }
 
 func defaultConfig() config {
@@ -42,6 +56,12 @@ func defaultConfig() config {
 		HTTPSServer:        defaultHTTPSServer,
 		RotateCertificates: defaultRotateCertificates,
 		MaxFrameBytes:      defaultMaxFrameBytes,
+		Tunnel: tunnelConfig{
+			Enabled:      defaultTunnelEnabled,
+			Server:       defaultTunnelServer,
+			LocalKubelet: defaultTunnelLocalKubelet,
+			MaxStreams:   defaultTunnelMaxStreams,
+		},
 	}
 }
 
@@ -67,7 +87,20 @@ func schema() *sdk.Schema {
 			Description: "renew the node certificate before it expires"},
 		{Name: "max_frame_bytes", Type: sdk.TypeNumber, Default: defaultMaxFrameBytes,
 			Description: "largest websocket frame accepted from the cloud"},
-	}}
+	}, Blocks: []sdk.Block{{
+		Name:        "tunnel",
+		Description: "the tunnel session through which cloudhive reaches the node's kubelet API",
+		Schema: sdk.Schema{Attributes: []sdk.Attribute{
+			{Name: "enabled", Type: sdk.TypeBool, Default: defaultTunnelEnabled,
+				Description: "keep a tunnel session to cloudhive"},
+			{Name: "server", Type: sdk.TypeString, Default: defaultTunnelServer,
+				Description: "cloudhive's tunnel address, host:port"},
+			{Name: "local_kubelet", Type: sdk.TypeString, Default: defaultTunnelLocalKubelet,
+				Description: "the kubelet API on this node that tunnel streams reach, host:port"},
+			{Name: "max_streams", Type: sdk.TypeNumber, Default: defaultTunnelMaxStreams,
+				Description: "tunnel streams served at once; more are refused"},
+		}},
+	}}}
 }
 
 func (c *config) validate() error {
@@ -83,5 +116,10 @@ func (c *config) validate() error {
 	ck.AbsPath("tls_private_key_file", c.TLSPrivateKeyFile)
 	ck.URL("https_server", c.HTTPSServer, "https")
 	ck.Range("max_frame_bytes", c.MaxFrameBytes, 1, sdk.MaxSendBytes)
+	if c.Tunnel.Enabled {
+		ck.HostPort("tunnel.server", c.Tunnel.Server)
+		ck.HostPort("tunnel.local_kubelet", c.Tunnel.LocalKubelet)
+		ck.Range("tunnel.max_streams", c.Tunnel.MaxStreams, 1, 65536)
+	}
 	return ck.Err(Name)
 }

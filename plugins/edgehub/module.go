@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/yamux"
 
 	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
 	"github.com/edgehive/edgehive/sdk"
@@ -78,6 +79,7 @@ type EdgeHub struct {
 
 	mu        sync.Mutex
 	conn      *websocket.Conn // the live connection, nil while disconnected
+	tunnel    *yamux.Session  // the live tunnel session, nil while there is none
 	connected bool            // conn is set and the offline queue is flushed
 	queue     []*sdk.Message  // async upstream messages waiting for a connection
 	cancel    context.CancelFunc
@@ -146,18 +148,25 @@ func (e *EdgeHub) Start(ctx context.Context, host sdk.Context) error {
 	e.mu.Unlock()
 	go func() {
 		defer close(done)
-		var rot sync.WaitGroup
-		if e.cfg.RotateCertificates {
-			rot.Add(1)
+		var side sync.WaitGroup // the tunnel and rotation loops
+		if e.cfg.Tunnel.Enabled {
+			side.Add(1)
 			go func() {
-				defer rot.Done()
+				defer side.Done()
+				e.tunnelLoop(ctx)
+			}()
+		}
+		if e.cfg.RotateCertificates {
+			side.Add(1)
+			go func() {
+				defer side.Done()
 				e.rotateLoop(ctx)
 			}()
 		}
 		e.run(ctx)
-		rot.Wait()
+		side.Wait()
 	}()
-	e.logger.Info("edgehub started", "server", e.cfg.Server, "node", host.NodeName())
+	e.logger.Info("edgehub started", "server", e.cfg.Server, "node", host.NodeName(), "tunnel", e.cfg.Tunnel.Enabled)
 	return nil
 }
 

@@ -16,5 +16,9 @@ func TestModule(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	plugintest.DefaultsAgree(t, schema(), defaultConfig())
+	// An absent block is not filled from the schema: the Go defaults stand.
+	top := defaultConfig()
+	top.Tunnel = tunnelConfig{}
+	plugintest.DefaultsAgree(t, schema(), top)
+	plugintest.DefaultsAgree(t, &schema().Blocks[0].Schema, defaultConfig().Tunnel)
 }

@@ -72,6 +72,7 @@ func (e *EdgeHub) rotateLoop(ctx context.Context) {
 		if conn != nil {
 			_ = conn.Close() // the read loop notices and redials
 		}
+		e.closeTunnel()
 	}
 }
 

@@ -9,4 +9,11 @@ config {
   https_server         = "https://cloud.example.com:10002"
   rotate_certificates  = true
   max_frame_bytes      = 8388608
+
+  tunnel {
+    enabled       = true
+    server        = "cloud.example.com:10004"
+    local_kubelet = "127.0.0.1:10250"
+    max_streams   = 256
+  }
 }

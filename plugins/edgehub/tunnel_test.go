@@ -1,0 +1,217 @@
+package edgehub
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/edgehive/edgehive/cloud/tunnel"
+	"github.com/edgehive/edgehive/internal/testenv"
+	"github.com/edgehive/edgehive/sdk/sdktest"
+)
+
+// tunnelCloud is cloudhive's real tunnel server on loopback, with an API
+// server client CA of its own for the CONNECT side.
+type tunnelCloud struct {
+	srv         *tunnel.Server
+	serials     chan string // of each node certificate a session presented
+	nodeAddr    string
+	connectAddr string
+	apiCert     tls.Certificate
+	pool        *x509.CertPool // verifies the server certificate
+	stop        func()
+}
+
+func startTunnelCloud(t *testing.T, p *testPKI, nodeAddr string) *tunnelCloud {
+	t.Helper()
+	api := testenv.NewPKI(t)
+	key := testenv.NewKey(t)
+	apiDER := api.Sign(t, &x509.Certificate{Subject: pkix.Name{CommonName: "kube-apiserver"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, &key.PublicKey)
+	srv, err := tunnel.New(tunnel.DefaultConfig(), hclog.NewNullLogger(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeLn, err := net.Listen("tcp", nodeAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	serials := make(chan string, 16)
+	nodeTLS := tunnel.NodeTLS(p.Server, p.Pool)
+	nodeTLS.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) > 0 {
+			select {
+			case serials <- cs.PeerCertificates[0].SerialNumber.String():
+			default:
+			}
+		}
+		return nil
+	}
+	go func() { defer wg.Done(); _ = srv.ServeNodes(ctx, nodeLn, nodeTLS) }()
+	go func() { defer wg.Done(); _ = srv.ServeConnect(ctx, connLn, tunnel.ConnectTLS(p.Server, api.Pool)) }()
+	var once sync.Once
+	c := &tunnelCloud{srv: srv, serials: serials, nodeAddr: nodeLn.Addr().String(), connectAddr: connLn.Addr().String(),
+		apiCert: tls.Certificate{Certificate: [][]byte{apiDER}, PrivateKey: key}, pool: p.Pool,
+		stop: func() { once.Do(func() { cancel(); wg.Wait() }) }}
+	t.Cleanup(c.stop)
+	return c
+}
+
+func (c *tunnelCloud) waitConnected(t *testing.T, node string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !c.srv.Connected(node) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no tunnel session from %s", node)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// get does what kube-apiserver does for a kubelet request through the
+// egress selector: CONNECT node:10250 on the proxy, then HTTPS to the
+// kubelet inside the tunnel.
+func (c *tunnelCloud) get(t *testing.T, target, path string, kubeletCAs *x509.CertPool) (string, error) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", c.connectAddr, &tls.Config{RootCAs: c.pool, Certificates: []tls.Certificate{c.apiCert}})
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", target) // as kube-apiserver writes it
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("CONNECT %s: %s", target, resp.Status)
+	}
+	kc := tls.Client(&bufConn{Conn: conn, r: br}, &tls.Config{RootCAs: kubeletCAs, ServerName: "127.0.0.1"})
+	fmt.Fprintf(kc, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, target)
+	resp, err = http.ReadResponse(bufio.NewReader(kc), nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// TestTunnelToLocalKubelet: the module's tunnel session reaches an HTTPS
+// "kubelet" on the node from a CONNECT at the cloud, TLS end to end, and
+// comes back after cloudhive's tunnel restarts.
+func TestTunnelToLocalKubelet(t *testing.T) {
+	p := newPKI(t)
+	kubelet := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "kubelet of %s: %s", node, r.URL.Path)
+	}))
+	defer kubelet.Close()
+	kubeletCAs := x509.NewCertPool()
+	kubeletCAs.AddCert(kubelet.Certificate())
+
+	tc := startTunnelCloud(t, p, "127.0.0.1:0")
+	cloud := newFakeCloud(t, p)
+	extra := fmt.Sprintf(`,"tunnel":{"enabled":true,"server":%q,"local_kubelet":%q}`, tc.nodeAddr, kubelet.Listener.Addr().String())
+	startEdge(t, p, cloud, extra)
+	tc.waitConnected(t, node)
+
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path := fmt.Sprintf("/containerLogs/default/pod-%d/c", i)
+			got, err := tc.get(t, node+":10250", path, kubeletCAs)
+			if want := "kubelet of " + node + ": " + path; err != nil || got != want {
+				t.Errorf("GET %s = %q, %v; want %q", path, got, err, want)
+			}
+		}()
+	}
+	wg.Wait()
+
+	// cloudhive restarts its tunnel on the same address: the module redials.
+	addr := tc.nodeAddr
+	tc.stop()
+	tc2 := startTunnelCloud(t, p, addr)
+	tc2.waitConnected(t, node)
+	if got, err := tc2.get(t, node+":10250", "/healthz", kubeletCAs); err != nil || got != "kubelet of "+node+": /healthz" {
+		t.Fatalf("after the restart: %q, %v", got, err)
+	}
+}
+
+func TestTunnelOffByDefault(t *testing.T) {
+	p := newPKI(t)
+	tc := startTunnelCloud(t, p, "127.0.0.1:0")
+	cloud := newFakeCloud(t, p)
+	// The tunnel block names the server but does not enable it.
+	startEdge(t, p, cloud, fmt.Sprintf(`,"tunnel":{"server":%q}`, tc.nodeAddr))
+	cloud.accept(t) // the link is up
+	time.Sleep(200 * time.Millisecond)
+	if tc.srv.Connected(node) {
+		t.Fatal("tunnel session without tunnel.enabled")
+	}
+}
+
+// After a certificate renewal the tunnel session is redialled with the new
+// certificate.
+func TestTunnelRedialsAfterRotation(t *testing.T) {
+	p := newPKI(t)
+	cloud := newFakeCloud(t, p)
+	rs := newRenewService(t, p, "unused")
+	files := shortLivedFiles(t, p, 4*time.Second)
+	old := leafOf(t, files)
+	tc := startTunnelCloud(t, p, "127.0.0.1:0")
+	m := New()
+	m.minBackoff, m.maxBackoff = 20*time.Millisecond, 200*time.Millisecond
+	m.rotateFraction = func() float64 { return 0.5 } // renew 2 s in
+	cfg := fmt.Sprintf(`{"server":%q,"https_server":%q,"tls_ca_file":%q,"tls_cert_file":%q,"tls_private_key_file":%q,"tunnel":{"enabled":true,"server":%q}}`,
+		cloud.addr(), rs.srv.URL, files.ca, files.cert, files.key, tc.nodeAddr)
+	sdktest.New(t, m, sdktest.Options{ConfigJSON: cfg})
+
+	next := func(what string) string {
+		t.Helper()
+		select {
+		case s := <-tc.serials:
+			return s
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no tunnel session %s", what)
+			return ""
+		}
+	}
+	if s := next("at start"); s != old.SerialNumber.String() {
+		t.Fatalf("first session with serial %s, want %s", s, old.SerialNumber)
+	}
+	s := next("after the renewal")
+	renewed := leafOf(t, files)
+	if renewed.SerialNumber.Cmp(old.SerialNumber) == 0 || s != renewed.SerialNumber.String() {
+		t.Fatalf("tunnel redialled with serial %s; stored %s; old %s", s, renewed.SerialNumber, old.SerialNumber)
+	}
+	tc.waitConnected(t, node)
+}
