@@ -64,7 +64,7 @@ tunnel {
 	ready := make(chan listening, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- serveWith(ctx, cfg, controllerConfig{}, client, []byte("pem"), hclog.NewNullLogger(), func(l listening) { ready <- l })
+		done <- serveWith(ctx, cfg, controllerConfig{}, client, newDynamicFake(), []byte("pem"), hclog.NewNullLogger(), func(l listening) { ready <- l })
 	}()
 	var addrs listening
 	select {
@@ -229,7 +229,7 @@ tunnel {
 	ready := make(chan listening, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- serveWith(ctx, cfg, controllerConfig{}, fake.NewClientset(), []byte("pem"), hclog.NewNullLogger(), func(l listening) { ready <- l })
+		done <- serveWith(ctx, cfg, controllerConfig{}, fake.NewClientset(), newDynamicFake(), []byte("pem"), hclog.NewNullLogger(), func(l listening) { ready <- l })
 	}()
 	select {
 	case <-ready:
