@@ -5,13 +5,16 @@ package container
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -260,4 +263,55 @@ func logTail(path string, lines, maxBytes int) string {
 		out = out[len(out)-maxBytes:]
 	}
 	return out
+}
+
+// LogFile is the newest "<restart>.log" of a container, or the one before it.
+func LogFile(dir string, previous bool) (string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", fmt.Errorf("no logs for this container: %w", err)
+	}
+	var restarts []int
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".log")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.Atoi(name); err == nil {
+			restarts = append(restarts, n)
+		}
+	}
+	sort.Ints(restarts)
+	idx := len(restarts) - 1
+	if previous {
+		idx--
+	}
+	if idx < 0 {
+		if previous {
+			return "", errors.New("no previous instance of this container")
+		}
+		return "", errors.New("no logs for this container")
+	}
+	return filepath.Join(dir, strconv.Itoa(restarts[idx])+".log"), nil
+}
+
+// InSpec reports whether the pod's spec has a container (app, init or
+// ephemeral) of that name.
+func InSpec(pod *v1.Pod, name string) bool {
+	for _, c := range pod.Spec.Containers {
+		if c.Name == name {
+			return true
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == name {
+			return true
+		}
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
 }

@@ -203,29 +203,6 @@ func TestCopyLogsFollow(t *testing.T) {
 	}
 }
 
-func TestLogFile(t *testing.T) {
-	dir := t.TempDir()
-	for _, n := range []string{"0.log", "2.log", "10.log", "x.log", "3.txt"} {
-		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got, err := logFile(dir, false); err != nil || filepath.Base(got) != "10.log" {
-		t.Fatalf("current: %q %v", got, err)
-	}
-	if got, err := logFile(dir, true); err != nil || filepath.Base(got) != "2.log" {
-		t.Fatalf("previous: %q %v", got, err)
-	}
-	only := t.TempDir()
-	_ = os.WriteFile(filepath.Join(only, "0.log"), nil, 0o644)
-	if _, err := logFile(only, true); err == nil || !strings.Contains(err.Error(), "no previous") {
-		t.Fatalf("previous of one: %v", err)
-	}
-	if _, err := logFile(filepath.Join(only, "missing"), false); err == nil {
-		t.Fatal("missing dir: no error")
-	}
-}
-
 func TestParseStreamOptions(t *testing.T) {
 	tests := []struct {
 		query   string

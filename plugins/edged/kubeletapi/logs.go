@@ -11,12 +11,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 	"time"
 
-	v1 "k8s.io/api/core/v1"
+	"github.com/edgehive/edgehive/plugins/edged/container"
 )
 
 // logOptions are the kubelet's container log query parameters.
@@ -284,36 +282,6 @@ func copyLogs(ctx context.Context, file string, o logOptions, lw *logWriter, run
 	}
 }
 
-// logFile is the newest "<restart>.log" of a container, or the one before it.
-func logFile(dir string, previous bool) (string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return "", fmt.Errorf("no logs for this container: %w", err)
-	}
-	var restarts []int
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".log")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.Atoi(name); err == nil {
-			restarts = append(restarts, n)
-		}
-	}
-	sort.Ints(restarts)
-	idx := len(restarts) - 1
-	if previous {
-		idx--
-	}
-	if idx < 0 {
-		if previous {
-			return "", errors.New("no previous instance of this container")
-		}
-		return "", errors.New("no logs for this container")
-	}
-	return filepath.Join(dir, strconv.Itoa(restarts[idx])+".log"), nil
-}
-
 func (s *Server) serveLogs(w http.ResponseWriter, r *http.Request) {
 	pod, err := s.findPod(r)
 	if err != nil {
@@ -321,7 +289,7 @@ func (s *Server) serveLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("container")
-	if !hasContainer(pod, name) {
+	if !container.InSpec(pod, name) {
 		writeError(w, errorf(http.StatusNotFound, "container %q not in pod %s/%s", name, pod.Namespace, pod.Name))
 		return
 	}
@@ -335,7 +303,7 @@ func (s *Server) serveLogs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusServiceUnavailable, "container runtime not connected"))
 		return
 	}
-	file, err := logFile(filepath.Join(dir, name), o.previous)
+	file, err := container.LogFile(filepath.Join(dir, name), o.previous)
 	if err != nil {
 		writeError(w, errorf(http.StatusNotFound, "%w", err))
 		return
@@ -358,23 +326,4 @@ func (s *Server) serveLogs(w http.ResponseWriter, r *http.Request) {
 	if err := copyLogs(r.Context(), file, o, lw, running, 100*time.Millisecond); err != nil && !errors.Is(err, errLimit) {
 		s.log.Debug("container logs ended", "pod", pod.Namespace+"/"+pod.Name, "container", name, "error", err)
 	}
-}
-
-func hasContainer(pod *v1.Pod, name string) bool {
-	for _, c := range pod.Spec.Containers {
-		if c.Name == name {
-			return true
-		}
-	}
-	for _, c := range pod.Spec.InitContainers {
-		if c.Name == name {
-			return true
-		}
-	}
-	for _, c := range pod.Spec.EphemeralContainers {
-		if c.Name == name {
-			return true
-		}
-	}
-	return false
 }

@@ -186,7 +186,7 @@ func computePodActionsProbed(pod *v1.Pod, ps *container.PodStatus, unhealthy Unh
 		if !cs.Running() {
 			continue
 		}
-		if !inSpec(pod, cs.Name) {
+		if !container.InSpec(pod, cs.Name) {
 			a.ContainersToKill[cs.Id] = fmt.Sprintf("container %s is not in the pod spec", cs.Name)
 		}
 	}
@@ -200,23 +200,4 @@ func computePodActionsProbed(pod *v1.Pod, ps *container.PodStatus, unhealthy Unh
 		}
 	}
 	return a
-}
-
-func inSpec(pod *v1.Pod, name string) bool {
-	for _, c := range pod.Spec.Containers {
-		if c.Name == name {
-			return true
-		}
-	}
-	for _, c := range pod.Spec.InitContainers {
-		if c.Name == name {
-			return true
-		}
-	}
-	for _, c := range pod.Spec.EphemeralContainers {
-		if c.Name == name {
-			return true
-		}
-	}
-	return false
 }

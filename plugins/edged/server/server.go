@@ -10,11 +10,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 
 	v1 "k8s.io/api/core/v1"
+
+	kubecontainer "github.com/edgehive/edgehive/plugins/edged/container"
 )
 
 // Source is what the API shows: edged's pods with their current status, and
@@ -68,7 +68,7 @@ func serveLogs(w http.ResponseWriter, r *http.Request, src Source) {
 		tail = n
 	}
 	stamps := q.Get("timestamps") == "true" || q.Get("timestamps") == "1"
-	file, err := logFile(filepath.Join(src.LogDir(pod), container), q.Get("previous") == "true")
+	file, err := kubecontainer.LogFile(filepath.Join(src.LogDir(pod), container), q.Get("previous") == "true")
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return
@@ -85,33 +85,6 @@ func serveLogs(w http.ResponseWriter, r *http.Request, src Source) {
 	for _, l := range lines {
 		_, _ = w.Write(l)
 	}
-}
-
-// logFile is the newest "<restart>.log" of a container, or the one before.
-func logFile(dir string, previous bool) (string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return "", fmt.Errorf("no logs for this container: %w", err)
-	}
-	var restarts []int
-	for _, e := range entries {
-		n, err := strconv.Atoi(strings.TrimSuffix(e.Name(), ".log"))
-		if err == nil && strings.HasSuffix(e.Name(), ".log") {
-			restarts = append(restarts, n)
-		}
-	}
-	sort.Ints(restarts)
-	idx := len(restarts) - 1
-	if previous {
-		idx--
-	}
-	if idx < 0 {
-		if previous {
-			return "", fmt.Errorf("no previous instance of this container")
-		}
-		return "", fmt.Errorf("no logs for this container")
-	}
-	return filepath.Join(dir, strconv.Itoa(restarts[idx])+".log"), nil
 }
 
 // readCRILog turns CRI log lines ("<time> <stream> <P|F> <text>") into the
