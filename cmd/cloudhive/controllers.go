@@ -53,7 +53,7 @@ type controllerRunner func(ctx context.Context) error
 // config, register it on the mux (as the fallback for everything not
 // claimed by a group: nodelink.NewMux(controller)), and append its Run.
 func newControllers(client kubernetes.Interface, dyn dynamic.Interface, sender nodelink.Sender, cfg controllerConfig, logger hclog.Logger) (nodelink.Handler, []controllerRunner, error) {
-	ec, err := edgecontroller.New(client, sender, logger.Named("edgecontroller"), cfg)
+	ec, err := edgecontroller.New(client, sender, logger, cfg) // it names its own logger
 	if err != nil {
 		return nil, nil, fmt.Errorf("edgecontroller: %w", err)
 	}
