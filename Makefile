@@ -154,6 +154,8 @@ bench-e2e: setup build cloudhive kube-binaries
 
 CONFORMANCE_DIR   ?= $(CURDIR)/_output/conformance
 CONFORMANCE_FLAGS ?=
+# A narrower ginkgo focus, e.g. make conformance CONFORMANCE_FOCUS='Pods should get a host IP'
+CONFORMANCE_FOCUS ?=
 ## conformance: the upstream [sig-node]/[sig-storage] conformance tests against an edgehive-only cluster (~1 h; not in `make test`); reports in _output/conformance
 conformance: setup build cloudhive
 	bash hack/kube.sh kube-apiserver kube-scheduler kube-controller-manager e2e.test agnhost
@@ -162,7 +164,8 @@ conformance: setup build cloudhive
 	  if [ $$rc -eq 0 ]; then \
 	    env $$(bash hack/containerd.sh env $(CONTAINERD_DIR)) KUBE_BIN_DIR=$(KUBE_BIN_DIR) EDGEHIVE_BIN=$(CURDIR)/$(BIN) \
 	      $(GO) test -count=1 -timeout 130m -tags 'e2e conformance' -v ./test/conformance/ \
-	      -args -conformance.report-dir=$(CONFORMANCE_DIR) $(CONFORMANCE_FLAGS) || rc=$$?; \
+	      -args -conformance.report-dir=$(CONFORMANCE_DIR) \
+	      $(if $(CONFORMANCE_FOCUS),'-conformance.focus=$(CONFORMANCE_FOCUS)') $(CONFORMANCE_FLAGS) || rc=$$?; \
 	    [ -f $(CONFORMANCE_DIR)/summary.txt ] && grep -v '^PASS ' $(CONFORMANCE_DIR)/summary.txt; \
 	  fi; \
 	  $(MAKE) --no-print-directory containerd-down || rc=$$?; \

@@ -27,6 +27,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/edgehive/edgehive/cloud/cloudhub"
 	"github.com/edgehive/edgehive/internal/e2eenv"
@@ -71,6 +72,10 @@ func TestConformance(t *testing.T) {
 	out, _ = filepath.Abs(out)
 
 	c := startCluster(t, bin, kubeBin)
+	c.alive(t)
+	if t.Failed() {
+		t.FailNow()
+	}
 	t.Logf("conformance: cluster up, node %s Ready; running e2e.test (focus %q, skip %q), reports in %s", c.node, *focus, *skip, out)
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -85,6 +90,7 @@ func TestConformance(t *testing.T) {
 		"--ginkgo.skip=" + *skip,
 		"--ginkgo.json-report=" + jsonReport,
 		"--ginkgo.no-color",
+		"--ginkgo.silence-skips",
 		"--ginkgo.timeout=" + timeout.String(),
 		// Nothing in kube-system to wait for: no add-ons run here.
 		"--minStartupPods=0",
@@ -118,6 +124,7 @@ func TestConformance(t *testing.T) {
 	runErr := cmd.Run()
 	elapsed := time.Since(start).Round(time.Second)
 
+	c.alive(t)
 	sum, err := readReport(jsonReport)
 	if err != nil {
 		t.Fatalf("e2e.test (%v after %s) left no report: %v; see %s", runErr, elapsed, err, logFile.Name())
@@ -136,8 +143,9 @@ func TestConformance(t *testing.T) {
 
 // conformanceCluster is everything the suite talks to.
 type conformanceCluster struct {
-	cluster *e2eenv.Cluster
-	node    string
+	cluster                      *e2eenv.Cluster
+	node                         string
+	scheduler, controllerManager *e2eenv.Process
 }
 
 // startCluster brings up the cluster the way test/e2e's tunnel tests do
@@ -196,7 +204,7 @@ egressSelections:
 	defer cancel()
 
 	logs := filepath.Join(cluster.Dir, "logs")
-	e2eenv.StartProcess(t, e2eenv.ProcessSpec{
+	sched := e2eenv.StartProcess(t, e2eenv.ProcessSpec{
 		Name: "kube-scheduler", Path: filepath.Join(kubeBin, "kube-scheduler"), LogDir: logs,
 		Args: []string{
 			"--kubeconfig=" + cluster.Kubeconfig,
@@ -206,7 +214,7 @@ egressSelections:
 			"--leader-elect=false", "--v=1",
 		},
 	})
-	e2eenv.StartProcess(t, e2eenv.ProcessSpec{
+	kcm := e2eenv.StartProcess(t, e2eenv.ProcessSpec{
 		Name: "kube-controller-manager", Path: filepath.Join(kubeBin, "kube-controller-manager"), LogDir: logs,
 		Args: []string{
 			"--kubeconfig=" + cluster.Kubeconfig,
@@ -220,11 +228,16 @@ egressSelections:
 			"--service-cluster-ip-range=" + cluster.ServiceCIDR,
 			"--allocate-node-cidrs=false",
 			// No cloud, no node IPAM: the edge's CNI network has its range.
-			"--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+			"--controllers=*,-node-ipam-controller",
 			"--v=1",
 		},
 	})
 
+	// The controller manager works once it has made the default
+	// namespace's ServiceAccount; the suite waits for one in each of its own.
+	if err := waitDefaultServiceAccount(ctx, client, kcm); err != nil {
+		t.Fatal(err)
+	}
 	if err := e2eenv.EnsureNamespace(ctx, client, "kubeedge"); err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +277,42 @@ egressSelections:
 	if _, err := e2eenv.WaitForNode(ctx, client, node, e2eenv.NodeReady); err != nil {
 		t.Fatal(err)
 	}
-	return &conformanceCluster{cluster: cluster, node: node}
+	return &conformanceCluster{cluster: cluster, node: node, scheduler: sched, controllerManager: kcm}
+}
+
+// waitDefaultServiceAccount waits for the serviceaccount controller to make
+// default/default, or for kcm to exit.
+func waitDefaultServiceAccount(ctx context.Context, client kubernetes.Interface, kcm *e2eenv.Process) error {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_, err := client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-kcm.Done():
+			_, exitErr := kcm.Exited()
+			return fmt.Errorf("kube-controller-manager exited (%v); see %s", exitErr, kcm.LogPath)
+		case <-ctx.Done():
+			return fmt.Errorf("no default ServiceAccount from kube-controller-manager: %w (last: %v)", ctx.Err(), err)
+		case <-tick.C:
+		}
+	}
+}
+
+// alive fails the test when a control-plane process has exited: the
+// suite's results would say nothing about the node.
+func (c *conformanceCluster) alive(t *testing.T) {
+	t.Helper()
+	for _, p := range []*e2eenv.Process{c.scheduler, c.controllerManager} {
+		select {
+		case <-p.Done():
+			_, err := p.Exited()
+			t.Errorf("%s exited during the run (%v); see %s", p.Name, err, p.LogPath)
+		default:
+		}
+	}
 }
 
 // enableKubeletAPI turns on edgehub's tunnel (to localKubelet) and edged's
