@@ -46,7 +46,6 @@ var (
 	skip      = flag.String("conformance.skip", defaultSkip, "ginkgo skip regexp for e2e.test")
 	reportDir = flag.String("conformance.report-dir", "", "directory for e2e.test's reports and log (default: a temp dir)")
 	e2eBin    = flag.String("conformance.e2e-test", "", "the e2e.test binary (default: e2eenv.KubeBinDir()/e2e.test)")
-	nodes     = flag.Int("conformance.nodes", 1, "ginkgo parallel processes")
 	timeout   = flag.Duration("conformance.timeout", 100*time.Minute, "time e2e.test may take")
 )
 
@@ -91,15 +90,15 @@ func TestConformance(t *testing.T) {
 		"--ginkgo.json-report=" + jsonReport,
 		"--ginkgo.no-color",
 		"--ginkgo.silence-skips",
+		// Each test's name and steps as it runs: a run cut short still
+		// says what passed.
+		"--ginkgo.v",
 		"--ginkgo.timeout=" + timeout.String(),
 		// Nothing in kube-system to wait for: no add-ons run here.
 		"--minStartupPods=0",
 		"--allowed-not-ready-nodes=0",
 		"--node-os-distro=debian",
 		"--dump-logs-on-failure=false",
-	}
-	if *nodes > 1 {
-		args = append(args, fmt.Sprintf("--ginkgo.parallel.total=%d", *nodes))
 	}
 	logFile, err := os.Create(filepath.Join(out, "e2e.log"))
 	if err != nil {
