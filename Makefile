@@ -10,6 +10,8 @@ LDFLAGS       := -s -w -X main.version=$(VERSION)
 TEST_FLAGS    ?= -race -count=1 -timeout 20m
 CONTAINERD_DIR := $(CURDIR)/_output/containerd
 IMAGES_DIR     := $(CURDIR)/_output/images
+# Extra hack/images flags (conformance adds the agnhost image).
+IMAGES_FLAGS   ?=
 
 .PHONY: bench-pods
 ## bench-pods: pods from arrival to Running on the private containerd (edged)
@@ -23,7 +25,7 @@ bench-pods: build
 	  $(MAKE) --no-print-directory containerd-down || rc=$$?; exit $$rc
 
 .PHONY: all build run test unit-test integration-test bench proto proto-check lint setup clean \
-        containerd-up containerd-down test-cri e2e bench-e2e kube-binaries cloudhive
+        containerd-up containerd-down test-cri e2e bench-e2e kube-binaries cloudhive conformance
 
 all: build
 
@@ -53,7 +55,7 @@ test: setup proto-check lint build
 containerd-up:
 	bash hack/containerd.sh start $(CONTAINERD_DIR)
 	$(GO) run ./hack/images -out $(IMAGES_DIR) -address $(CONTAINERD_DIR)/containerd.sock \
-	  -snapshotter $$(cat $(CONTAINERD_DIR)/snapshotter)
+	  -snapshotter $$(cat $(CONTAINERD_DIR)/snapshotter) $(IMAGES_FLAGS)
 
 ## containerd-down: stop it and unmount what it left
 containerd-down:
@@ -146,6 +148,25 @@ bench-e2e: setup build cloudhive kube-binaries
 	    env $$(bash hack/containerd.sh env $(CONTAINERD_DIR)) KUBE_BIN_DIR=$(KUBE_BIN_DIR) EDGEHIVE_BIN=$(CURDIR)/$(BIN) \
 	      $(GO) test $(E2E_FLAGS) -tags e2e -run '^TestBenchE2E$$' ./test/e2e/bench/ -args -bench.out=$(CURDIR)/_output/bench-e2e.jsonl || rc=$$?; \
 	    [ -f _output/bench-e2e.jsonl ] && cat _output/bench-e2e.jsonl; \
+	  fi; \
+	  $(MAKE) --no-print-directory containerd-down || rc=$$?; \
+	  exit $$rc
+
+CONFORMANCE_DIR   ?= $(CURDIR)/_output/conformance
+CONFORMANCE_FLAGS ?=
+# A narrower ginkgo focus, e.g. make conformance CONFORMANCE_FOCUS='Pods should get a host IP'
+CONFORMANCE_FOCUS ?=
+## conformance: the upstream [sig-node]/[sig-storage] conformance tests against an edgehive-only cluster (~1 h; not in `make test`); reports in _output/conformance
+conformance: setup build cloudhive
+	bash hack/kube.sh kube-apiserver kube-scheduler kube-controller-manager e2e.test agnhost
+	@rc=0; \
+	  $(MAKE) --no-print-directory containerd-up IMAGES_FLAGS="-agnhost $(KUBE_BIN_DIR)/agnhost" || rc=$$?; \
+	  if [ $$rc -eq 0 ]; then \
+	    env $$(bash hack/containerd.sh env $(CONTAINERD_DIR)) KUBE_BIN_DIR=$(KUBE_BIN_DIR) EDGEHIVE_BIN=$(CURDIR)/$(BIN) \
+	      $(GO) test -count=1 -timeout 130m -tags 'e2e conformance' -v ./test/conformance/ \
+	      -args -conformance.report-dir=$(CONFORMANCE_DIR) \
+	      $(if $(CONFORMANCE_FOCUS),'-conformance.focus=$(CONFORMANCE_FOCUS)') $(CONFORMANCE_FLAGS) || rc=$$?; \
+	    [ -f $(CONFORMANCE_DIR)/summary.txt ] && grep -v '^PASS ' $(CONFORMANCE_DIR)/summary.txt; \
 	  fi; \
 	  $(MAKE) --no-print-directory containerd-down || rc=$$?; \
 	  exit $$rc

@@ -5,7 +5,9 @@
 #   hack/kube.sh [BINARY...]   default: kube-apiserver
 #   hack/kube.sh dir           print the cache's bin directory
 #
-# BINARY is one of kube-apiserver, kube-controller-manager, kube-scheduler.
+# BINARY is one of kube-apiserver, kube-controller-manager, kube-scheduler,
+# e2e.test (the conformance suite, `go test -c` of test/e2e) or agnhost (the
+# e2e test image's one binary).
 # A scratch module requires k8s.io/kubernetes at $KUBE_VERSION and pins every
 # k8s.io/* staging module (a ./staging replace in kubernetes' own go.mod) to
 # the matching v0.Y.Z tag. A binary already in the cache that answers
@@ -29,8 +31,8 @@ bins=("$@")
 [ ${#bins[@]} -gt 0 ] || bins=(kube-apiserver)
 for b in "${bins[@]}"; do
   case "$b" in
-    kube-apiserver | kube-controller-manager | kube-scheduler) ;;
-    *) log "unknown binary $b (want kube-apiserver, kube-controller-manager or kube-scheduler)"; exit 2 ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | e2e.test | agnhost) ;;
+    *) log "unknown binary $b (want kube-apiserver, kube-controller-manager, kube-scheduler, e2e.test or agnhost)"; exit 2 ;;
   esac
 done
 
@@ -92,9 +94,23 @@ version_ldflags() {
   echo "$f"
 }
 
+# cached: the binary is there and runs. The server binaries answer
+# --version; e2e.test and agnhost have no such flag, so running their help
+# (whatever its exit status) proves only that they execute: 126/127 do not.
+cached() {
+  local b=$1 rc=0
+  [ -x "$bindir/$b" ] || return 1
+  case "$b" in
+    e2e.test | agnhost)
+      "$bindir/$b" --help >/dev/null 2>&1 || rc=$?
+      [ "$rc" -ne 126 ] && [ "$rc" -ne 127 ] ;;
+    *) "$bindir/$b" --version >/dev/null 2>&1 ;;
+  esac
+}
+
 for b in "${bins[@]}"; do
-  if [ -x "$bindir/$b" ] && "$bindir/$b" --version >/dev/null 2>&1; then
-    log "$b: cached ($("$bindir/$b" --version 2>&1 | head -1)) at $bindir/$b"
+  if cached "$b"; then
+    log "$b: cached at $bindir/$b"
     continue
   fi
   write_module
@@ -103,10 +119,19 @@ for b in "${bins[@]}"; do
   (
     cd "$srcdir"
     # -mod=mod: let the build fill go.sum from the proxy's checksummed modules.
-    GOFLAGS="${GOFLAGS:-} -mod=mod" CGO_ENABLED=0 \
-      "$GO" build -trimpath -ldflags "-s -w$(version_ldflags)" \
-      -o "$bindir/$b.tmp" "k8s.io/kubernetes/cmd/$b"
+    export GOFLAGS="${GOFLAGS:-} -mod=mod" CGO_ENABLED=0
+    case "$b" in
+      e2e.test)
+        "$GO" test -c -trimpath -ldflags "-s -w$(version_ldflags)" \
+          -o "$bindir/$b.tmp" k8s.io/kubernetes/test/e2e ;;
+      agnhost)
+        "$GO" build -trimpath -ldflags "-s -w" \
+          -o "$bindir/$b.tmp" k8s.io/kubernetes/test/images/agnhost ;;
+      *)
+        "$GO" build -trimpath -ldflags "-s -w$(version_ldflags)" \
+          -o "$bindir/$b.tmp" "k8s.io/kubernetes/cmd/$b" ;;
+    esac
   )
   mv "$bindir/$b.tmp" "$bindir/$b"
-  log "$b: built in $(($(date +%s) - start)) s: $("$bindir/$b" --version 2>&1 | head -1)"
+  log "$b: built in $(($(date +%s) - start)) s"
 done

@@ -23,13 +23,18 @@ import (
 const (
 	BusyboxImage = "edgehive.local/busybox:1.36"
 	PauseImage   = "edgehive.local/pause:3.10"
+	// AgnhostImage is the name the Kubernetes v1.37 e2e framework runs
+	// agnhost under (k8s.io/kubernetes/test/utils/image/manifest.go).
+	AgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
 )
 
 // aliases are extra names given to the images once imported, so that the
-// default upstream names resolve locally and are never pulled.
+// default upstream names resolve locally and are never pulled. The e2e
+// names are those of the v1.37 e2e framework's image manifest.
 var aliases = map[string][]string{
-	BusyboxImage: {"docker.io/library/busybox:1.36"},
-	PauseImage:   {"registry.k8s.io/pause:3.10"},
+	BusyboxImage: {"docker.io/library/busybox:1.36", "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"},
+	PauseImage:   {"registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.10.2"},
+	AgnhostImage: {"registry.k8s.io/e2e-test-images/agnhost:2.55"},
 }
 
 // busyboxApplets are linked in the busybox image's /bin.
@@ -59,15 +64,31 @@ func main() {
 	namespace := flag.String("namespace", "k8s.io", "containerd namespace to import into")
 	snapshotter := flag.String("snapshotter", "", "snapshotter to unpack with (containerd's default when empty)")
 	ctrBin := flag.String("ctr", "ctr", "the ctr binary")
+	agnhost := flag.String("agnhost", "", "static agnhost binary (hack/kube.sh agnhost) to pack as the e2e agnhost image (none when empty)")
 	flag.Parse()
 
-	if err := run(*busybox, *out, *address, *namespace, *snapshotter, *ctrBin); err != nil {
+	if err := run(*busybox, *agnhost, *out, *address, *namespace, *snapshotter, *ctrBin); err != nil {
 		fmt.Fprintln(os.Stderr, "images:", err)
 		os.Exit(1)
 	}
 }
 
-func run(busybox, out, address, namespace, snapshotter, ctrBin string) error {
+// agnhostImage is agnhost on the busybox root, laid out as upstream's
+// Dockerfile does: /agnhost as the entrypoint, pause as the default command,
+// the agnhost-2 link, /uploads, and the user and group some tests look for.
+func agnhostImage(busybox, agnhost string) Image {
+	return Image{
+		Name: AgnhostImage, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"},
+		Applets: busyboxApplets, Busybox: busybox, Platform: hostPlatform(),
+		Files:  []ExtraFile{{Name: "agnhost", Source: agnhost, Mode: 0o755}},
+		Dirs:   []ExtraFile{{Name: "uploads"}},
+		Links:  map[string]string{"agnhost-2": "agnhost"},
+		Passwd: "user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh\n",
+		Group:  "user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n",
+	}
+}
+
+func run(busybox, agnhost, out, address, namespace, snapshotter, ctrBin string) error {
 	if err := checkBusybox(busybox); err != nil {
 		return err
 	}
@@ -82,6 +103,17 @@ func run(busybox, out, address, namespace, snapshotter, ctrBin string) error {
 		// The pause container only has to live as long as its sandbox; the CRI
 		// plugin stops it with SIGKILL.
 		{"pause.tar", Image{Name: PauseImage, Cmd: []string{"sleep", "infinity"}, Applets: []string{"sh", "sleep"}, Busybox: busybox, Platform: hostPlatform()}},
+	}
+	names := []string{BusyboxImage, PauseImage}
+	if agnhost != "" {
+		if err := checkStatic(agnhost, "build it with hack/kube.sh agnhost"); err != nil {
+			return err
+		}
+		imgs = append(imgs, struct {
+			file string
+			img  Image
+		}{"agnhost.tar", agnhostImage(busybox, agnhost)})
+		names = append(names, AgnhostImage)
 	}
 	var files []string
 	for _, it := range imgs {
@@ -116,8 +148,8 @@ func run(busybox, out, address, namespace, snapshotter, ctrBin string) error {
 			return err
 		}
 	}
-	want := []string{BusyboxImage, PauseImage}
-	for _, src := range []string{BusyboxImage, PauseImage} {
+	want := append([]string(nil), names...)
+	for _, src := range names {
 		for _, dst := range aliases[src] {
 			if _, err := ctr("images", "tag", "--force", src, dst); err != nil {
 				return err
@@ -146,9 +178,15 @@ func run(busybox, out, address, namespace, snapshotter, ctrBin string) error {
 // checkBusybox refuses a dynamically linked busybox: it would not run in an
 // image without a libc.
 func checkBusybox(p string) error {
+	return checkStatic(p, "install Debian's busybox-static")
+}
+
+// checkStatic refuses a binary that is not a statically linked ELF file;
+// hint says where to get a good one.
+func checkStatic(p, hint string) error {
 	f, err := os.Open(p)
 	if err != nil {
-		return fmt.Errorf("%w (install Debian's busybox-static)", err)
+		return fmt.Errorf("%w (%s)", err, hint)
 	}
 	defer f.Close()
 	hdr := make([]byte, 4)
@@ -160,7 +198,7 @@ func checkBusybox(p string) error {
 		return err
 	}
 	if bytes.Contains(b, []byte("/lib64/ld-linux")) || bytes.Contains(b, []byte("/lib/ld-linux")) {
-		return fmt.Errorf("%s is dynamically linked; install Debian's busybox-static", p)
+		return fmt.Errorf("%s is dynamically linked; %s", p, hint)
 	}
 	return nil
 }

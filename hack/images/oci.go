@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -92,6 +93,23 @@ type Image struct {
 	Applets  []string // busybox applets linked in /bin
 	Busybox  string   // path of the static busybox binary to copy in
 	Platform platform
+	// Entrypoint is the image's Entrypoint (none when empty).
+	Entrypoint []string
+	// Files are extra regular files, read from the host.
+	Files []ExtraFile
+	// Dirs are extra directories (mode 0755 unless Mode is set).
+	Dirs []ExtraFile
+	// Links are extra symlinks: path in the image -> target.
+	Links map[string]string
+	// Passwd and Group are appended to /etc/passwd and /etc/group.
+	Passwd, Group string
+}
+
+// ExtraFile is a file or directory added to an image's root file system.
+type ExtraFile struct {
+	Name   string // path in the image, relative ("agnhost", "uploads")
+	Source string // host file to copy (files only)
+	Mode   int64
 }
 
 func digestOf(b []byte) string {
@@ -143,6 +161,43 @@ func rootfsTar(img Image) ([]byte, error) {
 			return nil, err
 		}
 	}
+	for _, d := range img.Dirs {
+		if err := checkImagePath(d.Name); err != nil {
+			return nil, err
+		}
+		mode := d.Mode
+		if mode == 0 {
+			mode = 0o755
+		}
+		if err := dir(d.Name, mode); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range img.Files {
+		if err := checkImagePath(f.Name); err != nil {
+			return nil, err
+		}
+		data, err := os.ReadFile(f.Source)
+		if err != nil {
+			return nil, fmt.Errorf("image file %s: %w", f.Name, err)
+		}
+		if err := file(f.Name, f.Mode, data); err != nil {
+			return nil, err
+		}
+	}
+	links := make([]string, 0, len(img.Links))
+	for name := range img.Links {
+		links = append(links, name)
+	}
+	sort.Strings(links)
+	for _, name := range links {
+		if err := checkImagePath(name); err != nil {
+			return nil, err
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: img.Links[name], Mode: 0o777, ModTime: epoch, Format: tar.FormatPAX}); err != nil {
+			return nil, err
+		}
+	}
 	// /usr/bin/env for "#!/usr/bin/env sh" scripts.
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "usr/bin/env", Linkname: "/bin/busybox", Mode: 0o777, ModTime: epoch, Format: tar.FormatPAX}); err != nil {
 		return nil, err
@@ -150,8 +205,8 @@ func rootfsTar(img Image) ([]byte, error) {
 	for _, f := range []struct {
 		name, data string
 	}{
-		{"etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"},
-		{"etc/group", "root:x:0:\nnogroup:x:65534:\n"},
+		{"etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n" + img.Passwd},
+		{"etc/group", "root:x:0:\nnogroup:x:65534:\n" + img.Group},
 		{"etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n"},
 	} {
 		if err := file(f.name, 0o644, []byte(f.data)); err != nil {
@@ -162,6 +217,14 @@ func rootfsTar(img Image) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// checkImagePath refuses absolute paths and paths that climb out of the root.
+func checkImagePath(name string) error {
+	if name == "" || path.IsAbs(name) || path.Clean(name) != name || name == ".." || strings.HasPrefix(name, "../") {
+		return fmt.Errorf("bad image path %q", name)
+	}
+	return nil
 }
 
 func gzipBytes(b []byte) ([]byte, error) {
@@ -197,8 +260,9 @@ func WriteArchive(w io.Writer, img Image) error {
 		OS:           img.Platform.OS,
 		Variant:      img.Platform.Variant,
 		Config: runConfig{
-			Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-			Cmd: img.Cmd,
+			Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+			Entrypoint: img.Entrypoint,
+			Cmd:        img.Cmd,
 		},
 		RootFS:  rootFS{Type: "layers", DiffIDs: []string{digestOf(layer)}},
 		History: []historyItem{{Created: created, CreatedBy: "edgehive hack/images: Debian busybox-static"}},

@@ -103,3 +103,97 @@ func TestCheckBusyboxRejectsNonELF(t *testing.T) {
 		t.Fatal("a shell script was accepted as busybox")
 	}
 }
+
+// readImage unpacks an archive: the image config and the layer's entries
+// (name -> link target, or file content for regular files).
+func readImage(t *testing.T, archive []byte) (imageConfig, map[string]string) {
+	t.Helper()
+	files := map[string][]byte{}
+	tr := tar.NewReader(bytes.NewReader(archive))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[h.Name], _ = io.ReadAll(tr)
+	}
+	blob := func(d string) []byte { return files["blobs/sha256/"+strings.TrimPrefix(d, "sha256:")] }
+	var idx index
+	var man manifest
+	var cfg imageConfig
+	if err := json.Unmarshal(files["index.json"], &idx); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(blob(idx.Manifests[0].Digest), &man); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(blob(man.Config.Digest), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(blob(man.Layers[0].Digest)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := map[string]string{}
+	lr := tar.NewReader(zr)
+	for {
+		h, err := lr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeSymlink {
+			entries[h.Name] = "-> " + h.Linkname
+			continue
+		}
+		b, _ := io.ReadAll(lr)
+		entries[h.Name] = string(b)
+	}
+	return cfg, entries
+}
+
+// TestAgnhostImage: the e2e agnhost image runs /agnhost with pause by
+// default, and carries what upstream's Dockerfile adds.
+func TestAgnhostImage(t *testing.T) {
+	dir := t.TempDir()
+	bb, ag := filepath.Join(dir, "busybox"), filepath.Join(dir, "agnhost")
+	os.WriteFile(bb, []byte("\x7fELF fake busybox"), 0o755)
+	os.WriteFile(ag, []byte("\x7fELF fake agnhost"), 0o755)
+	var buf bytes.Buffer
+	if err := WriteArchive(&buf, agnhostImage(bb, ag)); err != nil {
+		t.Fatal(err)
+	}
+	cfg, entries := readImage(t, buf.Bytes())
+	if strings.Join(cfg.Config.Entrypoint, " ") != "/agnhost" || strings.Join(cfg.Config.Cmd, " ") != "pause" {
+		t.Errorf("config = %+v", cfg.Config)
+	}
+	for name, want := range map[string]string{
+		"agnhost":   "\x7fELF fake agnhost",
+		"agnhost-2": "-> agnhost",
+		"bin/sh":    "-> busybox",
+		"uploads/":  "",
+	} {
+		if got, ok := entries[name]; !ok || got != want {
+			t.Errorf("%s = %q (present %t), want %q", name, got, ok, want)
+		}
+	}
+	if !strings.Contains(entries["etc/group"], "group-defined-in-image:x:50000:") {
+		t.Errorf("etc/group = %q", entries["etc/group"])
+	}
+}
+
+func TestImagePathsChecked(t *testing.T) {
+	bb := filepath.Join(t.TempDir(), "busybox")
+	os.WriteFile(bb, []byte("\x7fELF"), 0o755)
+	for _, bad := range []string{"/abs", "../up", "a/../../b", ""} {
+		img := Image{Name: "x:1", Busybox: bb, Platform: hostPlatform(), Dirs: []ExtraFile{{Name: bad}}}
+		if err := WriteArchive(io.Discard, img); err == nil {
+			t.Errorf("dir %q accepted", bad)
+		}
+	}
+}

@@ -41,6 +41,10 @@ type ClusterOptions struct {
 	ExtraAPIServerArgs []string
 	// NoGuardRails leaves out the iptables rules (the caller adds them).
 	NoGuardRails bool
+	// ServiceAccountAdmission keeps kube-apiserver's ServiceAccount
+	// admission plugin on; only for a cluster that runs
+	// kube-controller-manager (its token controller) with SAKeyFile.
+	ServiceAccountAdmission bool
 }
 
 // Cluster is a running etcd and kube-apiserver on loopback.
@@ -56,6 +60,9 @@ type Cluster struct {
 	APIServer   *Process
 	ServiceCIDR string
 	PodCIDR     string
+	// SAKeyFile signs service account tokens (kube-apiserver's
+	// --service-account-signing-key-file), for kube-controller-manager.
+	SAKeyFile string
 }
 
 // KubeBinDir is where hack/kube.sh caches the Kubernetes binaries:
@@ -180,6 +187,7 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	if err := writePublicKey(saPubFile, saKey); err != nil {
 		t.Fatal(err)
 	}
+	c.SAKeyFile = saKeyFile
 
 	port := FreePort(t)
 	c.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
@@ -194,11 +202,6 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-cluster-ip-range=" + opts.ServiceCIDR,
 		"--authorization-mode=Node,RBAC",
-		// No controller-manager runs: the ServiceAccount admission would
-		// refuse every pod until a token controller made the default
-		// ServiceAccount, and would mount a projected token the edge has no
-		// controller to fill.
-		"--disable-admission-plugins=ServiceAccount",
 		"--allow-privileged=true",
 		// The API server reaches a node by its name, which the guard rail
 		// makes resolve to 127.0.0.1; never by an address off this machine.
@@ -211,6 +214,13 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		"--profiling=false",
 		"--enable-priority-and-fairness=false",
 		"--v=1",
+	}
+	if !opts.ServiceAccountAdmission {
+		// No controller-manager runs: the ServiceAccount admission would
+		// refuse every pod until a token controller made the default
+		// ServiceAccount, and would mount a projected token the edge has no
+		// controller to fill.
+		args = append(args, "--disable-admission-plugins=ServiceAccount")
 	}
 	args = append(args, opts.ExtraAPIServerArgs...)
 	c.APIServer = StartProcess(t, ProcessSpec{Name: "kube-apiserver", Path: apiserverBin, LogDir: logs, Dir: dir, Args: args})

@@ -1,0 +1,388 @@
+//go:build e2e && conformance
+
+// Package conformance runs the upstream Kubernetes conformance tests
+// (k8s.io/kubernetes/test/e2e, built by hack/kube.sh e2e.test) against a
+// cluster whose only node is an edgehive node: etcd, kube-apiserver,
+// kube-scheduler, kube-controller-manager, cloudhive with its tunnel, and
+// one joined edgehive on the private containerd, behind the guard rails.
+// `make conformance` runs it; it is not part of `make test`.
+package conformance
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclwrite"
+	"github.com/zclconf/go-cty/cty"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/edgehive/edgehive/cloud/cloudhub"
+	"github.com/edgehive/edgehive/internal/e2eenv"
+	"github.com/edgehive/edgehive/plugins/edged/cri"
+)
+
+// The tests issue 6 asks for: sig-node conformance, and the sig-storage
+// volume kinds an edge node serves itself.
+const (
+	defaultFocus = `\[sig-node\].*\[Conformance\]|\[sig-storage\].*(ConfigMap|Secret|Projected|Downward API|EmptyDir).*\[Conformance\]`
+	defaultSkip  = `\[Serial\]|\[Disruptive\]`
+)
+
+var (
+	focus     = flag.String("conformance.focus", defaultFocus, "ginkgo focus regexp for e2e.test")
+	skip      = flag.String("conformance.skip", defaultSkip, "ginkgo skip regexp for e2e.test")
+	reportDir = flag.String("conformance.report-dir", "", "directory for e2e.test's reports and log (default: a temp dir)")
+	e2eBin    = flag.String("conformance.e2e-test", "", "the e2e.test binary (default: e2eenv.KubeBinDir()/e2e.test)")
+	timeout   = flag.Duration("conformance.timeout", 100*time.Minute, "time e2e.test may take")
+)
+
+func TestConformance(t *testing.T) {
+	bin := e2eenv.BinDir(t)
+	kubeBin := e2eenv.KubeBinDir()
+	e2eTest := *e2eBin
+	if e2eTest == "" {
+		e2eTest = filepath.Join(kubeBin, "e2e.test")
+	}
+	for _, b := range []string{e2eTest, filepath.Join(kubeBin, "kube-scheduler"), filepath.Join(kubeBin, "kube-controller-manager")} {
+		if _, err := os.Stat(b); err != nil {
+			t.Fatalf("%v (build it with hack/kube.sh e2e.test agnhost kube-scheduler kube-controller-manager)", err)
+		}
+	}
+	out := *reportDir
+	if out == "" {
+		out = t.TempDir()
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = filepath.Abs(out)
+
+	c := startCluster(t, bin, kubeBin)
+	c.alive(t)
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Logf("conformance: cluster up, node %s Ready; running e2e.test (focus %q, skip %q), reports in %s", c.node, *focus, *skip, out)
+
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	jsonReport := filepath.Join(out, "report.json")
+	os.Remove(jsonReport)
+	args := []string{
+		"--kubeconfig=" + c.cluster.Kubeconfig,
+		"--provider=skeleton",
+		"--report-dir=" + out,
+		"--ginkgo.focus=" + *focus,
+		"--ginkgo.skip=" + *skip,
+		"--ginkgo.json-report=" + jsonReport,
+		"--ginkgo.no-color",
+		"--ginkgo.silence-skips",
+		// Each test's name and steps as it runs: a run cut short still
+		// says what passed.
+		"--ginkgo.v",
+		"--ginkgo.timeout=" + timeout.String(),
+		// Nothing in kube-system to wait for: no add-ons run here.
+		"--minStartupPods=0",
+		"--allowed-not-ready-nodes=0",
+		"--node-os-distro=debian",
+		"--dump-logs-on-failure=false",
+	}
+	logFile, err := os.Create(filepath.Join(out, "e2e.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.CommandContext(ctx, e2eTest, args...)
+	cmd.Dir = out
+	// The guard rail for the suite itself: anything it sends by HTTP(S) that
+	// is not loopback (Go never proxies loopback) or inside the cluster's
+	// ranges goes to a dead proxy.
+	noProxy := strings.Join([]string{"127.0.0.1", "localhost", c.cluster.PodCIDR, c.cluster.ServiceCIDR, c.node}, ",")
+	cmd.Env = append(os.Environ(),
+		"HTTP_PROXY=http://127.0.0.1:9", "HTTPS_PROXY=http://127.0.0.1:9",
+		"http_proxy=http://127.0.0.1:9", "https_proxy=http://127.0.0.1:9",
+		"NO_PROXY="+noProxy, "no_proxy="+noProxy,
+		"KUBECONFIG="+c.cluster.Kubeconfig,
+	)
+	cmd.Stdout = io.MultiWriter(logFile, os.Stdout)
+	cmd.Stderr = io.MultiWriter(logFile, os.Stderr)
+	start := time.Now()
+	runErr := cmd.Run()
+	elapsed := time.Since(start).Round(time.Second)
+
+	c.alive(t)
+	sum, err := readReport(jsonReport)
+	if err != nil {
+		t.Fatalf("e2e.test (%v after %s) left no report: %v; see %s", runErr, elapsed, err, logFile.Name())
+	}
+	sum.print(os.Stdout, elapsed)
+	if err := os.WriteFile(filepath.Join(out, "summary.txt"), []byte(sum.text(elapsed)), 0o644); err != nil {
+		t.Error(err)
+	}
+	if sum.ran() == 0 {
+		t.Fatalf("e2e.test ran no test for focus %q", *focus)
+	}
+	if len(sum.failed) > 0 {
+		t.Errorf("%d of %d conformance tests failed (e2e.test: %v); reports in %s", len(sum.failed), sum.ran(), runErr, out)
+	}
+}
+
+// conformanceCluster is everything the suite talks to.
+type conformanceCluster struct {
+	cluster                      *e2eenv.Cluster
+	node                         string
+	scheduler, controllerManager *e2eenv.Process
+}
+
+// startCluster brings up the cluster the way test/e2e's tunnel tests do
+// (API server egress through cloudhive's CONNECT proxy and the node's
+// tunnel to edged's kubelet API, so logs, exec and port-forward work), plus
+// the scheduler and the controller manager the suite relies on (namespaces'
+// default ServiceAccount, kube-root-ca.crt, garbage collection, ReplicaSets).
+func startCluster(t *testing.T, bin, kubeBin string) *conformanceCluster {
+	ctrd := e2eenv.ContainerdFromEnv(t)
+	rt := e2eenv.NewCRI(t, ctrd)
+	dir := t.TempDir()
+
+	cloudCA, err := cloudhub.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloudCAFile := filepath.Join(dir, "cloudhive-ca.crt")
+	if err := os.WriteFile(cloudCAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cloudCA.Cert.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	egressCA, err := e2eenv.NewCA(dir, "egress-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	egressClient, err := egressCA.Issue(dir, "egress-client", e2eenv.CertSpec{CommonName: "kube-apiserver-egress", Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	connectAddr := fmt.Sprintf("127.0.0.1:%d", e2eenv.FreePort(t))
+	tunnelAddr := fmt.Sprintf("127.0.0.1:%d", e2eenv.FreePort(t))
+	egressFile := filepath.Join(dir, "egress-selector.yaml")
+	egress := fmt.Sprintf(`apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: HTTPConnect
+    transport:
+      tcp:
+        url: https://%s
+        tlsConfig:
+          caBundle: %s
+          clientCert: %s
+          clientKey: %s
+`, connectAddr, cloudCAFile, egressClient.CertFile, egressClient.KeyFile)
+	if err := os.WriteFile(egressFile, []byte(egress), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cluster := e2eenv.StartCluster(t, e2eenv.ClusterOptions{
+		PodCIDR:                 ctrd.PodCIDR,
+		ServiceAccountAdmission: true,
+		ExtraAPIServerArgs:      []string{"--egress-selector-config-file=" + egressFile},
+	})
+	client := cluster.Client
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	logs := filepath.Join(cluster.Dir, "logs")
+	sched := e2eenv.StartProcess(t, e2eenv.ProcessSpec{
+		Name: "kube-scheduler", Path: filepath.Join(kubeBin, "kube-scheduler"), LogDir: logs,
+		Args: []string{
+			"--kubeconfig=" + cluster.Kubeconfig,
+			"--authentication-kubeconfig=" + cluster.Kubeconfig,
+			"--authorization-kubeconfig=" + cluster.Kubeconfig,
+			"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", e2eenv.FreePort(t)),
+			"--leader-elect=false", "--v=1",
+		},
+	})
+	kcm := e2eenv.StartProcess(t, e2eenv.ProcessSpec{
+		Name: "kube-controller-manager", Path: filepath.Join(kubeBin, "kube-controller-manager"), LogDir: logs,
+		Args: []string{
+			"--kubeconfig=" + cluster.Kubeconfig,
+			"--authentication-kubeconfig=" + cluster.Kubeconfig,
+			"--authorization-kubeconfig=" + cluster.Kubeconfig,
+			"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", e2eenv.FreePort(t)),
+			"--leader-elect=false",
+			"--service-account-private-key-file=" + cluster.SAKeyFile,
+			"--root-ca-file=" + cluster.CA.CertFile,
+			"--use-service-account-credentials=false",
+			"--service-cluster-ip-range=" + cluster.ServiceCIDR,
+			"--allocate-node-cidrs=false",
+			// No cloud, no node IPAM: the edge's CNI network has its range.
+			"--controllers=*,-node-ipam-controller",
+			"--v=1",
+		},
+	})
+
+	// The controller manager works once it has made the default
+	// namespace's ServiceAccount; the suite waits for one in each of its own.
+	if err := waitDefaultServiceAccount(ctx, client, kcm); err != nil {
+		t.Fatal(err)
+	}
+	if err := e2eenv.EnsureNamespace(ctx, client, "kubeedge"); err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(cloudCA.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Secrets("kubeedge").Create(ctx, &v1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: cloudhub.CASecretName, Namespace: "kubeedge"},
+		Data:       map[string][]byte{cloudhub.CADataKey: cloudCA.Cert.Raw, cloudhub.CAKeyDataKey: keyDER},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The node reports kubelet port P; its name resolves to 127.0.0.1, where
+	// nothing listens on P: only the tunnel reaches edged's API on 127.0.0.2.
+	kubeletPort := e2eenv.FreePort(t)
+	kubeletAddr := fmt.Sprintf("127.0.0.2:%d", kubeletPort)
+	cloud := e2eenv.StartCloudhive(t, bin, "cloudhive", e2eenv.CloudhiveConfig{Kubeconfig: cluster.Kubeconfig,
+		ExtraHCL: fmt.Sprintf("tunnel {\n  listen            = %q\n  connect_listen    = %q\n  connect_client_ca = %q\n  allowed_ports     = [%d]\n}\n",
+			tunnelAddr, connectAddr, egressCA.CertFile, kubeletPort)})
+	token, err := cloud.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := e2eenv.NodeName("conformance")
+	edge := e2eenv.JoinEdge(t, bin, cloud, token, node, ctrd)
+	enableKubeletAPI(t, edge.ConfigFile, tunnelAddr, kubeletAddr, cluster.CA.CertFile)
+	// Registered before the edge starts, so it runs after the edge stopped:
+	// the containerd keeps no sandbox of the suite's pods.
+	before, err := sandboxIDs(ctx, rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sweepRuntime(t, rt, before) })
+	edge.Start(t)
+	if _, err := e2eenv.WaitForNode(ctx, client, node, e2eenv.NodeReady); err != nil {
+		t.Fatal(err)
+	}
+	return &conformanceCluster{cluster: cluster, node: node, scheduler: sched, controllerManager: kcm}
+}
+
+// waitDefaultServiceAccount waits for the serviceaccount controller to make
+// default/default, or for kcm to exit.
+func waitDefaultServiceAccount(ctx context.Context, client kubernetes.Interface, kcm *e2eenv.Process) error {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_, err := client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-kcm.Done():
+			_, exitErr := kcm.Exited()
+			return fmt.Errorf("kube-controller-manager exited (%v); see %s", exitErr, kcm.LogPath)
+		case <-ctx.Done():
+			return fmt.Errorf("no default ServiceAccount from kube-controller-manager: %w (last: %v)", ctx.Err(), err)
+		case <-tick.C:
+		}
+	}
+}
+
+// alive fails the test when a control-plane process has exited: the
+// suite's results would say nothing about the node.
+func (c *conformanceCluster) alive(t *testing.T) {
+	t.Helper()
+	for _, p := range []*e2eenv.Process{c.scheduler, c.controllerManager} {
+		select {
+		case <-p.Done():
+			_, err := p.Exited()
+			t.Errorf("%s exited during the run (%v); see %s", p.Name, err, p.LogPath)
+		default:
+		}
+	}
+}
+
+// enableKubeletAPI turns on edgehub's tunnel (to localKubelet) and edged's
+// kubelet API there, trusting clientCA (the API server's kubelet client).
+func enableKubeletAPI(t *testing.T, file, server, localKubelet, clientCA string) {
+	t.Helper()
+	src, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, diags := hclwrite.ParseConfig(src, file, hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	configOf := func(plugin string) *hclwrite.Body {
+		pb := f.Body().FirstMatchingBlock("plugin", []string{plugin})
+		if pb == nil {
+			t.Fatalf("%s has no plugin %q block", file, plugin)
+		}
+		cfg := pb.Body().FirstMatchingBlock("config", nil)
+		if cfg == nil {
+			cfg = pb.Body().AppendNewBlock("config", nil)
+		}
+		return cfg.Body()
+	}
+	tb := configOf("edgehub").AppendNewBlock("tunnel", nil).Body()
+	tb.SetAttributeValue("enabled", cty.True)
+	tb.SetAttributeValue("server", cty.StringVal(server))
+	tb.SetAttributeValue("local_kubelet", cty.StringVal(localKubelet))
+	kb := configOf("edged").AppendNewBlock("kubelet_api", nil).Body()
+	kb.SetAttributeValue("enabled", cty.True)
+	kb.SetAttributeValue("listen", cty.StringVal(localKubelet))
+	kb.SetAttributeValue("client_ca_file", cty.StringVal(clientCA))
+	kb.SetAttributeValue("authorized_users", cty.ListVal([]cty.Value{cty.StringVal("kube-apiserver-kubelet-client")}))
+	if err := os.WriteFile(file, f.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sandboxIDs(ctx context.Context, rt *cri.Client) (map[string]bool, error) {
+	sbs, err := rt.ListPodSandbox(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	ids := map[string]bool{}
+	for _, sb := range sbs {
+		ids[sb.GetId()] = true
+	}
+	return ids, nil
+}
+
+// sweepRuntime removes every sandbox the edge made: the suite's namespaces
+// are random and gone with the API server, so it is every sandbox that was
+// not there before the edge started.
+func sweepRuntime(t *testing.T, rt *cri.Client, before map[string]bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	now, err := sandboxIDs(ctx, rt)
+	if err != nil {
+		t.Logf("sweep: %v", err)
+		return
+	}
+	for id := range now {
+		if before[id] {
+			continue
+		}
+		if err := rt.StopPodSandbox(ctx, id); err != nil {
+			t.Logf("sweep: stop sandbox %s: %v", id, err)
+		}
+		if err := rt.RemovePodSandbox(ctx, id); err != nil {
+			t.Logf("sweep: remove sandbox %s: %v", id, err)
+		}
+	}
+}
