@@ -566,10 +566,7 @@ func (m *Manager) sandboxConfig(pod *v1.Pod, attempt uint32) (*runtimeapi.PodSan
 	}
 	if !pod.Spec.HostNetwork {
 		// No hostname on the host network: runc refuses one without a private UTS namespace.
-		cfg.Hostname = pod.Name
-		if pod.Spec.Hostname != "" {
-			cfg.Hostname = pod.Spec.Hostname
-		}
+		cfg.Hostname = podHostname(pod)
 	}
 	sandboxSecurity(pod, cfg)
 	dns, err := m.dnsConfig(pod)

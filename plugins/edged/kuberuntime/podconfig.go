@@ -94,10 +94,7 @@ func (m *Manager) ensureHostsFile(pod *v1.Pod, podIP string) (string, error) {
 		b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 		b.WriteString("fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n")
 		if podIP != "" {
-			hostname := pod.Name
-			if pod.Spec.Hostname != "" {
-				hostname = pod.Spec.Hostname
-			}
+			hostname := podHostname(pod)
 			if pod.Spec.Subdomain != "" {
 				fmt.Fprintf(&b, "%s\t%s.%s.%s.svc.%s\t%s\n", podIP, hostname, pod.Spec.Subdomain, pod.Namespace, m.cfg.ClusterDomain, hostname)
 			} else {
@@ -357,4 +354,21 @@ func (m *Manager) pullAuth(ctx context.Context, pod *v1.Pod, image string) *runt
 		}
 	}
 	return nil
+}
+
+// maxHostnameLen is the longest hostname the kernel's UTS namespace takes.
+const maxHostnameLen = 63
+
+// podHostname is spec.hostname, or the pod's name cut to 63 characters
+// without a trailing '-' or '.', as the kubelet does: pod names may be
+// longer than a hostname can be.
+func podHostname(pod *v1.Pod) string {
+	name := pod.Name
+	if pod.Spec.Hostname != "" {
+		name = pod.Spec.Hostname
+	}
+	if len(name) <= maxHostnameLen {
+		return name
+	}
+	return strings.TrimRight(name[:maxHostnameLen], "-.")
 }

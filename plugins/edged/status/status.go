@@ -42,7 +42,12 @@ func containerStatuses(pod *v1.Pod, specs []v1.Container, ps *container.PodStatu
 		if len(inst) == 0 {
 			r := reasons[c.Name]
 			if r.Reason == "" {
+				// As the kubelet: a pod with init containers is
+				// "PodInitializing" until its containers exist.
 				r.Reason = "ContainerCreating"
+				if len(pod.Spec.InitContainers) > 0 {
+					r.Reason = "PodInitializing"
+				}
 			}
 			st.State.Waiting = &v1.ContainerStateWaiting{Reason: r.Reason, Message: r.Message}
 			out = append(out, st)

@@ -250,3 +250,15 @@ func TestPatchReplacesPodIPsUnderStrategicMerge(t *testing.T) {
 		t.Fatalf("conditions merge by type and must stay: %v", got.Status.Conditions)
 	}
 }
+
+func TestPodInitializingWhileInitContainersRun(t *testing.T) {
+	p := pod(v1.RestartPolicyAlways, "app")
+	p.Spec.InitContainers = []v1.Container{{Name: "init", Image: "busybox:1.36"}}
+	s := Compute(p, rps(cs("init", running, 0, 0)), nil, time.Unix(100, 0), nil)
+	if got := s.ContainerStatuses[0].State.Waiting; got == nil || got.Reason != "PodInitializing" {
+		t.Fatalf("app container while init runs: %+v, want waiting PodInitializing", s.ContainerStatuses[0].State)
+	}
+	if s.Phase != v1.PodPending {
+		t.Fatalf("phase %s, want Pending", s.Phase)
+	}
+}
