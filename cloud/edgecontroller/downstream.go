@@ -117,26 +117,7 @@ func (c *Controller) fanOutHandler(kind, index string) cache.ResourceEventHandle
 			c.queue.Add(item{kind: kind, node: node, namespace: obj.GetNamespace(), name: obj.GetName(), op: op, last: last})
 		}
 	}
-	return cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			if o, ok := obj.(metav1.Object); ok {
-				enqueue(o, sdk.OpInsert, nil)
-			}
-		},
-		UpdateFunc: func(oldObj, newObj any) {
-			old, ok1 := oldObj.(metav1.Object)
-			o, ok2 := newObj.(metav1.Object)
-			if ok1 && ok2 && old.GetResourceVersion() != o.GetResourceVersion() {
-				enqueue(o, sdk.OpUpdate, nil)
-			}
-		},
-		DeleteFunc: func(obj any) {
-			last := deletedObject(obj)
-			if o, ok := last.(metav1.Object); ok {
-				enqueue(o, sdk.OpDelete, last)
-			}
-		},
-	}
+	return objectHandler(enqueue)
 }
 
 // broadcastHandler sends service or endpoints changes to every edge node
@@ -153,26 +134,7 @@ func (c *Controller) broadcastHandler(kind string) cache.ResourceEventHandler {
 			}
 		}
 	}
-	return cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			if o, ok := obj.(metav1.Object); ok {
-				enqueue(o, sdk.OpInsert, nil)
-			}
-		},
-		UpdateFunc: func(oldObj, newObj any) {
-			old, ok1 := oldObj.(metav1.Object)
-			o, ok2 := newObj.(metav1.Object)
-			if ok1 && ok2 && old.GetResourceVersion() != o.GetResourceVersion() {
-				enqueue(o, sdk.OpUpdate, nil)
-			}
-		},
-		DeleteFunc: func(obj any) {
-			last := deletedObject(obj)
-			if o, ok := last.(metav1.Object); ok {
-				enqueue(o, sdk.OpDelete, last)
-			}
-		},
-	}
+	return objectHandler(enqueue)
 }
 
 func deletedObject(obj any) runtime.Object {
@@ -442,4 +404,29 @@ func wireObject(obj runtime.Object) (json.RawMessage, error) {
 		return nil, fmt.Errorf("encode %T: %w", obj, err)
 	}
 	return b, nil
+}
+
+// objectHandler turns informer events into enqueue calls: add → insert, a
+// changed resourceVersion → update, delete → delete with the last state.
+func objectHandler(enqueue func(obj metav1.Object, op string, last runtime.Object)) cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if o, ok := obj.(metav1.Object); ok {
+				enqueue(o, sdk.OpInsert, nil)
+			}
+		},
+		UpdateFunc: func(oldObj, newObj any) {
+			old, ok1 := oldObj.(metav1.Object)
+			o, ok2 := newObj.(metav1.Object)
+			if ok1 && ok2 && old.GetResourceVersion() != o.GetResourceVersion() {
+				enqueue(o, sdk.OpUpdate, nil)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			last := deletedObject(obj)
+			if o, ok := last.(metav1.Object); ok {
+				enqueue(o, sdk.OpDelete, last)
+			}
+		},
+	}
 }

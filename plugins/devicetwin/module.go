@@ -151,7 +151,7 @@ const (
 	suffixTwinUpdate   = "/twin/update"
 	suffixTwinGet      = "/twin/get"
 	suffixStateUpdate  = "/state/update"
-	suffixMembershipGt = "/membership/get"
+	suffixMembershipGet = "/membership/get"
 
 	resMembership       = "membership"
 	resMembershipDetail = "membership/detail"
@@ -177,7 +177,7 @@ func (d *DeviceTwin) Handle(ctx context.Context, msg *sdk.Message) error {
 	switch {
 	case strings.HasPrefix(res, devicePrefix):
 		err = d.handleDeviceTopic(ctx, msg)
-	case strings.HasPrefix(res, nodePrefix) && strings.HasSuffix(res, suffixMembershipGt):
+	case strings.HasPrefix(res, nodePrefix) && strings.HasSuffix(res, suffixMembershipGet):
 		err = d.membershipGet(ctx, res, msg.ContentString())
 	case res == resConnection:
 		d.connection(ctx, op, msg.ContentString())
