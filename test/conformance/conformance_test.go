@@ -10,8 +10,6 @@ package conformance
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
@@ -25,11 +23,9 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/zclconf/go-cty/cty"
-	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/edgehive/edgehive/cloud/cloudhub"
 	"github.com/edgehive/edgehive/internal/e2eenv"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
 )
@@ -157,46 +153,11 @@ func startCluster(t *testing.T, bin, kubeBin string) *conformanceCluster {
 	rt := e2eenv.NewCRI(t, ctrd)
 	dir := t.TempDir()
 
-	cloudCA, err := cloudhub.NewCA(time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cloudCAFile := filepath.Join(dir, "cloudhive-ca.crt")
-	if err := os.WriteFile(cloudCAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cloudCA.Cert.Raw}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	egressCA, err := e2eenv.NewCA(dir, "egress-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	egressClient, err := egressCA.Issue(dir, "egress-client", e2eenv.CertSpec{CommonName: "kube-apiserver-egress", Client: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	connectAddr := fmt.Sprintf("127.0.0.1:%d", e2eenv.FreePort(t))
-	tunnelAddr := fmt.Sprintf("127.0.0.1:%d", e2eenv.FreePort(t))
-	egressFile := filepath.Join(dir, "egress-selector.yaml")
-	egress := fmt.Sprintf(`apiVersion: apiserver.k8s.io/v1beta1
-kind: EgressSelectorConfiguration
-egressSelections:
-- name: cluster
-  connection:
-    proxyProtocol: HTTPConnect
-    transport:
-      tcp:
-        url: https://%s
-        tlsConfig:
-          caBundle: %s
-          clientCert: %s
-          clientKey: %s
-`, connectAddr, cloudCAFile, egressClient.CertFile, egressClient.KeyFile)
-	if err := os.WriteFile(egressFile, []byte(egress), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	eg := e2eenv.NewEgress(t, dir)
 	cluster := e2eenv.StartCluster(t, e2eenv.ClusterOptions{
 		PodCIDR:                 ctrd.PodCIDR,
 		ServiceAccountAdmission: true,
-		ExtraAPIServerArgs:      []string{"--egress-selector-config-file=" + egressFile},
+		ExtraAPIServerArgs:      []string{eg.APIServerArg()},
 	})
 	client := cluster.Client
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -237,17 +198,7 @@ egressSelections:
 	if err := waitDefaultServiceAccount(ctx, client, kcm); err != nil {
 		t.Fatal(err)
 	}
-	if err := e2eenv.EnsureNamespace(ctx, client, "kubeedge"); err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(cloudCA.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.CoreV1().Secrets("kubeedge").Create(ctx, &v1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: cloudhub.CASecretName, Namespace: "kubeedge"},
-		Data:       map[string][]byte{cloudhub.CADataKey: cloudCA.Cert.Raw, cloudhub.CAKeyDataKey: keyDER},
-	}, metav1.CreateOptions{}); err != nil {
+	if err := eg.SeedCASecret(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 
@@ -257,14 +208,14 @@ egressSelections:
 	kubeletAddr := fmt.Sprintf("127.0.0.2:%d", kubeletPort)
 	cloud := e2eenv.StartCloudhive(t, bin, "cloudhive", e2eenv.CloudhiveConfig{Kubeconfig: cluster.Kubeconfig,
 		ExtraHCL: fmt.Sprintf("tunnel {\n  listen            = %q\n  connect_listen    = %q\n  connect_client_ca = %q\n  allowed_ports     = [%d]\n}\n",
-			tunnelAddr, connectAddr, egressCA.CertFile, kubeletPort)})
+			eg.TunnelAddr, eg.ConnectAddr, eg.CA.CertFile, kubeletPort)})
 	token, err := cloud.Token(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	node := e2eenv.NodeName("conformance")
 	edge := e2eenv.JoinEdge(t, bin, cloud, token, node, ctrd)
-	enableKubeletAPI(t, edge.ConfigFile, tunnelAddr, kubeletAddr, cluster.CA.CertFile)
+	enableKubeletAPI(t, edge.ConfigFile, eg.TunnelAddr, kubeletAddr, cluster.CA.CertFile)
 	// Registered before the edge starts, so it runs after the edge stopped:
 	// the containerd keeps no sandbox of the suite's pods.
 	before, err := sandboxIDs(ctx, rt)

@@ -33,7 +33,6 @@ import (
 	"k8s.io/client-go/transport/spdy"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
-	"github.com/edgehive/edgehive/cloud/cloudhub"
 	"github.com/edgehive/edgehive/internal/e2eenv"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
 )
@@ -52,58 +51,15 @@ func TestKubectl(t *testing.T) {
 	rt := e2eenv.NewCRI(t, ctrd)
 	dir := t.TempDir()
 
-	cloudCA, err := cloudhub.NewCA(time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cloudCAFile := filepath.Join(dir, "cloudhive-ca.crt")
-	writePEM(t, cloudCAFile, "CERTIFICATE", cloudCA.Cert.Raw)
-	egressCA, err := e2eenv.NewCA(dir, "egress-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	egressClient, err := egressCA.Issue(dir, "egress-client", e2eenv.CertSpec{CommonName: "kube-apiserver-egress", Client: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	connectAddr := fmt.Sprintf("127.0.0.1:%d", e2eenv.FreePort(t))
-	tunnelAddr := fmt.Sprintf("127.0.0.1:%d", e2eenv.FreePort(t))
-	egressFile := filepath.Join(dir, "egress-selector.yaml")
-	egress := fmt.Sprintf(`apiVersion: apiserver.k8s.io/v1beta1
-kind: EgressSelectorConfiguration
-egressSelections:
-- name: cluster
-  connection:
-    proxyProtocol: HTTPConnect
-    transport:
-      tcp:
-        url: https://%s
-        tlsConfig:
-          caBundle: %s
-          clientCert: %s
-          clientKey: %s
-`, connectAddr, cloudCAFile, egressClient.CertFile, egressClient.KeyFile)
-	if err := os.WriteFile(egressFile, []byte(egress), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	eg := e2eenv.NewEgress(t, dir)
 	// StartCluster already gives kube-apiserver --kubelet-client-certificate
 	// (CN kube-apiserver-kubelet-client, signed by cluster.CA).
 	cluster := e2eenv.StartCluster(t, e2eenv.ClusterOptions{PodCIDR: ctrd.PodCIDR,
-		ExtraAPIServerArgs: []string{"--egress-selector-config-file=" + egressFile}})
+		ExtraAPIServerArgs: []string{eg.APIServerArg()}})
 	client := cluster.Client
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := e2eenv.EnsureNamespace(ctx, client, "kubeedge"); err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(cloudCA.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.CoreV1().Secrets("kubeedge").Create(ctx, &v1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: cloudhub.CASecretName, Namespace: "kubeedge"},
-		Data:       map[string][]byte{cloudhub.CADataKey: cloudCA.Cert.Raw, cloudhub.CAKeyDataKey: keyDER},
-	}, metav1.CreateOptions{}); err != nil {
+	if err := eg.SeedCASecret(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 
@@ -113,7 +69,7 @@ egressSelections:
 	kubeletAddr := fmt.Sprintf("127.0.0.2:%d", kubeletPort)
 	cloud := e2eenv.StartCloudhive(t, bin, "cloudhive", e2eenv.CloudhiveConfig{Kubeconfig: cluster.Kubeconfig,
 		ExtraHCL: fmt.Sprintf("tunnel {\n  listen            = %q\n  connect_listen    = %q\n  connect_client_ca = %q\n  allowed_ports     = [%d]\n}\n",
-			tunnelAddr, connectAddr, egressCA.CertFile, kubeletPort)})
+			eg.TunnelAddr, eg.ConnectAddr, eg.CA.CertFile, kubeletPort)})
 	token, err := cloud.Token(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +77,7 @@ egressSelections:
 
 	node := e2eenv.NodeName("kubectl")
 	edge := e2eenv.JoinEdge(t, bin, cloud, token, node, ctrd)
-	enableKubeletAPI(t, edge.ConfigFile, tunnelAddr, kubeletAddr, cluster.CA.CertFile)
+	enableKubeletAPI(t, edge.ConfigFile, eg.TunnelAddr, kubeletAddr, cluster.CA.CertFile)
 	// Registered before the edge starts, so it runs after the edge stopped:
 	// the shared containerd keeps no sandbox of this test.
 	var uids []types.UID
@@ -409,7 +365,7 @@ egressSelections:
 			t.Logf("SKIPPED PART: kube-apiserver refuses nodes/%s/proxy/stats/summary because the node's address resolves to loopback "+
 				"(%v: %s); checking /stats/summary instead on the path the API server uses for pods/log and exec: "+
 				"cloudhive's CONNECT (egress client certificate) and the node's tunnel, with the kubelet-client certificate", node, err, bytes.TrimSpace(raw))
-			raw, err = statsThroughConnect(ctx, connectAddr, cloudCAFile, egressClient, cluster, node, kubeletPort)
+			raw, err = statsThroughConnect(ctx, eg.ConnectAddr, eg.CloudCAFile, eg.Client, cluster, node, kubeletPort)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -5,13 +5,10 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -24,7 +21,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/edgehive/edgehive/cloud/cloudhub"
 	"github.com/edgehive/edgehive/internal/e2eenv"
 )
 
@@ -41,58 +37,14 @@ func TestKubeletThroughTunnel(t *testing.T) {
 
 	// cloudhive's CA, made before the API server starts (its egress config
 	// names it) and given to cloudhive through casecret, as keadm would.
-	cloudCA, err := cloudhub.NewCA(time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cloudCAFile := filepath.Join(dir, "cloudhive-ca.crt")
-	writePEM(t, cloudCAFile, "CERTIFICATE", cloudCA.Cert.Raw)
-	// The API server's egress client certificate, from a CA of its own.
-	egressCA, err := e2eenv.NewCA(dir, "egress-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	egressClient, err := egressCA.Issue(dir, "egress-client", e2eenv.CertSpec{CommonName: "kube-apiserver-egress", Client: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	connectAddr := fmt.Sprintf("127.0.0.1:%d", e2eenv.FreePort(t))
-	tunnelAddr := fmt.Sprintf("127.0.0.1:%d", e2eenv.FreePort(t))
-	egressFile := filepath.Join(dir, "egress-selector.yaml")
-	egress := fmt.Sprintf(`apiVersion: apiserver.k8s.io/v1beta1
-kind: EgressSelectorConfiguration
-egressSelections:
-- name: cluster
-  connection:
-    proxyProtocol: HTTPConnect
-    transport:
-      tcp:
-        url: https://%s
-        tlsConfig:
-          caBundle: %s
-          clientCert: %s
-          clientKey: %s
-`, connectAddr, cloudCAFile, egressClient.CertFile, egressClient.KeyFile)
-	if err := os.WriteFile(egressFile, []byte(egress), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	eg := e2eenv.NewEgress(t, dir)
 
 	cluster := e2eenv.StartCluster(t, e2eenv.ClusterOptions{PodCIDR: ctrd.PodCIDR,
-		ExtraAPIServerArgs: []string{"--egress-selector-config-file=" + egressFile}})
+		ExtraAPIServerArgs: []string{eg.APIServerArg()}})
 	client := cluster.Client
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := e2eenv.EnsureNamespace(ctx, client, "kubeedge"); err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(cloudCA.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.CoreV1().Secrets("kubeedge").Create(ctx, &v1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: cloudhub.CASecretName, Namespace: "kubeedge"},
-		Data:       map[string][]byte{cloudhub.CADataKey: cloudCA.Cert.Raw, cloudhub.CAKeyDataKey: keyDER},
-	}, metav1.CreateOptions{}); err != nil {
+	if err := eg.SeedCASecret(ctx, client); err != nil {
 		t.Fatal(err)
 	}
 
@@ -102,7 +54,7 @@ egressSelections:
 	edgedPort := e2eenv.FreePort(t)
 	cloud := e2eenv.StartCloudhive(t, bin, "cloudhive", e2eenv.CloudhiveConfig{Kubeconfig: cluster.Kubeconfig,
 		ExtraHCL: fmt.Sprintf("tunnel {\n  listen            = %q\n  connect_listen    = %q\n  connect_client_ca = %q\n  allowed_ports     = [10250, %d]\n}\n",
-			tunnelAddr, connectAddr, egressCA.CertFile, edgedPort)})
+			eg.TunnelAddr, eg.ConnectAddr, eg.CA.CertFile, edgedPort)})
 	token, err := cloud.Token(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +87,7 @@ egressSelections:
 	defer kubelet.Close()
 
 	edge := e2eenv.JoinEdge(t, bin, cloud, token, node, ctrd)
-	enableTunnel(t, edge.ConfigFile, tunnelAddr, kubelet.Listener.Addr().String(), edgedPort)
+	enableTunnel(t, edge.ConfigFile, eg.TunnelAddr, kubelet.Listener.Addr().String(), edgedPort)
 	edge.Start(t)
 	if _, err := e2eenv.WaitForNode(ctx, client, node, e2eenv.NodeReady); err != nil {
 		t.Fatal(err)
@@ -281,13 +233,6 @@ func enableTunnel(t *testing.T, file, server, localKubelet string, edgedPort int
 	}
 	ed.Body().FirstMatchingBlock("config", nil).Body().SetAttributeValue("http_address", cty.StringVal(fmt.Sprintf("127.0.0.1:%d", edgedPort)))
 	if err := os.WriteFile(file, f.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
