@@ -148,9 +148,9 @@ const (
 	devicePrefix = "$hw/events/device/"
 	nodePrefix   = "$hw/events/node/"
 
-	suffixTwinUpdate   = "/twin/update"
-	suffixTwinGet      = "/twin/get"
-	suffixStateUpdate  = "/state/update"
+	suffixTwinUpdate    = "/twin/update"
+	suffixTwinGet       = "/twin/get"
+	suffixStateUpdate   = "/state/update"
 	suffixMembershipGet = "/membership/get"
 
 	resMembership       = "membership"
