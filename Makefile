@@ -158,7 +158,7 @@ CONFORMANCE_FLAGS ?=
 CONFORMANCE_FOCUS ?=
 ## conformance: the upstream [sig-node]/[sig-storage] conformance tests against an edgehive-only cluster (~1 h; not in `make test`); reports in _output/conformance
 conformance: setup build cloudhive
-	bash hack/kube.sh kube-apiserver kube-scheduler kube-controller-manager e2e.test agnhost
+	bash hack/kube.sh kube-apiserver kube-scheduler kube-controller-manager e2e.test agnhost ginkgo
 	@rc=0; \
 	  $(MAKE) --no-print-directory containerd-up IMAGES_FLAGS="-agnhost $(KUBE_BIN_DIR)/agnhost" || rc=$$?; \
 	  if [ $$rc -eq 0 ]; then \

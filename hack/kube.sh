@@ -5,7 +5,7 @@
 #   hack/kube.sh [BINARY...]   default: kube-apiserver
 #   hack/kube.sh dir           print the cache's bin directory
 #
-# BINARY is one of kube-apiserver, kube-controller-manager, kube-scheduler,
+# BINARY is one of kube-apiserver, kube-controller-manager, kube-scheduler, ginkgo,
 # e2e.test (the conformance suite, `go test -c` of test/e2e) or agnhost (the
 # e2e test image's one binary).
 # A scratch module requires k8s.io/kubernetes at $KUBE_VERSION and pins every
@@ -31,8 +31,8 @@ bins=("$@")
 [ ${#bins[@]} -gt 0 ] || bins=(kube-apiserver)
 for b in "${bins[@]}"; do
   case "$b" in
-    kube-apiserver | kube-controller-manager | kube-scheduler | e2e.test | agnhost) ;;
-    *) log "unknown binary $b (want kube-apiserver, kube-controller-manager, kube-scheduler, e2e.test or agnhost)"; exit 2 ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | e2e.test | agnhost | ginkgo) ;;
+    *) log "unknown binary $b (want kube-apiserver, kube-controller-manager, kube-scheduler, e2e.test, agnhost or ginkgo)"; exit 2 ;;
   esac
 done
 
@@ -101,6 +101,7 @@ cached() {
   local b=$1 rc=0
   [ -x "$bindir/$b" ] || return 1
   case "$b" in
+    ginkgo) "$bindir/$b" version >/dev/null 2>&1 ;;
     e2e.test | agnhost)
       "$bindir/$b" --help >/dev/null 2>&1 || rc=$?
       [ "$rc" -ne 126 ] && [ "$rc" -ne 127 ] ;;
@@ -127,6 +128,11 @@ for b in "${bins[@]}"; do
       agnhost)
         "$GO" build -trimpath -ldflags "-s -w" \
           -o "$bindir/$b.tmp" k8s.io/kubernetes/test/images/agnhost ;;
+      ginkgo)
+        # The CLI at the version e2e.test was built with, to run it in
+        # parallel processes.
+        "$GO" build -trimpath -ldflags "-s -w" \
+          -o "$bindir/$b.tmp" github.com/onsi/ginkgo/v2/ginkgo ;;
       *)
         "$GO" build -trimpath -ldflags "-s -w$(version_ldflags)" \
           -o "$bindir/$b.tmp" "k8s.io/kubernetes/cmd/$b" ;;

@@ -43,6 +43,7 @@ var (
 	reportDir = flag.String("conformance.report-dir", "", "directory for e2e.test's reports and log (default: a temp dir)")
 	e2eBin    = flag.String("conformance.e2e-test", "", "the e2e.test binary (default: e2eenv.KubeBinDir()/e2e.test)")
 	timeout   = flag.Duration("conformance.timeout", 100*time.Minute, "time e2e.test may take")
+	procs     = flag.Int("conformance.procs", 4, "parallel ginkgo processes (1: e2e.test alone; more: run by the ginkgo CLI, built by hack/kube.sh ginkgo)")
 )
 
 func TestConformance(t *testing.T) {
@@ -77,31 +78,53 @@ func TestConformance(t *testing.T) {
 	defer cancel()
 	jsonReport := filepath.Join(out, "report.json")
 	os.Remove(jsonReport)
-	args := []string{
+	// Flags for the suite itself; ginkgo's own are spelled --ginkgo.X to
+	// e2e.test and --X to the ginkgo CLI.
+	suiteArgs := []string{
 		"--kubeconfig=" + c.cluster.Kubeconfig,
 		"--provider=skeleton",
 		"--report-dir=" + out,
-		"--ginkgo.focus=" + *focus,
-		"--ginkgo.skip=" + *skip,
-		"--ginkgo.json-report=" + jsonReport,
-		"--ginkgo.no-color",
-		"--ginkgo.silence-skips",
-		// Each test's name and steps as it runs: a run cut short still
-		// says what passed.
-		"--ginkgo.v",
-		"--ginkgo.timeout=" + timeout.String(),
 		// Nothing in kube-system to wait for: no add-ons run here.
 		"--minStartupPods=0",
 		"--allowed-not-ready-nodes=0",
 		"--node-os-distro=debian",
 		"--dump-logs-on-failure=false",
 	}
+	ginkgoArgs := []string{
+		"focus=" + *focus,
+		"skip=" + *skip,
+		"json-report=" + jsonReport,
+		"no-color",
+		"silence-skips",
+		// Each test's name and steps as it runs: a run cut short still
+		// says what passed.
+		"v",
+		"timeout=" + timeout.String(),
+	}
+	name, args := e2eTest, suiteArgs
+	if *procs > 1 {
+		// Most tests wait on the node, not the CPU: several at once
+		// bring the run from over an hour to a fraction of it.
+		name = filepath.Join(kubeBin, "ginkgo")
+		if _, err := os.Stat(name); err != nil {
+			t.Fatalf("%v (build it with hack/kube.sh ginkgo, or run with -conformance.procs=1)", err)
+		}
+		args = []string{"run", fmt.Sprintf("--procs=%d", *procs)}
+		for _, a := range ginkgoArgs {
+			args = append(args, "--"+a)
+		}
+		args = append(append(append(args, e2eTest), "--"), suiteArgs...)
+	} else {
+		for _, a := range ginkgoArgs {
+			args = append(args, "--ginkgo."+a)
+		}
+	}
 	logFile, err := os.Create(filepath.Join(out, "e2e.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	cmd := exec.CommandContext(ctx, e2eTest, args...)
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = out
 	// The guard rail for the suite itself: anything it sends by HTTP(S) that
 	// is not loopback (Go never proxies loopback) or inside the cluster's
