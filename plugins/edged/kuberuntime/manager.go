@@ -757,6 +757,9 @@ func (m *Manager) containerConfig(ctx context.Context, pod *v1.Pod, c *v1.Contai
 	}
 	if c.TerminationMessagePath != "" {
 		cfg.Annotations[container.AnnotationTerminationMsg] = c.TerminationMessagePath
+	}
+	// The policy counts without a path too: the logs are the message then.
+	if c.TerminationMessagePolicy != "" {
 		cfg.Annotations[container.AnnotationTerminationMsgPolicy] = string(c.TerminationMessagePolicy)
 	}
 	for _, e := range env {
