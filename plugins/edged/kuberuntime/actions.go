@@ -22,7 +22,7 @@ type podActions struct {
 	NextInitContainer *v1.Container
 	// SidecarsToStart: indexes in pod.Spec.InitContainers of sidecars to
 	// (re)start beside the app containers once the pod is initialized.
-	SidecarsToStart []int
+	SidecarsToStart   []int
 	InitFailed        bool  // an init container failed under restartPolicy Never: the pod fails
 	ContainersToStart []int // indexes in pod.Spec.Containers
 	// EphemeralToStart: indexes in pod.Spec.EphemeralContainers never run yet
