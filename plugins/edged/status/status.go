@@ -230,7 +230,9 @@ func ComputeWith(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason
 			if s.State.Running == nil || (s.Started != nil && !*s.Started) {
 				incomplete = append(incomplete, s.Name)
 			}
-		} else if s.State.Terminated == nil || s.State.Terminated.ExitCode != 0 {
+		} else if s.State.Terminated == nil {
+			// The kubelet's "incomplete": not ended yet (one that
+			// failed for good has ended; the phase says the rest).
 			incomplete = append(incomplete, s.Name)
 		}
 	}
@@ -273,8 +275,11 @@ func ComputeWith(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason
 		condMsg(v1.ContainersReady, ready, notReady, notReadyMsg),
 		condMsg(v1.PodReady, ready, notReady, notReadyMsg),
 	}
+	// Which spec this status describes (the kubelet reports it since 1.34).
+	st.ObservedGeneration = pod.Generation
 	for i := range st.Conditions {
 		c := &st.Conditions[i]
+		c.ObservedGeneration = pod.Generation
 		c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
 		if old != nil {
 			for _, o := range old.Conditions {

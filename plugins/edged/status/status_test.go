@@ -318,7 +318,8 @@ func TestSidecarStatus(t *testing.T) {
 func TestConditionMessagesNameContainers(t *testing.T) {
 	p := pod(v1.RestartPolicyAlways, "run1")
 	p.Spec.InitContainers = []v1.Container{{Name: "init1", Image: "busybox:1.36"}, {Name: "init2", Image: "busybox:1.36"}}
-	s := Compute(p, rps(cs("init1", exited, 1, 2)), nil, time.Unix(100, 0), nil)
+	// init1 failed and waits out its back-off (restartPolicy Always).
+	s := Compute(p, rps(cs("init1", exited, 1, 2)), map[string]Reason{"init1": {Reason: "CrashLoopBackOff"}}, time.Unix(100, 0), nil)
 	want := map[v1.PodConditionType]string{
 		v1.PodInitialized:  "containers with incomplete status: [init1 init2]",
 		v1.ContainersReady: "containers with unready status: [run1]",
@@ -331,5 +332,19 @@ func TestConditionMessagesNameContainers(t *testing.T) {
 	}
 	if s.InitContainerStatuses[0].Ready {
 		t.Errorf("failed init container reported ready")
+	}
+}
+
+func TestObservedGeneration(t *testing.T) {
+	p := pod(v1.RestartPolicyAlways, "app")
+	p.Generation = 3
+	s := Compute(p, rps(cs("app", running, 0, 0)), nil, time.Unix(100, 0), nil)
+	if s.ObservedGeneration != 3 {
+		t.Errorf("observedGeneration %d, want 3", s.ObservedGeneration)
+	}
+	for _, c := range s.Conditions {
+		if c.ObservedGeneration != 3 {
+			t.Errorf("condition %s observedGeneration %d, want 3", c.Type, c.ObservedGeneration)
+		}
 	}
 }
