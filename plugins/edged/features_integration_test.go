@@ -115,7 +115,7 @@ func TestContainerdPodFeatures(t *testing.T) {
 	meta := &itMeta{
 		configMaps: map[string]*v1.ConfigMap{
 			"app-cfg": {Data: map[string]string{"app.conf": "level=debug\n"}},
-			"app-env": {Data: map[string]string{"MODE": "edge", "REGION": "north"}},
+			"app-env": {Data: map[string]string{"MODE": "edge", "REGION": "north", "data-1": "value-1"}},
 		},
 		secrets: map[string]*v1.Secret{"app-secret": {Data: map[string][]byte{"password": []byte("s3cret")}}},
 		services: map[string][]v1.Service{
@@ -183,6 +183,9 @@ func TestContainerdPodFeatures(t *testing.T) {
 	wantEnv := map[string]string{
 		"PASSWORD": "s3cret", "POD_NAME": name, "POD_IP": st.PodIP, "MEM_LIMIT_MI": "64",
 		"CFG_MODE": "edge", "CFG_REGION": "north", "GREETING": "hello " + name + " in north",
+		// Names that are not shell identifiers are passed too (the
+		// conformance tests' "data-1"); run without a shell, env shows them.
+		"CFG_data-1":              "value-1",
 		"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443", "KUBERNETES_SERVICE_PORT_HTTPS": "443",
 		"KUBERNETES_PORT": "tcp://10.96.0.1:443", "MY_DB_SERVICE_HOST": "10.96.0.20", "MY_DB_PORT_5432_TCP_ADDR": "10.96.0.20",
 	}
