@@ -17,7 +17,9 @@ type BaseMessage struct {
 }
 
 // NewBase answers a request: its event_id, the sender's time.
-func NewBase(eventID string) BaseMessage { return BaseMessage{EventID: eventID, Timestamp: time.Now().UnixMilli()} }
+func NewBase(eventID string) BaseMessage {
+	return BaseMessage{EventID: eventID, Timestamp: time.Now().UnixMilli()}
+}
 
 // NewEvent starts a message sent on the sender's own account: a fresh event_id.
 func NewEvent() BaseMessage { return NewBase(uuid.NewString()) }
