@@ -32,17 +32,12 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		if fs.Parse(args[1:]) != nil {
 			return 2
 		}
-		if *cpuProfile != "" {
-			f, ferr := os.Create(*cpuProfile)
-			if ferr != nil {
-				fmt.Fprintln(stderr, ferr)
-				return 1
-			}
-			defer f.Close()
-			if perr := pprof.StartCPUProfile(f); perr == nil {
-				defer pprof.StopCPUProfile()
-			}
+		stopProfile, perr := startCPUProfile(*cpuProfile)
+		if perr != nil {
+			fmt.Fprintln(stderr, perr)
+			return 1
 		}
+		defer stopProfile()
 		err = bench.Route(o, stdout, stderr)
 	case "restart":
 		var o bench.RestartOptions
@@ -74,17 +69,12 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		if fs.Parse(args[1:]) != nil {
 			return 2
 		}
-		if *cpuProfile != "" {
-			f, ferr := os.Create(*cpuProfile)
-			if ferr != nil {
-				fmt.Fprintln(stderr, ferr)
-				return 1
-			}
-			defer f.Close()
-			if perr := pprof.StartCPUProfile(f); perr == nil {
-				defer pprof.StopCPUProfile()
-			}
+		stopProfile, perr := startCPUProfile(*cpuProfile)
+		if perr != nil {
+			fmt.Fprintln(stderr, perr)
+			return 1
 		}
+		defer stopProfile()
 		err = bench.Twin(o, stdout, stderr)
 	case "footprint":
 		var o bench.FootprintOptions
@@ -102,6 +92,26 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// startCPUProfile writes this process's CPU profile to path until stop is
+// called; an empty path profiles nothing. A profile that cannot start (one
+// is already running) is skipped: the benchmark matters more.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if pprof.StartCPUProfile(f) != nil {
+		return func() { _ = f.Close() }, nil
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 // defaultRuntimeEndpoint is the private containerd of `make containerd-up`
