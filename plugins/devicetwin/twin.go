@@ -64,13 +64,7 @@ func applyMapperTwin(ch *twinChange, deviceID, key string, in *twinwire.Twin, no
 		ch.dirty[key] = true
 		return nil
 	}
-	typ := typeString
-	if exists {
-		typ = cur.AttrType
-	}
-	if in.Metadata != nil && in.Metadata.Type != "" {
-		typ = in.Metadata.Type
-	}
+	typ := resolvedType(cur, exists, in)
 	if !validType(typ) {
 		return badRequest{fmt.Errorf("the type %q of key %s is not one of string, int, integer, float, boolean", typ, key)}
 	}
@@ -81,20 +75,7 @@ func applyMapperTwin(ch *twinChange, deviceID, key string, in *twinwire.Twin, no
 			}
 		}
 	}
-	var last *twinwire.Twin
-	if exists {
-		last = twinView(cur, false)
-	} else {
-		if cur == nil { // versions of a deleted twin carry on
-			cur = &store.Twin{DeviceID: deviceID, Name: key}
-			ch.twins[key] = cur
-		}
-		cur.Optional = true
-	}
-	if in.Optional != nil {
-		cur.Optional = *in.Optional
-	}
-	cur.AttrType, cur.Metadata = typ, typeMetaJSON(typ)
+	cur, last := ch.upsert(deviceID, key, in, typ)
 	opt := cur.Optional
 	res := &twinwire.Twin{Optional: &opt, Metadata: &twinwire.TypeMeta{Type: typ}}
 	syn := &twinwire.Twin{Optional: &opt, Metadata: &twinwire.TypeMeta{Type: typ}}
@@ -117,6 +98,40 @@ func applyMapperTwin(ch *twinChange, deviceID, key string, in *twinwire.Twin, no
 	ch.sync[key] = syn
 	ch.dirty[key] = true
 	return nil
+}
+
+// resolvedType is the type an update gives a twin: its own, else the
+// existing twin's, else string.
+func resolvedType(cur *store.Twin, exists bool, in *twinwire.Twin) string {
+	if in.Metadata != nil && in.Metadata.Type != "" {
+		return in.Metadata.Type
+	}
+	if exists {
+		return cur.AttrType
+	}
+	return typeString
+}
+
+// upsert readies key's twin for a checked update: an existing twin, with
+// its state before the change as last (nil for a new one), or a new optional
+// one; a deleted twin is revived, so its versions carry on. The update's
+// optional flag and type are applied.
+func (ch *twinChange) upsert(deviceID, key string, in *twinwire.Twin, typ string) (cur *store.Twin, last *twinwire.Twin) {
+	cur = ch.twins[key]
+	if cur != nil && !cur.Deleted() {
+		last = twinView(cur, false)
+	} else {
+		if cur == nil {
+			cur = &store.Twin{DeviceID: deviceID, Name: key}
+			ch.twins[key] = cur
+		}
+		cur.Optional = true
+	}
+	if in.Optional != nil {
+		cur.Optional = *in.Optional
+	}
+	cur.AttrType, cur.Metadata = typ, typeMetaJSON(typ)
+	return cur, last
 }
 
 // applyCloudTwin applies one key of a cloud update. Entries with a stale
@@ -149,13 +164,7 @@ func (d *DeviceTwin) applyCloudTwin(ch *twinChange, conflicts map[string]*twinwi
 		return nil
 	}
 	value := *in.Expected.Value
-	typ := typeString
-	if exists {
-		typ = cur.AttrType
-	}
-	if in.Metadata != nil && in.Metadata.Type != "" {
-		typ = in.Metadata.Type
-	}
+	typ := resolvedType(cur, exists, in)
 	if err := validateValue(key, value); err != nil {
 		d.logger.Warn("cloud twin entry ignored", "device", deviceID, "error", err)
 		return nil
@@ -181,20 +190,7 @@ func (d *DeviceTwin) applyCloudTwin(ch *twinChange, conflicts map[string]*twinwi
 	} else {
 		ver.Cloud++
 	}
-	var last *twinwire.Twin
-	if exists {
-		last = twinView(cur, false)
-	} else {
-		if cur == nil {
-			cur = &store.Twin{DeviceID: deviceID, Name: key}
-			ch.twins[key] = cur
-		}
-		cur.Optional = true
-	}
-	if in.Optional != nil {
-		cur.Optional = *in.Optional
-	}
-	cur.AttrType, cur.Metadata = typ, typeMetaJSON(typ)
+	cur, last := ch.upsert(deviceID, key, in, typ)
 	cur.Expected, cur.ExpectedTS, cur.ExpectedVersion = &value, now, ver
 	ch.doc[key] = &twinwire.TwinDoc{Last: last, Current: twinView(cur, false)}
 	ch.dirty[key] = true
