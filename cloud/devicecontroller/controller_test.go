@@ -17,6 +17,7 @@ import (
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 
 	"github.com/edgehive/edgehive/cloud/nodelink"
+	"github.com/edgehive/edgehive/internal/twinwire"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -193,7 +194,7 @@ func TestDeviceReachesItsNode(t *testing.T) {
 	// Membership with the model's types, then the desired value.
 	msgs := r.sender.waitFor(t, "edge-1", 2)
 	checkRoute(t, msgs[0], "update", "membership")
-	var mu membershipUpdate
+	var mu twinwire.MembershipUpdate
 	content(t, msgs[0], &mu)
 	if len(mu.AddDevices) != 1 || mu.RemoveDevices != nil || mu.EventID == "" || mu.Timestamp == 0 {
 		t.Fatalf("membership %s", msgs[0].Content)
@@ -209,7 +210,7 @@ func TestDeviceReachesItsNode(t *testing.T) {
 		t.Errorf("setpoint twin %s", msgs[0].Content)
 	}
 	checkRoute(t, msgs[1], "update", "device/default/thermo-1/twin/cloud_updated")
-	var cu twinUpdate
+	var cu twinwire.TwinUpdate
 	content(t, msgs[1], &cu)
 	if len(cu.Twin) != 1 || *cu.Twin["setpoint"].Expected.Value != "21" || cu.Twin["setpoint"].Metadata.Type != "int" || cu.Twin["setpoint"].ExpectedVersion != nil {
 		t.Fatalf("cloud_updated %s", msgs[1].Content)

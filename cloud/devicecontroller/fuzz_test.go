@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/edgehive/edgehive/internal/twinwire"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -22,7 +23,7 @@ func FuzzReport(f *testing.F) {
 			if ns == "" || name == "" {
 				t.Fatalf("empty namespace or name from %q", resource)
 			}
-			var u twinUpdate
+			var u twinwire.TwinUpdate
 			if msg.DecodeContent(&u) != nil {
 				return
 			}
@@ -36,7 +37,7 @@ func FuzzReport(f *testing.F) {
 				}
 			}
 		}
-		var s stateResult
+		var s twinwire.StateResult
 		_ = msg.DecodeContent(&s)
 	})
 }

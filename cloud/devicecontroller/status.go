@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/edgehive/edgehive/internal/twinwire"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -52,7 +53,7 @@ func (c *Controller) confirm(ctx context.Context, r report) {
 func (c *Controller) writeReport(ctx context.Context, r report) error {
 	res := r.msg.Router.Resource
 	if ns, name, ok := deviceResource(res, edgeUpdated); ok {
-		var u twinUpdate
+		var u twinwire.TwinUpdate
 		if err := r.msg.DecodeContent(&u); err != nil {
 			c.logger.Warn("edge_updated with bad content confirmed and dropped", "node", r.node, "resource", res, "error", err)
 			return nil
@@ -60,7 +61,7 @@ func (c *Controller) writeReport(ctx context.Context, r report) error {
 		return c.writeTwins(ctx, r.node, ns, name, u.Twin)
 	}
 	if ns, name, ok := deviceResource(res, stateUpdated); ok {
-		var s stateResult
+		var s twinwire.StateResult
 		if err := r.msg.DecodeContent(&s); err != nil {
 			c.logger.Warn("state update with bad content confirmed and dropped", "node", r.node, "resource", res, "error", err)
 			return nil
@@ -75,7 +76,7 @@ func (c *Controller) writeReport(ctx context.Context, r report) error {
 // as a whole by a merge patch, so it is built from a fresh read, and the
 // patch carries that read's resourceVersion: a concurrent change makes it
 // fail and the next attempt reads again.
-func (c *Controller) writeTwins(ctx context.Context, node, ns, name string, twins map[string]*msgTwin) error {
+func (c *Controller) writeTwins(ctx context.Context, node, ns, name string, twins map[string]*twinwire.Twin) error {
 	api := c.client.Resource(DeviceGVR).Namespace(ns)
 	for attempt := 0; ; attempt++ {
 		obj, err := api.Get(ctx, name, metav1.GetOptions{})
@@ -140,7 +141,7 @@ func (c *Controller) patch(ctx context.Context, ns, name string, patch map[strin
 // mergeTwins applies the edge's twins to the device's status twins, for
 // the device's properties only, in the order of spec.properties. A twin the
 // edge deleted leaves the list.
-func mergeTwins(d *device, edge map[string]*msgTwin) ([]statusTwin, bool) {
+func mergeTwins(d *device, edge map[string]*twinwire.Twin) ([]statusTwin, bool) {
 	have := map[string]statusTwin{}
 	for _, t := range d.Status.Twins {
 		have[t.PropertyName] = t
@@ -184,7 +185,7 @@ func mergeTwins(d *device, edge map[string]*msgTwin) ([]statusTwin, bool) {
 	return out, changed
 }
 
-func statusValue(v string, meta *valueMeta, typ string) *twinProperty {
+func statusValue(v string, meta *twinwire.ValueMeta, typ string) *twinProperty {
 	p := &twinProperty{Value: v, Metadata: map[string]string{}}
 	if meta != nil && meta.Timestamp != 0 {
 		p.Metadata["timestamp"] = strconv.FormatInt(meta.Timestamp, 10)

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/edgehive/edgehive/cloud/nodelink"
+	"github.com/edgehive/edgehive/internal/twinwire"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -170,19 +171,19 @@ func skipOffline(err error) error {
 // then its desired values as a cloud update: the edge keeps the twins it
 // already has on a membership add.
 func (c *Controller) addTo(ctx context.Context, node, key string, d *device, want, types map[string]string) error {
-	md := memberDevice{ID: key, Name: d.Name, Twin: map[string]*msgTwin{}}
+	md := twinwire.Device{ID: key, Name: d.Name, Twin: map[string]*twinwire.Twin{}}
 	for _, p := range d.Spec.Properties {
 		if p.Name == "" {
 			continue
 		}
 		opt := false
-		t := &msgTwin{Optional: &opt, Metadata: &typeMeta{Type: types[p.Name]}}
+		t := &twinwire.Twin{Optional: &opt, Metadata: &twinwire.TypeMeta{Type: types[p.Name]}}
 		if v, ok := want[p.Name]; ok {
-			t.Expected = &twinValue{Value: &v}
+			t.Expected = &twinwire.TwinValue{Value: &v}
 		}
 		md.Twin[p.Name] = t
 	}
-	msg, err := newMessage(sdk.OpUpdate, resMembership, membershipUpdate{baseMessage: newBase(), AddDevices: []memberDevice{md}})
+	msg, err := newMessage(sdk.OpUpdate, resMembership, twinwire.MembershipUpdate{BaseMessage: twinwire.NewEvent(), AddDevices: []twinwire.Device{md}})
 	if err != nil {
 		return err
 	}
@@ -198,12 +199,12 @@ func (c *Controller) addTo(ctx context.Context, node, key string, d *device, wan
 
 // sendDesired sends desired values to node as twin/cloud_updated.
 func (c *Controller) sendDesired(ctx context.Context, node, key string, values, types map[string]string) error {
-	twins := map[string]*msgTwin{}
+	twins := map[string]*twinwire.Twin{}
 	for _, k := range sortedKeys(values) {
 		v := values[k]
-		twins[k] = &msgTwin{Expected: &twinValue{Value: &v}, Metadata: &typeMeta{Type: types[k]}}
+		twins[k] = &twinwire.Twin{Expected: &twinwire.TwinValue{Value: &v}, Metadata: &twinwire.TypeMeta{Type: types[k]}}
 	}
-	msg, err := newMessage(sdk.OpUpdate, devicePrefix+key+cloudUpdated, twinUpdate{baseMessage: newBase(), Twin: twins})
+	msg, err := newMessage(sdk.OpUpdate, devicePrefix+key+cloudUpdated, twinwire.TwinUpdate{BaseMessage: twinwire.NewEvent(), Twin: twins})
 	if err != nil {
 		return err
 	}
@@ -218,8 +219,8 @@ func (c *Controller) sendDesired(ctx context.Context, node, key string, values, 
 // told when it connects again.
 func (c *Controller) removeFrom(ctx context.Context, node, key string) error {
 	_, name, _ := cutKey(key)
-	msg, err := newMessage(sdk.OpUpdate, resMembership, membershipUpdate{baseMessage: newBase(),
-		RemoveDevices: []memberDevice{{ID: key, Name: name}}})
+	msg, err := newMessage(sdk.OpUpdate, resMembership, twinwire.MembershipUpdate{BaseMessage: twinwire.NewEvent(),
+		RemoveDevices: []twinwire.Device{{ID: key, Name: name}}})
 	if err != nil {
 		return err
 	}

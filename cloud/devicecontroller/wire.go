@@ -2,15 +2,13 @@ package devicecontroller
 
 import (
 	"strings"
-	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/edgehive/edgehive/sdk"
 )
 
-// What the controller sends and receives, in KubeEdge's devicetwin JSON
-// (../../shared/reference/kubeedge-wire.md §9.3; plugins/devicetwin reads it).
+// Routes of what the controller sends and receives; the JSON shapes are in
+// internal/twinwire, shared with plugins/devicetwin
+// (../../shared/reference/kubeedge-wire.md §9.3).
 const (
 	moduleName     = "devicecontroller" // route.source of what it sends
 	resMembership  = "membership"
@@ -22,69 +20,6 @@ const (
 	typeDeleted    = "deleted"
 	edgeTypeString = "string"
 )
-
-type baseMessage struct {
-	EventID   string `json:"event_id"`
-	Timestamp int64  `json:"timestamp"`
-}
-
-func newBase() baseMessage {
-	return baseMessage{EventID: uuid.NewString(), Timestamp: time.Now().UnixMilli()}
-}
-
-type valueMeta struct {
-	Timestamp int64 `json:"timestamp,omitempty"`
-}
-
-type twinValue struct {
-	Value    *string    `json:"value,omitempty"`
-	Metadata *valueMeta `json:"metadata,omitempty"`
-}
-
-type typeMeta struct {
-	Type string `json:"type,omitempty"`
-}
-
-type twinVersion struct {
-	Cloud int64 `json:"cloud"`
-	Edge  int64 `json:"edge"`
-}
-
-type msgTwin struct {
-	Expected        *twinValue   `json:"expected,omitempty"`
-	Actual          *twinValue   `json:"actual,omitempty"`
-	Optional        *bool        `json:"optional,omitempty"`
-	Metadata        *typeMeta    `json:"metadata,omitempty"`
-	ExpectedVersion *twinVersion `json:"expected_version,omitempty"`
-	ActualVersion   *twinVersion `json:"actual_version,omitempty"`
-}
-
-type twinUpdate struct {
-	baseMessage
-	Twin map[string]*msgTwin `json:"twin"`
-}
-
-type memberDevice struct {
-	ID          string              `json:"id,omitempty"`
-	Name        string              `json:"name,omitempty"`
-	Description string              `json:"description,omitempty"`
-	Twin        map[string]*msgTwin `json:"twin,omitempty"`
-}
-
-type membershipUpdate struct {
-	baseMessage
-	AddDevices    []memberDevice `json:"added_devices"`
-	RemoveDevices []memberDevice `json:"removed_devices"`
-}
-
-type stateResult struct {
-	baseMessage
-	Device struct {
-		Name       string `json:"name"`
-		State      string `json:"state"`
-		LastOnline string `json:"lastOnlineTime"`
-	} `json:"device"`
-}
 
 // edgeType is the twin type the edge understands for a DeviceModel
 // property type.

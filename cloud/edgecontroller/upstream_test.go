@@ -94,6 +94,19 @@ func apiCheck(f func(t *testing.T, h *harness)) func(*testing.T, *harness, *sdk.
 	}
 }
 
+// podDeletedOnEdge waits for the delete stub of pod default/name, with uid,
+// sent to edge1.
+func podDeletedOnEdge(name, uid string) func(*testing.T, *harness, *sdk.Message) {
+	return func(t *testing.T, h *harness, _ *sdk.Message) {
+		m := h.waitSent(edge1, isMsg(sdk.OpDelete, ns+"/pod/"+name))
+		var p v1.Pod
+		decodeContent(t, m, &p)
+		if string(p.UID) != uid || p.Name != name || p.Namespace != ns {
+			t.Fatalf("delete stub %s", m.Content)
+		}
+	}
+}
+
 func raw(s string) json.RawMessage { return json.RawMessage(s) }
 
 func getPod(t *testing.T, h *harness, name string) (*v1.Pod, error) {
@@ -278,28 +291,15 @@ func TestUpstream(t *testing.T) {
 				}
 			}))},
 		{name: "podpatch of a pod gone from the API deletes it on the edge",
-			msg: upMsg(sdk.OpPatch, "default/podpatch/gone", statusPatchText("uid-gone", "Running")),
-			check: then(wantObjectErr(http.StatusNotFound), func(t *testing.T, h *harness, _ *sdk.Message) {
-				m := h.waitSent(edge1, isMsg(sdk.OpDelete, "default/pod/gone"))
-				var p v1.Pod
-				decodeContent(t, m, &p)
-				if p.UID != "uid-gone" || p.Name != "gone" || p.Namespace != ns {
-					t.Fatalf("delete stub %s", m.Content)
-				}
-			})},
+			msg:   upMsg(sdk.OpPatch, "default/podpatch/gone", statusPatchText("uid-gone", "Running")),
+			check: then(wantObjectErr(http.StatusNotFound), podDeletedOnEdge("gone", "uid-gone"))},
 		{name: "podpatch for a replaced pod (other UID) deletes the old one on the edge",
 			msg: upMsg(sdk.OpPatch, "default/podpatch/mine", statusPatchText("uid-old", "Running")),
-			check: then(wantObjectErr(http.StatusConflict), func(t *testing.T, h *harness, _ *sdk.Message) {
-				m := h.waitSent(edge1, isMsg(sdk.OpDelete, "default/pod/mine"))
-				var p v1.Pod
-				decodeContent(t, m, &p)
-				if p.UID != "uid-old" {
-					t.Fatalf("delete stub %s", m.Content)
-				}
+			check: then(wantObjectErr(http.StatusConflict), then(podDeletedOnEdge("mine", "uid-old"), apiCheck(func(t *testing.T, h *harness) {
 				if p, _ := getPod(t, h, "mine"); p.Status.Phase != "" {
 					t.Fatalf("new pod's status changed: %+v", p.Status)
 				}
-			})},
+			})))},
 		{name: "podpatch changing labels is refused",
 			msg: upMsg(sdk.OpPatch, "default/podpatch/mine", `{"metadata":{"labels":{"a":"b"}},"status":{}}`), check: wantObjectErr(http.StatusBadRequest)},
 		{name: "podpatch that is a number is a bad request",

@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 
 	"github.com/edgehive/edgehive/cloud/cloudhub"
 	"github.com/edgehive/edgehive/configs"
+	"github.com/edgehive/edgehive/internal/cli"
 )
 
 const usage = `cloudhive — the cloud half of edgehive (cloudhub and controllers)
@@ -40,35 +40,12 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	switch args[0] {
-	case "run":
-		return cmdRun(args[1:], stderr)
-	case "token":
-		return cmdToken(args[1:], stdout, stderr)
-	case "validate":
-		return cmdValidate(args[1:], stdout, stderr)
-	case "bench":
-		return cmdBench(args[1:], stdout, stderr)
-	case "version", "-version", "--version":
-		fmt.Fprintf(stdout, "cloudhive %s (%s)\n", version, goVersion())
-		return 0
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
-	}
-	fmt.Fprintf(stderr, "cloudhive: unknown command %q\n\n%s", args[0], usage)
-	return 2
-}
-
-func goVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		return bi.GoVersion
-	}
-	return "unknown"
+	return cli.App{Name: "cloudhive", Version: version, Usage: usage, Commands: map[string]cli.Command{
+		"run":      func(args []string, _, stderr io.Writer) int { return cmdRun(args, stderr) },
+		"token":    cmdToken,
+		"validate": cmdValidate,
+		"bench":    cmdBench,
+	}}.Run(args, stdout, stderr)
 }
 
 // loadConfig reads path (empty: the embedded default), decodes the

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/edgehive/edgehive/host"
 	"github.com/edgehive/edgehive/host/admin"
 	"github.com/edgehive/edgehive/host/config"
+	"github.com/edgehive/edgehive/internal/cli"
 )
 
 const usage = `edgehive — the edge-node host of edgehive
@@ -39,39 +39,14 @@ Usage:
 var version = "dev"
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	switch args[0] {
-	case "run":
-		return cmdRun(args[1:], stderr)
-	case "validate":
-		return cmdValidate(args[1:], stdout, stderr)
-	case "status":
-		return cmdStatus(args[1:], stdout, stderr)
-	case "plugin":
-		return cmdPlugin(args[1:], stdout, stderr)
-	case "bench":
-		return cmdBench(args[1:], stdout, stderr)
-	case "join":
-		return cmdJoin(args[1:], stdout, stderr)
-	case "version", "-version", "--version":
-		fmt.Fprintf(stdout, "edgehive %s (%s)\n", version, goVersion())
-		return 0
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
-	}
-	fmt.Fprintf(stderr, "edgehive: unknown command %q\n\n%s", args[0], usage)
-	return 2
-}
-
-func goVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		return bi.GoVersion
-	}
-	return "unknown"
+	return cli.App{Name: "edgehive", Version: version, Usage: usage, Commands: map[string]cli.Command{
+		"run":      func(args []string, _, stderr io.Writer) int { return cmdRun(args, stderr) },
+		"validate": cmdValidate,
+		"status":   cmdStatus,
+		"plugin":   cmdPlugin,
+		"bench":    cmdBench,
+		"join":     cmdJoin,
+	}}.Run(args, stdout, stderr)
 }
 
 // loadConfig reads FILE, or the embedded default when path is empty, and

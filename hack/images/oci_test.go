@@ -33,67 +33,26 @@ func TestWriteArchive(t *testing.T) {
 		t.Fatal("archive is not reproducible")
 	}
 
-	files := map[string][]byte{}
-	tr := tar.NewReader(&a)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := io.ReadAll(tr)
-		files[h.Name] = data
-	}
-	for name, data := range files {
+	u := unpack(t, a.Bytes())
+	for name, data := range u.files {
 		if d, ok := strings.CutPrefix(name, "blobs/sha256/"); ok && d != "" && digestOf(data) != "sha256:"+d {
 			t.Errorf("blob %s has digest %s", name, digestOf(data))
 		}
 	}
-	if string(files["oci-layout"]) != `{"imageLayoutVersion":"1.0.0"}` {
-		t.Errorf("oci-layout = %q", files["oci-layout"])
+	if string(u.files["oci-layout"]) != `{"imageLayoutVersion":"1.0.0"}` {
+		t.Errorf("oci-layout = %q", u.files["oci-layout"])
 	}
-	var idx index
-	if err := json.Unmarshal(files["index.json"], &idx); err != nil || len(idx.Manifests) != 1 {
-		t.Fatalf("index.json: %v %s", err, files["index.json"])
+	if u.index.Manifests[0].Annotations[annotationRefName] != img.Name {
+		t.Errorf("ref name = %q", u.index.Manifests[0].Annotations[annotationRefName])
 	}
-	if idx.Manifests[0].Annotations[annotationRefName] != img.Name {
-		t.Errorf("ref name = %q", idx.Manifests[0].Annotations[annotationRefName])
+	if len(u.config.RootFS.DiffIDs) != 1 || u.config.RootFS.DiffIDs[0] != digestOf(u.layer) {
+		t.Errorf("diff_ids = %v, want [%s]", u.config.RootFS.DiffIDs, digestOf(u.layer))
 	}
-	var man manifest
-	if err := json.Unmarshal(files["blobs/sha256/"+strings.TrimPrefix(idx.Manifests[0].Digest, "sha256:")], &man); err != nil {
-		t.Fatal(err)
+	if strings.Join(u.config.Config.Cmd, " ") != "sh" || len(u.config.Config.Entrypoint) != 0 {
+		t.Errorf("config = %+v", u.config.Config)
 	}
-	var cfg imageConfig
-	if err := json.Unmarshal(files["blobs/sha256/"+strings.TrimPrefix(man.Config.Digest, "sha256:")], &cfg); err != nil {
-		t.Fatal(err)
-	}
-	zr, err := gzip.NewReader(bytes.NewReader(files["blobs/sha256/"+strings.TrimPrefix(man.Layers[0].Digest, "sha256:")]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	layer, _ := io.ReadAll(zr)
-	if len(cfg.RootFS.DiffIDs) != 1 || cfg.RootFS.DiffIDs[0] != digestOf(layer) {
-		t.Errorf("diff_ids = %v, want [%s]", cfg.RootFS.DiffIDs, digestOf(layer))
-	}
-	if strings.Join(cfg.Config.Cmd, " ") != "sh" || len(cfg.Config.Entrypoint) != 0 {
-		t.Errorf("config = %+v", cfg.Config)
-	}
-	names := map[string]string{}
-	lr := tar.NewReader(bytes.NewReader(layer))
-	for {
-		h, err := lr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		names[h.Name] = h.Linkname
-	}
-	if _, ok := names["bin/busybox"]; !ok || names["bin/sh"] != "busybox" || names["bin/ls"] != "busybox" {
-		t.Errorf("layer entries = %v", names)
+	if _, ok := u.entries["bin/busybox"]; !ok || u.entries["bin/sh"] != "-> busybox" || u.entries["bin/ls"] != "-> busybox" {
+		t.Errorf("layer entries = %v", u.entries)
 	}
 }
 
@@ -105,57 +64,73 @@ func TestCheckBusyboxRejectsNonELF(t *testing.T) {
 	}
 }
 
-// readImage unpacks an archive: the image config and the layer's entries
-// (name -> link target, or file content for regular files).
-func readImage(t *testing.T, archive []byte) (imageConfig, map[string]string) {
+// unpacked is an image archive taken apart.
+type unpacked struct {
+	files    map[string][]byte // the archive's files by name
+	index    index
+	manifest manifest
+	config   imageConfig
+	layer    []byte            // the first layer, uncompressed
+	entries  map[string]string // its entries: "-> target" for a symlink, else the content
+}
+
+func unpack(t *testing.T, archive []byte) unpacked {
 	t.Helper()
-	files := map[string][]byte{}
-	tr := tar.NewReader(bytes.NewReader(archive))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[h.Name], _ = io.ReadAll(tr)
+	u := unpacked{files: map[string][]byte{}, entries: map[string]string{}}
+	for name, e := range readTar(t, bytes.NewReader(archive)) {
+		u.files[name] = e.content
 	}
-	blob := func(d string) []byte { return files["blobs/sha256/"+strings.TrimPrefix(d, "sha256:")] }
-	var idx index
-	var man manifest
-	var cfg imageConfig
-	if err := json.Unmarshal(files["index.json"], &idx); err != nil {
+	blob := func(d string) []byte { return u.files["blobs/sha256/"+strings.TrimPrefix(d, "sha256:")] }
+	if err := json.Unmarshal(u.files["index.json"], &u.index); err != nil || len(u.index.Manifests) != 1 {
+		t.Fatalf("index.json: %v %s", err, u.files["index.json"])
+	}
+	if err := json.Unmarshal(blob(u.index.Manifests[0].Digest), &u.manifest); err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(blob(idx.Manifests[0].Digest), &man); err != nil {
+	if err := json.Unmarshal(blob(u.manifest.Config.Digest), &u.config); err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(blob(man.Config.Digest), &cfg); err != nil {
-		t.Fatal(err)
-	}
-	zr, err := gzip.NewReader(bytes.NewReader(blob(man.Layers[0].Digest)))
+	zr, err := gzip.NewReader(bytes.NewReader(blob(u.manifest.Layers[0].Digest)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries := map[string]string{}
-	lr := tar.NewReader(zr)
+	if u.layer, err = io.ReadAll(zr); err != nil {
+		t.Fatal(err)
+	}
+	for name, e := range readTar(t, bytes.NewReader(u.layer)) {
+		if e.header.Typeflag == tar.TypeSymlink {
+			u.entries[name] = "-> " + e.header.Linkname
+		} else {
+			u.entries[name] = string(e.content)
+		}
+	}
+	return u
+}
+
+// tarEntry is one entry of a tar stream.
+type tarEntry struct {
+	header  *tar.Header
+	content []byte
+}
+
+func readTar(t *testing.T, r io.Reader) map[string]tarEntry {
+	t.Helper()
+	out := map[string]tarEntry{}
+	tr := tar.NewReader(r)
 	for {
-		h, err := lr.Next()
+		h, err := tr.Next()
 		if err == io.EOF {
-			break
+			return out
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h.Typeflag == tar.TypeSymlink {
-			entries[h.Name] = "-> " + h.Linkname
-			continue
+		content, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
 		}
-		b, _ := io.ReadAll(lr)
-		entries[h.Name] = string(b)
+		out[h.Name] = tarEntry{h, content}
 	}
-	return cfg, entries
 }
 
 // TestAgnhostImage: the e2e agnhost image runs /agnhost with pause by
@@ -169,7 +144,8 @@ func TestAgnhostImage(t *testing.T) {
 	if err := WriteArchive(&buf, agnhostImage(bb, ag, appletsOf(bb))); err != nil {
 		t.Fatal(err)
 	}
-	cfg, entries := readImage(t, buf.Bytes())
+	u := unpack(t, buf.Bytes())
+	cfg, entries := u.config, u.entries
 	if strings.Join(cfg.Config.Entrypoint, " ") != "/agnhost" || strings.Join(cfg.Config.Cmd, " ") != "pause" {
 		t.Errorf("config = %+v", cfg.Config)
 	}

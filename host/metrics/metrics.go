@@ -70,46 +70,26 @@ type Metrics struct {
 // A nil reg creates working but unregistered metrics.
 func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "router", Name: "deliveries_total",
-			Help: "Messages delivered to a plugin for the first time.",
-		}, []string{"plugin"}),
-		redeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "router", Name: "redeliveries_total",
-			Help: "Messages delivered again to a plugin because they were not acknowledged (restart, upgrade, timeout).",
-		}, []string{"plugin"}),
-		acks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "router", Name: "acks_total",
-			Help: "Deliveries acknowledged by a plugin.",
-		}, []string{"plugin"}),
-		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "router", Name: "messages_total",
-			Help: "Messages routed by the host, by routing kind (module, group, response).",
-		}, []string{"kind"}),
-		sendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "router", Name: "send_errors_total",
-			Help: "Sends from a plugin the router refused or could not route, by reason.",
-		}, []string{"plugin", "reason"}),
-		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Subsystem: "router", Name: "queue_depth",
-			Help: "Messages waiting in a plugin's inbound queue.",
-		}, []string{"plugin"}),
-		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Subsystem: "router", Name: "in_flight",
-			Help: "Messages delivered to a plugin and not yet acknowledged.",
-		}, []string{"plugin"}),
-		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "plugin", Name: "restarts_total",
-			Help: "Times the supervisor restarted a plugin process.",
-		}, []string{"plugin"}),
-		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Subsystem: "plugin", Name: "state",
-			Help: "Current plugin state: 1 for the state the plugin is in, 0 for the others.",
-		}, []string{"plugin", "state"}),
-		healthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: "plugin", Name: "health_failures_total",
-			Help: "Failed plugin health checks.",
-		}, []string{"plugin"}),
+		deliveries: newCounterVec("router", "deliveries_total",
+			"Messages delivered to a plugin for the first time.", "plugin"),
+		redeliveries: newCounterVec("router", "redeliveries_total",
+			"Messages delivered again to a plugin because they were not acknowledged (restart, upgrade, timeout).", "plugin"),
+		acks: newCounterVec("router", "acks_total",
+			"Deliveries acknowledged by a plugin.", "plugin"),
+		messages: newCounterVec("router", "messages_total",
+			"Messages routed by the host, by routing kind (module, group, response).", "kind"),
+		sendErrors: newCounterVec("router", "send_errors_total",
+			"Sends from a plugin the router refused or could not route, by reason.", "plugin", "reason"),
+		queueDepth: newGaugeVec("router", "queue_depth",
+			"Messages waiting in a plugin's inbound queue.", "plugin"),
+		inFlight: newGaugeVec("router", "in_flight",
+			"Messages delivered to a plugin and not yet acknowledged.", "plugin"),
+		restarts: newCounterVec("plugin", "restarts_total",
+			"Times the supervisor restarted a plugin process.", "plugin"),
+		state: newGaugeVec("plugin", "state",
+			"Current plugin state: 1 for the state the plugin is in, 0 for the others.", "plugin", "state"),
+		healthFailures: newCounterVec("plugin", "health_failures_total",
+			"Failed plugin health checks.", "plugin"),
 		plugins: map[string]*PluginMetrics{},
 	}
 	m.routed = map[string]prometheus.Counter{}
@@ -121,6 +101,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			m.queueDepth, m.inFlight, m.restarts, m.state, m.healthFailures)
 	}
 	return m
+}
+
+func newCounterVec(subsystem, name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: subsystem, Name: name, Help: help}, labels)
+}
+
+func newGaugeVec(subsystem, name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: subsystem, Name: name, Help: help}, labels)
 }
 
 // PluginMetrics is the per-plugin handle: the label children resolved once, so
@@ -292,29 +280,23 @@ func (p *PluginMetrics) SetState(state string) {
 	}
 }
 
+// The per-plugin methods of Metrics below need no nil check of their own:
+// ForPlugin returns nil for a nil *Metrics, and a nil handle is a no-op.
+
 // Delivered counts n first deliveries to plugin
 // (edgehive_router_deliveries_total).
 func (m *Metrics) Delivered(plugin string, n int) {
-	if m == nil {
-		return
-	}
 	m.ForPlugin(plugin).Delivered(n)
 }
 
 // Redelivered counts n redeliveries to plugin
 // (edgehive_router_redeliveries_total).
 func (m *Metrics) Redelivered(plugin string, n int) {
-	if m == nil {
-		return
-	}
 	m.ForPlugin(plugin).Redelivered(n)
 }
 
 // Acked counts n acknowledgements from plugin (edgehive_router_acks_total).
 func (m *Metrics) Acked(plugin string, n int) {
-	if m == nil {
-		return
-	}
 	m.ForPlugin(plugin).Acked(n)
 }
 
@@ -334,51 +316,33 @@ func (m *Metrics) Routed(kind string) {
 // SendError counts a failed send from plugin, by reason
 // (edgehive_router_send_errors_total).
 func (m *Metrics) SendError(plugin, reason string) {
-	if m == nil {
-		return
-	}
 	m.ForPlugin(plugin).SendError(reason)
 }
 
 // SetQueueDepth sets plugin's inbound queue depth (edgehive_router_queue_depth).
 func (m *Metrics) SetQueueDepth(plugin string, depth int) {
-	if m == nil {
-		return
-	}
 	m.ForPlugin(plugin).SetQueueDepth(depth)
 }
 
 // SetInFlight sets plugin's unacknowledged deliveries
 // (edgehive_router_in_flight).
 func (m *Metrics) SetInFlight(plugin string, n int) {
-	if m == nil {
-		return
-	}
 	m.ForPlugin(plugin).SetInFlight(n)
 }
 
 // PluginRestarted counts a restart of plugin (edgehive_plugin_restarts_total).
 func (m *Metrics) PluginRestarted(plugin string) {
-	if m == nil {
-		return
-	}
 	m.ForPlugin(plugin).Restarted()
 }
 
 // SetPluginState sets edgehive_plugin_state{plugin,state}: 1 for state, 0 for
 // the other states.
 func (m *Metrics) SetPluginState(plugin, state string) {
-	if m == nil {
-		return
-	}
 	m.ForPlugin(plugin).SetState(state)
 }
 
 // HealthCheckFailed counts a failed health check of plugin
 // (edgehive_plugin_health_failures_total).
 func (m *Metrics) HealthCheckFailed(plugin string) {
-	if m == nil {
-		return
-	}
 	m.ForPlugin(plugin).HealthCheckFailed()
 }

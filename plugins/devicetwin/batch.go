@@ -8,6 +8,7 @@ import (
 	"maps"
 	"strings"
 
+	"github.com/edgehive/edgehive/internal/twinwire"
 	"github.com/edgehive/edgehive/plugins/devicetwin/store"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -99,7 +100,7 @@ type twinOp struct {
 	msg      *sdk.Message
 	fromCld  bool // cloud_updated, else a mapper's update
 	deviceID string
-	update   twinUpdate
+	update   twinwire.TwinUpdate
 	parsed   bool           // passed the checks that need no database
 	applied  bool           // changed the device's twins in this batch
 	err      error          // what Handle would return for it
@@ -112,7 +113,7 @@ type batchDevice struct {
 	found      bool
 	twins      map[string]*store.Twin
 	dirty      map[string]bool
-	sync       map[string]*msgTwin // edge_updated content: the stored pending one merged with this batch's
+	sync       map[string]*twinwire.Twin // edge_updated content: the stored pending one merged with this batch's
 	syncLoaded bool
 	syncDirty  bool
 }
@@ -186,7 +187,7 @@ func (d *DeviceTwin) handleTwinBatch(ctx context.Context, msgs []*sdk.Message) [
 			}
 			if dev.syncDirty {
 				msg := sdk.NewMessage("").BuildRouter(cloudSource, sdk.WireGroupResource, cloudDevicePrefix+id+edgeUpdatedSuffix, sdk.OpUpdate)
-				if err := msg.FillBody(twinUpdate{baseMessage: newEvent(), Twin: dev.sync}); err != nil {
+				if err := msg.FillBody(twinwire.TwinUpdate{BaseMessage: twinwire.NewEvent(), Twin: dev.sync}); err != nil {
 					return err
 				}
 				// Stamped as sent: it goes right after the commit (when it
@@ -271,7 +272,7 @@ func (d *DeviceTwin) parseTwinOp(msg *sdk.Message) *twinOp {
 // applyTwinOp applies op to a copy of the device's twins and, when every key
 // is accepted, makes the copy the device's. It fills op's answers and returns
 // what goes to the cloud.
-func (d *DeviceTwin) applyTwinOp(op *twinOp, dev *batchDevice) (map[string]*msgTwin, error) {
+func (d *DeviceTwin) applyTwinOp(op *twinOp, dev *batchDevice) (map[string]*twinwire.Twin, error) {
 	u := &op.update
 	resultTopic := deviceTopic(op.deviceID, suffixUpdateResult)
 	if !dev.found {
@@ -289,7 +290,7 @@ func (d *DeviceTwin) applyTwinOp(op *twinOp, dev *batchDevice) (map[string]*msgT
 		work[k] = &c
 	}
 	ch := newChange(work)
-	conflicts := map[string]*msgTwin{}
+	conflicts := map[string]*twinwire.Twin{}
 	now := nowMS()
 	for _, key := range sortedKeys(u.Twin) {
 		var err error
@@ -317,16 +318,16 @@ func (d *DeviceTwin) applyTwinOp(op *twinOp, dev *batchDevice) (map[string]*msgT
 		if len(ch.doc) > 0 {
 			eventID := u.EventID
 			if eventID == "" {
-				eventID = newEvent().EventID
+				eventID = twinwire.NewEvent().EventID
 			}
-			op.pubs = append(op.pubs, d.busMessage(deviceTopic(op.deviceID, suffixDocument), twinDocument{baseMessage: newBase(eventID), Twin: ch.doc}))
+			op.pubs = append(op.pubs, d.busMessage(deviceTopic(op.deviceID, suffixDocument), twinwire.TwinDocument{BaseMessage: twinwire.NewBase(eventID), Twin: ch.doc}))
 		}
 		op.pubs = d.nonNil(append(op.pubs, d.deltaMessage(op.deviceID, work))...)
 		return conflicts, nil
 	}
-	op.pubs = append(op.pubs, d.busMessage(resultTopic, twinUpdate{baseMessage: newBase(u.EventID), Twin: ch.result}))
+	op.pubs = append(op.pubs, d.busMessage(resultTopic, twinwire.TwinUpdate{BaseMessage: twinwire.NewBase(u.EventID), Twin: ch.result}))
 	if len(ch.doc) > 0 {
-		op.pubs = append(op.pubs, d.busMessage(deviceTopic(op.deviceID, suffixDocument), twinDocument{baseMessage: newBase(u.EventID), Twin: ch.doc}))
+		op.pubs = append(op.pubs, d.busMessage(deviceTopic(op.deviceID, suffixDocument), twinwire.TwinDocument{BaseMessage: twinwire.NewBase(u.EventID), Twin: ch.doc}))
 	}
 	op.pubs = d.nonNil(append(op.pubs, d.deltaMessage(op.deviceID, work))...)
 	op.failPubs = d.nonNil(d.errorMessage(resultTopic, u.EventID, codeInternal, errors.New("storing the twin update failed")))
@@ -362,17 +363,17 @@ func (d *DeviceTwin) loadSync(ctx context.Context, tx *store.Tx, dev *batchDevic
 	if p, ok := d.pendingSync[id]; ok {
 		dev.sync = maps.Clone(p.twins)
 		if dev.sync == nil {
-			dev.sync = map[string]*msgTwin{}
+			dev.sync = map[string]*twinwire.Twin{}
 		}
 		return nil
 	}
-	dev.sync = map[string]*msgTwin{}
+	dev.sync = map[string]*twinwire.Twin{}
 	old, err := tx.PendingByKey(ctx, "twin:"+id)
 	if err != nil || old == nil {
 		return err
 	}
 	var m sdk.Message
-	var c twinUpdate
+	var c twinwire.TwinUpdate
 	if json.Unmarshal(old.Message, &m) == nil && m.DecodeContent(&c) == nil {
 		for k, v := range c.Twin {
 			dev.sync[k] = v
@@ -430,7 +431,7 @@ func (d *DeviceTwin) sendCloudBatch(ctx context.Context, msgs []*sdk.Message) {
 // and content (twins nil: none is pending).
 type cachedSync struct {
 	msgID string
-	twins map[string]*msgTwin
+	twins map[string]*twinwire.Twin
 }
 
 // dropCaches forgets the cached twins and syncs.

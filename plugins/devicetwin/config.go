@@ -36,3 +36,5 @@ func (c *config) validate() error {
 	ck.PositiveDuration("sync_retry_interval", c.SyncRetryInterval)
 	return ck.Err(Name)
 }
+
+func (c *config) dbFile() *string { return &c.DBFile }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgehive/edgehive/internal/twinwire"
 	"github.com/edgehive/edgehive/plugins/devicetwin/store"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -16,7 +17,7 @@ var knownStates = map[string]bool{"online": true, "offline": true, "ok": true, "
 // stateUpdate handles D/state/update: the state is stored, echoed to the
 // mapper and synced to the cloud.
 func (d *DeviceTwin) stateUpdate(ctx context.Context, deviceID, payload string) error {
-	var s stateUpdate
+	var s twinwire.StateUpdate
 	if err := json.Unmarshal([]byte(payload), &s); err != nil {
 		d.logger.Warn("state update ignored: bad payload", "device", deviceID, "error", err)
 		return nil
@@ -47,8 +48,8 @@ func (d *DeviceTwin) stateUpdate(ctx context.Context, deviceID, payload string) 
 		if _, err := tx.SetState(ctx, deviceID, s.State, lastOnline); err != nil {
 			return err
 		}
-		result, err = json.Marshal(stateResult{baseMessage: newEvent(),
-			Device: deviceState{Name: dev.Name, State: s.State, LastOnline: lastOnline}})
+		result, err = json.Marshal(twinwire.StateResult{BaseMessage: twinwire.NewEvent(),
+			Device: twinwire.DeviceState{Name: dev.Name, State: s.State, LastOnline: lastOnline}})
 		if err != nil {
 			return err
 		}
@@ -73,12 +74,12 @@ func (d *DeviceTwin) stateUpdate(ctx context.Context, deviceID, payload string) 
 // membershipGet handles N/membership/get: the node's devices with their
 // attributes, without twins.
 func (d *DeviceTwin) membershipGet(ctx context.Context, topic, payload string) error {
-	var req baseMessage
+	var req twinwire.BaseMessage
 	if err := json.Unmarshal([]byte(payload), &req); err != nil {
 		d.logger.Warn("membership get ignored: bad payload", "topic", topic, "error", err)
 		return nil
 	}
-	out := []device{}
+	out := []twinwire.Device{}
 	err := d.db.View(ctx, func(tx *store.Tx) error {
 		devs, err := tx.Devices(ctx)
 		if err != nil {
@@ -89,7 +90,7 @@ func (d *DeviceTwin) membershipGet(ctx context.Context, topic, payload string) e
 			if err != nil {
 				return err
 			}
-			out = append(out, device{ID: dv.ID, Name: dv.Name, Description: dv.Description, State: dv.State,
+			out = append(out, twinwire.Device{ID: dv.ID, Name: dv.Name, Description: dv.Description, State: dv.State,
 				LastOnline: dv.LastOnline, Attributes: attrViews(attrs)})
 		}
 		return nil
@@ -97,19 +98,19 @@ func (d *DeviceTwin) membershipGet(ctx context.Context, topic, payload string) e
 	if err != nil {
 		return err
 	}
-	d.publish(ctx, topic+"/result", membershipGetResult{baseMessage: newBase(req.EventID), Devices: out})
+	d.publish(ctx, topic+"/result", twinwire.MembershipGetResult{BaseMessage: twinwire.NewBase(req.EventID), Devices: out})
 	return nil
 }
 
 // membershipUpdate handles the cloud's added and removed devices, then tells
 // mappers about each one on N/membership/updated.
 func (d *DeviceTwin) membershipUpdate(ctx context.Context, msg *sdk.Message) error {
-	var u membershipUpdate
+	var u twinwire.MembershipUpdate
 	if err := msg.DecodeContent(&u); err != nil {
 		d.logger.Warn("membership update ignored: bad content", "msg_id", msg.Header.ID, "error", err)
 		return nil
 	}
-	var added, removed []device
+	var added, removed []twinwire.Device
 	d.dropCaches() // devices come and go, twins of added ones may be stored
 	err := d.db.Update(ctx, func(tx *store.Tx) error {
 		for _, dv := range u.AddDevices {
@@ -142,17 +143,17 @@ func (d *DeviceTwin) membershipUpdate(ctx context.Context, msg *sdk.Message) err
 	topic := nodePrefix + d.host.NodeName() + "/membership/updated"
 	for _, dv := range added {
 		dv.Twin = withoutVersions(dv.Twin)
-		d.publish(ctx, topic, membershipUpdate{baseMessage: newEvent(), AddDevices: []device{dv}})
+		d.publish(ctx, topic, twinwire.MembershipUpdate{BaseMessage: twinwire.NewEvent(), AddDevices: []twinwire.Device{dv}})
 	}
 	for _, dv := range removed {
-		d.publish(ctx, topic, membershipUpdate{baseMessage: newEvent(), RemoveDevices: []device{dv}})
+		d.publish(ctx, topic, twinwire.MembershipUpdate{BaseMessage: twinwire.NewEvent(), RemoveDevices: []twinwire.Device{dv}})
 	}
 	d.logger.Info("membership updated", "added", len(added), "removed", len(removed))
 	return nil
 }
 
 // storeDevice stores an added device with the attributes and twins the cloud sent.
-func (d *DeviceTwin) storeDevice(ctx context.Context, tx *store.Tx, dv device) error {
+func (d *DeviceTwin) storeDevice(ctx context.Context, tx *store.Tx, dv twinwire.Device) error {
 	if err := tx.PutDevice(ctx, store.Device{ID: dv.ID, Name: dv.Name, Description: dv.Description, State: dv.State}); err != nil {
 		return err
 	}
@@ -212,27 +213,27 @@ func (d *DeviceTwin) storeDevice(ctx context.Context, tx *store.Tx, dv device) e
 	return nil
 }
 
-func attrViews(attrs []store.Attr) map[string]*msgAttr {
+func attrViews(attrs []store.Attr) map[string]*twinwire.Attr {
 	if len(attrs) == 0 {
 		return nil
 	}
-	out := map[string]*msgAttr{}
+	out := map[string]*twinwire.Attr{}
 	for _, a := range attrs {
 		opt := a.Optional
-		m := &msgAttr{Value: a.Value, Optional: &opt}
+		m := &twinwire.Attr{Value: a.Value, Optional: &opt}
 		if a.AttrType != "" {
-			m.Metadata = &typeMeta{Type: a.AttrType}
+			m.Metadata = &twinwire.TypeMeta{Type: a.AttrType}
 		}
 		out[a.Name] = m
 	}
 	return out
 }
 
-func withoutVersions(twins map[string]*msgTwin) map[string]*msgTwin {
+func withoutVersions(twins map[string]*twinwire.Twin) map[string]*twinwire.Twin {
 	if twins == nil {
 		return nil
 	}
-	out := make(map[string]*msgTwin, len(twins))
+	out := make(map[string]*twinwire.Twin, len(twins))
 	for k, t := range twins {
 		if t == nil {
 			out[k] = nil

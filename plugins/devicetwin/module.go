@@ -78,15 +78,10 @@ func (d *DeviceTwin) ConfigSchema() *sdk.Schema { return schema() }
 
 // SetConfig decodes and validates the config block.
 func (d *DeviceTwin) SetConfig(cfg *sdk.Config) error {
-	c, err := pluginkit.Decode(cfg, defaultConfig(), (*config).validate)
+	c, err := pluginkit.DecodeWithDBFile(cfg, Name, defaultConfig(), (*config).validate, (*config).dbFile, dbFileName)
 	if err != nil {
 		return err
 	}
-	file, err := pluginkit.DataFile(cfg, Name, "db_file", c.DBFile, dbFileName)
-	if err != nil {
-		return err
-	}
-	c.DBFile = file
 	d.cfg = c
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/edgehive/edgehive/internal/twinwire"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -35,7 +36,7 @@ func (d *DeviceTwin) connection(ctx context.Context, op, content string) {
 // requestDetail asks the cloud for this node's device membership, once per
 // connect (KubeEdge resends it until answered; the cloud never answers).
 func (d *DeviceTwin) requestDetail(ctx context.Context) {
-	body, _ := json.Marshal(membershipDetail{EventType: "group_membership_event", EventID: newEvent().EventID,
+	body, _ := json.Marshal(twinwire.MembershipDetail{EventType: "group_membership_event", EventID: twinwire.NewEvent().EventID,
 		GroupID: d.host.NodeName(), Operation: "detail", Timestamp: nowMS()})
 	m := sdk.NewMessage("").BuildRouter(cloudSource, sdk.WireGroupResource, resMembershipDetail, opGet)
 	_ = m.FillBody(string(body))

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgehive/edgehive/internal/twinwire"
 	"github.com/edgehive/edgehive/sdk"
 	"github.com/edgehive/edgehive/sdk/sdktest"
 )
@@ -219,7 +220,7 @@ func TestCloudDesiredValueRoundTrip(t *testing.T) {
 		t.Fatalf("stale value applied: %s", *twins["switch"].Expected)
 	}
 	back := r.waitCloud(edgeUpdated, 3)[2]
-	var c twinUpdate
+	var c twinwire.TwinUpdate
 	if err := json.Unmarshal(back.Content, &c); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/edgehive/edgehive/internal/twinwire"
 	"github.com/edgehive/edgehive/plugins/devicetwin/store"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -32,21 +33,21 @@ type badRequest struct{ error }
 
 // twinChange collects what one update did.
 type twinChange struct {
-	result map[string]*msgTwin // to the mapper (update/result)
-	doc    map[string]*twinDoc // update/document
-	sync   map[string]*msgTwin // to the cloud (edge_updated), with versions
+	result map[string]*twinwire.Twin    // to the mapper (update/result)
+	doc    map[string]*twinwire.TwinDoc // update/document
+	sync   map[string]*twinwire.Twin    // to the cloud (edge_updated), with versions
 	twins  map[string]*store.Twin
 	dirty  map[string]bool // twins to write
 }
 
 func newChange(twins map[string]*store.Twin) *twinChange {
-	return &twinChange{result: map[string]*msgTwin{}, doc: map[string]*twinDoc{}, sync: map[string]*msgTwin{},
+	return &twinChange{result: map[string]*twinwire.Twin{}, doc: map[string]*twinwire.TwinDoc{}, sync: map[string]*twinwire.Twin{},
 		twins: twins, dirty: map[string]bool{}}
 }
 
 // applyMapperTwin applies one key of a mapper's update to ch.twins and the store.
 // It changes ch.twins only; the batch writes the twins in ch.dirty.
-func applyMapperTwin(ch *twinChange, deviceID, key string, in *msgTwin, now int64) error {
+func applyMapperTwin(ch *twinChange, deviceID, key string, in *twinwire.Twin, now int64) error {
 	cur := ch.twins[key]
 	exists := cur != nil && !cur.Deleted()
 	if in == nil { // delete an optional twin
@@ -58,45 +59,26 @@ func applyMapperTwin(ch *twinChange, deviceID, key string, in *msgTwin, now int6
 		cur.ExpectedVersion.Edge++
 		cur.ActualVersion.Edge++
 		ch.result[key] = nil
-		ch.doc[key] = &twinDoc{Last: last}
+		ch.doc[key] = &twinwire.TwinDoc{Last: last}
 		ch.sync[key] = deletedSync(cur)
 		ch.dirty[key] = true
 		return nil
 	}
-	typ := typeString
-	if exists {
-		typ = cur.AttrType
-	}
-	if in.Metadata != nil && in.Metadata.Type != "" {
-		typ = in.Metadata.Type
-	}
+	typ := resolvedType(cur, exists, in)
 	if !validType(typ) {
 		return badRequest{fmt.Errorf("the type %q of key %s is not one of string, int, integer, float, boolean", typ, key)}
 	}
-	for _, v := range []*twinValue{in.Expected, in.Actual} {
+	for _, v := range []*twinwire.TwinValue{in.Expected, in.Actual} {
 		if v != nil && v.Value != nil {
 			if err := validateTyped(key, typ, *v.Value); err != nil {
 				return badRequest{err}
 			}
 		}
 	}
-	var last *msgTwin
-	if exists {
-		last = twinView(cur, false)
-	} else {
-		if cur == nil { // versions of a deleted twin carry on
-			cur = &store.Twin{DeviceID: deviceID, Name: key}
-			ch.twins[key] = cur
-		}
-		cur.Optional = true
-	}
-	if in.Optional != nil {
-		cur.Optional = *in.Optional
-	}
-	cur.AttrType, cur.Metadata = typ, typeMetaJSON(typ)
+	cur, last := ch.upsert(deviceID, key, in, typ)
 	opt := cur.Optional
-	res := &msgTwin{Optional: &opt, Metadata: &typeMeta{Type: typ}}
-	syn := &msgTwin{Optional: &opt, Metadata: &typeMeta{Type: typ}}
+	res := &twinwire.Twin{Optional: &opt, Metadata: &twinwire.TypeMeta{Type: typ}}
+	syn := &twinwire.Twin{Optional: &opt, Metadata: &twinwire.TypeMeta{Type: typ}}
 	if in.Expected != nil && in.Expected.Value != nil {
 		v := *in.Expected.Value
 		cur.Expected, cur.ExpectedTS = &v, now
@@ -112,16 +94,50 @@ func applyMapperTwin(ch *twinChange, deviceID, key string, in *msgTwin, now int6
 		syn.Actual, syn.ActualVersion = res.Actual, versionOf(cur.ActualVersion)
 	}
 	ch.result[key] = res
-	ch.doc[key] = &twinDoc{Last: last, Current: twinView(cur, false)}
+	ch.doc[key] = &twinwire.TwinDoc{Last: last, Current: twinView(cur, false)}
 	ch.sync[key] = syn
 	ch.dirty[key] = true
 	return nil
 }
 
+// resolvedType is the type an update gives a twin: its own, else the
+// existing twin's, else string.
+func resolvedType(cur *store.Twin, exists bool, in *twinwire.Twin) string {
+	if in.Metadata != nil && in.Metadata.Type != "" {
+		return in.Metadata.Type
+	}
+	if exists {
+		return cur.AttrType
+	}
+	return typeString
+}
+
+// upsert readies key's twin for a checked update: an existing twin, with
+// its state before the change as last (nil for a new one), or a new optional
+// one; a deleted twin is revived, so its versions carry on. The update's
+// optional flag and type are applied.
+func (ch *twinChange) upsert(deviceID, key string, in *twinwire.Twin, typ string) (cur *store.Twin, last *twinwire.Twin) {
+	cur = ch.twins[key]
+	if cur != nil && !cur.Deleted() {
+		last = twinView(cur, false)
+	} else {
+		if cur == nil {
+			cur = &store.Twin{DeviceID: deviceID, Name: key}
+			ch.twins[key] = cur
+		}
+		cur.Optional = true
+	}
+	if in.Optional != nil {
+		cur.Optional = *in.Optional
+	}
+	cur.AttrType, cur.Metadata = typ, typeMetaJSON(typ)
+	return cur, last
+}
+
 // applyCloudTwin applies one key of a cloud update. Entries with a stale
 // expected_version are not applied; the edge's twin goes back to the cloud.
 // Like applyMapperTwin it changes ch.twins only.
-func (d *DeviceTwin) applyCloudTwin(ch *twinChange, conflicts map[string]*msgTwin, deviceID, key string, in *msgTwin, now int64) error {
+func (d *DeviceTwin) applyCloudTwin(ch *twinChange, conflicts map[string]*twinwire.Twin, deviceID, key string, in *twinwire.Twin, now int64) error {
 	if err := validateKey(key); err != nil {
 		d.logger.Warn("cloud twin entry ignored", "device", deviceID, "error", err)
 		return nil
@@ -139,7 +155,7 @@ func (d *DeviceTwin) applyCloudTwin(ch *twinChange, conflicts map[string]*msgTwi
 		} else {
 			cur.ExpectedVersion.Cloud++
 		}
-		ch.doc[key] = &twinDoc{Last: last}
+		ch.doc[key] = &twinwire.TwinDoc{Last: last}
 		ch.dirty[key] = true
 		return nil
 	}
@@ -148,13 +164,7 @@ func (d *DeviceTwin) applyCloudTwin(ch *twinChange, conflicts map[string]*msgTwi
 		return nil
 	}
 	value := *in.Expected.Value
-	typ := typeString
-	if exists {
-		typ = cur.AttrType
-	}
-	if in.Metadata != nil && in.Metadata.Type != "" {
-		typ = in.Metadata.Type
-	}
+	typ := resolvedType(cur, exists, in)
 	if err := validateValue(key, value); err != nil {
 		d.logger.Warn("cloud twin entry ignored", "device", deviceID, "error", err)
 		return nil
@@ -180,22 +190,9 @@ func (d *DeviceTwin) applyCloudTwin(ch *twinChange, conflicts map[string]*msgTwi
 	} else {
 		ver.Cloud++
 	}
-	var last *msgTwin
-	if exists {
-		last = twinView(cur, false)
-	} else {
-		if cur == nil {
-			cur = &store.Twin{DeviceID: deviceID, Name: key}
-			ch.twins[key] = cur
-		}
-		cur.Optional = true
-	}
-	if in.Optional != nil {
-		cur.Optional = *in.Optional
-	}
-	cur.AttrType, cur.Metadata = typ, typeMetaJSON(typ)
+	cur, last := ch.upsert(deviceID, key, in, typ)
 	cur.Expected, cur.ExpectedTS, cur.ExpectedVersion = &value, now, ver
-	ch.doc[key] = &twinDoc{Last: last, Current: twinView(cur, false)}
+	ch.doc[key] = &twinwire.TwinDoc{Last: last, Current: twinView(cur, false)}
 	ch.dirty[key] = true
 	return nil
 }
@@ -203,7 +200,7 @@ func (d *DeviceTwin) applyCloudTwin(ch *twinChange, conflicts map[string]*msgTwi
 // deltaMessage tells the mapper the desired values its twins have not
 // reached; nil when there are none.
 func (d *DeviceTwin) deltaMessage(deviceID string, twins map[string]*store.Twin) *sdk.Message {
-	delta := twinDelta{Twin: map[string]*msgTwin{}, Delta: map[string]string{}}
+	delta := twinwire.TwinDelta{Twin: map[string]*twinwire.Twin{}, Delta: map[string]string{}}
 	for key, t := range twins {
 		if t.Deleted() || t.Expected == nil {
 			continue
@@ -216,14 +213,14 @@ func (d *DeviceTwin) deltaMessage(deviceID string, twins map[string]*store.Twin)
 	if len(delta.Delta) == 0 {
 		return nil
 	}
-	delta.baseMessage = newEvent()
+	delta.BaseMessage = twinwire.NewEvent()
 	return d.busMessage(deviceTopic(deviceID, suffixDelta), delta)
 }
 
 // twinGet handles D/twin/get: every twin that is not deleted.
 func (d *DeviceTwin) twinGet(ctx context.Context, deviceID, payload string) error {
 	topic := deviceTopic(deviceID, suffixGetResult)
-	var req baseMessage
+	var req twinwire.BaseMessage
 	if err := json.Unmarshal([]byte(payload), &req); err != nil {
 		d.publishError(ctx, topic, "", codeBadRequest, errors.New("unmarshal get request body failed, please check the request"))
 		return nil
@@ -247,13 +244,13 @@ func (d *DeviceTwin) twinGet(ctx context.Context, deviceID, payload string) erro
 		d.publishError(ctx, topic, req.EventID, codeNotFound, fmt.Errorf("device %s not found while getting twin", deviceID))
 		return nil
 	}
-	out := map[string]*msgTwin{}
+	out := map[string]*twinwire.Twin{}
 	for key, t := range twins {
 		if !t.Deleted() {
 			out[key] = twinView(t, false)
 		}
 	}
-	d.publish(ctx, topic, twinUpdate{baseMessage: newBase(req.EventID), Twin: out})
+	d.publish(ctx, topic, twinwire.TwinUpdate{BaseMessage: twinwire.NewBase(req.EventID), Twin: out})
 	return nil
 }
 
@@ -268,7 +265,7 @@ func (d *DeviceTwin) publishError(ctx context.Context, topic, eventID string, co
 // errorMessage is an error result for the mapper.
 func (d *DeviceTwin) errorMessage(topic, eventID string, code int, reason error) *sdk.Message {
 	d.logger.Debug("error result", "topic", topic, "code", code, "reason", reason)
-	return d.busMessage(topic, errorResult{baseMessage: newBase(eventID), Code: code, Reason: reason.Error()})
+	return d.busMessage(topic, twinwire.ErrorResult{BaseMessage: twinwire.NewBase(eventID), Code: code, Reason: reason.Error()})
 }
 
 func putPending(ctx context.Context, tx *store.Tx, key, deviceID string, msg *sdk.Message, sentAt int64) error {
@@ -281,7 +278,7 @@ func putPending(ctx context.Context, tx *store.Tx, key, deviceID string, msg *sd
 
 // mergeSync combines two unconfirmed changes of one twin: the newer one wins
 // field by field, a deletion wins outright.
-func mergeSync(old, nw *msgTwin) *msgTwin {
+func mergeSync(old, nw *twinwire.Twin) *twinwire.Twin {
 	if old == nil || nw == nil || (nw.Metadata != nil && nw.Metadata.Type == typeDeleted) {
 		return nw
 	}
@@ -299,9 +296,9 @@ func mergeSync(old, nw *msgTwin) *msgTwin {
 }
 
 // twinView is the JSON form of a stored twin; versions only toward the cloud.
-func twinView(t *store.Twin, versions bool) *msgTwin {
+func twinView(t *store.Twin, versions bool) *twinwire.Twin {
 	opt := t.Optional
-	m := &msgTwin{Optional: &opt, Metadata: &typeMeta{Type: t.AttrType}}
+	m := &twinwire.Twin{Optional: &opt, Metadata: &twinwire.TypeMeta{Type: t.AttrType}}
 	if t.Expected != nil {
 		m.Expected = valueOf(t.Expected, t.ExpectedTS)
 		if versions {
@@ -318,9 +315,9 @@ func twinView(t *store.Twin, versions bool) *msgTwin {
 }
 
 // deletedSync tells the cloud a twin was deleted.
-func deletedSync(t *store.Twin) *msgTwin {
+func deletedSync(t *store.Twin) *twinwire.Twin {
 	opt := t.Optional
-	return &msgTwin{Optional: &opt, Metadata: &typeMeta{Type: typeDeleted},
+	return &twinwire.Twin{Optional: &opt, Metadata: &twinwire.TypeMeta{Type: typeDeleted},
 		ExpectedVersion: versionOf(t.ExpectedVersion), ActualVersion: versionOf(t.ActualVersion)}
 }
 
@@ -329,15 +326,15 @@ func softDelete(t *store.Twin) {
 	t.AttrType, t.Metadata = store.TypeDeleted, typeMetaJSON(store.TypeDeleted)
 }
 
-func valueOf(v *string, ts int64) *twinValue {
+func valueOf(v *string, ts int64) *twinwire.TwinValue {
 	s := *v
-	return &twinValue{Value: &s, Metadata: &valueMeta{Timestamp: ts}}
+	return &twinwire.TwinValue{Value: &s, Metadata: &twinwire.ValueMeta{Timestamp: ts}}
 }
 
-func versionOf(v store.Version) *twinVersion { tv := twinVersion(v); return &tv }
+func versionOf(v store.Version) *twinwire.TwinVersion { tv := twinwire.TwinVersion(v); return &tv }
 
 func typeMetaJSON(t string) string {
-	b, _ := json.Marshal(typeMeta{Type: t})
+	b, _ := json.Marshal(twinwire.TypeMeta{Type: t})
 	return string(b)
 }
 

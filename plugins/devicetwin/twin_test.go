@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgehive/edgehive/internal/twinwire"
 	"github.com/edgehive/edgehive/sdk"
 	"github.com/edgehive/edgehive/sdk/sdktest"
 )
@@ -228,7 +229,7 @@ func TestTwinUpdate(t *testing.T) {
 		t.Fatalf("delta without expected values: %v", d)
 	}
 	// The mapper's timestamp is replaced by the edge's.
-	var res twinUpdate
+	var res twinwire.TwinUpdate
 	_ = json.Unmarshal([]byte(r.last(devTopic+"/twin/update/result")), &res)
 	if ts := res.Twin["temperature"].Actual.Metadata.Timestamp; ts < time.Now().Add(-time.Minute).UnixMilli() {
 		t.Fatalf("value timestamp %d is not the edge's", ts)
@@ -275,7 +276,7 @@ func TestTwinUpdate(t *testing.T) {
 	match(t, r.last(devTopic+"/twin/get/result"), `{"event_id":"g2","timestamp":"*","twin":{
 		"switch":{"expected":{"value":"on","metadata":{"timestamp":"*"}},"actual":{"value":"off","metadata":{"timestamp":"*"}},"optional":true,"metadata":{"type":"string"}}}}`)
 	syncs = r.waitCloud("device/"+dev+"/twin/edge_updated", 3)
-	var last twinUpdate
+	var last twinwire.TwinUpdate
 	if err := json.Unmarshal(syncs[len(syncs)-1].Content, &last); err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +404,7 @@ func TestStateUpdate(t *testing.T) {
 	r.mqtt(devTopic+"/state/update", `{"event_id":"","timestamp":1,"state":"Online"}`)
 	got := r.last(devTopic + "/state/update/result")
 	match(t, got, `{"event_id":"*","timestamp":"*","device":{"name":"thermo-1","state":"Online","lastOnlineTime":"*"}}`)
-	var res stateResult
+	var res twinwire.StateResult
 	_ = json.Unmarshal([]byte(got), &res)
 	if _, err := time.Parse(time.RFC3339, res.Device.LastOnline); err != nil || !strings.HasSuffix(res.Device.LastOnline, "Z") {
 		t.Fatalf("lastOnlineTime %q: %v", res.Device.LastOnline, err)

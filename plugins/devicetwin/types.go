@@ -7,144 +7,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
+	"github.com/edgehive/edgehive/internal/twinwire"
 )
 
-// The JSON shapes KubeEdge's devicetwin exchanges with mappers (MQTT) and the cloud.
-
-// valueMeta is a value's metadata: when the edge took it.
-type valueMeta struct {
-	Timestamp int64 `json:"timestamp"`
-}
-
-// twinValue is an expected or actual value.
-type twinValue struct {
-	Value    *string    `json:"value,omitempty"`
-	Metadata *valueMeta `json:"metadata,omitempty"`
-}
-
-// typeMeta is a twin's or attribute's type.
-type typeMeta struct {
-	Type string `json:"type,omitempty"`
-}
-
-// twinVersion is a value's version pair.
-type twinVersion struct {
-	Cloud int64 `json:"cloud"`
-	Edge  int64 `json:"edge"`
-}
-
-// msgTwin is one twin entry. Versions are left out toward mappers.
-type msgTwin struct {
-	Expected        *twinValue   `json:"expected,omitempty"`
-	Actual          *twinValue   `json:"actual,omitempty"`
-	Optional        *bool        `json:"optional,omitempty"`
-	Metadata        *typeMeta    `json:"metadata,omitempty"`
-	ExpectedVersion *twinVersion `json:"expected_version,omitempty"`
-	ActualVersion   *twinVersion `json:"actual_version,omitempty"`
-}
-
-// baseMessage starts every payload.
-type baseMessage struct {
-	EventID   string `json:"event_id"`
-	Timestamp int64  `json:"timestamp"`
-}
-
-// newBase answers a request: its event_id, the edge's time.
-func newBase(eventID string) baseMessage { return baseMessage{EventID: eventID, Timestamp: nowMS()} }
-
-// newEvent starts a message the edge sends on its own: a fresh event_id.
-func newEvent() baseMessage { return newBase(uuid.NewString()) }
-
-// twinUpdate is a twin update (mapper → edge), a twin update result and a
-// get result (edge → mapper), and an edge_updated / cloud_updated content.
-type twinUpdate struct {
-	baseMessage
-	Twin map[string]*msgTwin `json:"twin"`
-}
-
-// twinDelta tells the mapper the desired values it has not reached.
-type twinDelta struct {
-	baseMessage
-	Twin  map[string]*msgTwin `json:"twin"`
-	Delta map[string]string   `json:"delta"`
-}
-
-// twinDoc is the state of one twin before and after a change.
-type twinDoc struct {
-	Last    *msgTwin `json:"last"`
-	Current *msgTwin `json:"current"`
-}
-
-type twinDocument struct {
-	baseMessage
-	Twin map[string]*twinDoc `json:"twin"`
-}
-
-// errorResult answers a request that failed.
-type errorResult struct {
-	baseMessage
-	Code   int    `json:"code"`
-	Reason string `json:"reason"`
-}
-
-// stateUpdate is a device state report from a mapper.
-type stateUpdate struct {
-	baseMessage
-	State string `json:"state"`
-}
-
-type deviceState struct {
-	Name       string `json:"name,omitempty"`
-	State      string `json:"state,omitempty"`
-	LastOnline string `json:"lastOnlineTime,omitempty"`
-}
-
-type stateResult struct {
-	baseMessage
-	Device deviceState `json:"device"`
-}
-
-// msgAttr is a device attribute.
-type msgAttr struct {
-	Value    string    `json:"value"`
-	Optional *bool     `json:"optional,omitempty"`
-	Metadata *typeMeta `json:"metadata,omitempty"`
-}
-
-// device is a device in membership messages.
-type device struct {
-	ID          string              `json:"id,omitempty"`
-	Name        string              `json:"name,omitempty"`
-	Description string              `json:"description,omitempty"`
-	State       string              `json:"state,omitempty"`
-	LastOnline  string              `json:"last_online,omitempty"`
-	Attributes  map[string]*msgAttr `json:"attributes,omitempty"`
-	Twin        map[string]*msgTwin `json:"twin,omitempty"`
-}
-
-// membershipUpdate comes from the cloud and goes to mappers, one device a message.
-type membershipUpdate struct {
-	baseMessage
-	AddDevices    []device `json:"added_devices"`
-	RemoveDevices []device `json:"removed_devices"`
-}
-
-type membershipGetResult struct {
-	baseMessage
-	Devices []device `json:"devices"`
-}
-
-// membershipDetail asks the cloud for this node's devices.
-type membershipDetail struct {
-	EventType string `json:"event_type"`
-	EventID   string `json:"event_id"`
-	GroupID   string `json:"group_id"`
-	Operation string `json:"operation"`
-	Timestamp int64  `json:"timestamp"`
-}
-
-func nowMS() int64 { return time.Now().UnixMilli() }
+// The JSON shapes KubeEdge's devicetwin exchanges with mappers (MQTT) and
+// the cloud are in internal/twinwire, shared with cloud/devicecontroller.
 
 // Validation of mapper updates, as KubeEdge does it.
 const (
@@ -239,7 +106,7 @@ func validateTyped(key, t, value string) error {
 
 // validateUpdate applies the checks KubeEdge runs while it parses a mapper's
 // update: the twin map must be there, every key and value well-formed.
-func validateUpdate(u *twinUpdate) error {
+func validateUpdate(u *twinwire.TwinUpdate) error {
 	if u.Twin == nil {
 		return errors.New("update twin error, key:twin does not exist")
 	}
@@ -250,7 +117,7 @@ func validateUpdate(u *twinUpdate) error {
 		if t == nil {
 			continue
 		}
-		for _, v := range []*twinValue{t.Expected, t.Actual} {
+		for _, v := range []*twinwire.TwinValue{t.Expected, t.Actual} {
 			if v != nil && v.Value != nil {
 				if err := validateValue(key, *v.Value); err != nil {
 					return err
@@ -267,3 +134,5 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+func nowMS() int64 { return time.Now().UnixMilli() }

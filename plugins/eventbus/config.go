@@ -105,3 +105,5 @@ func (c *config) validate() error {
 	ck.AbsPath("db_file", c.DBFile)
 	return ck.Err(Name)
 }
+
+func (c *config) dbFile() *string { return &c.DBFile }

@@ -138,14 +138,11 @@ func (b *EventBus) ConfigSchema() *sdk.Schema { return schema() }
 
 // SetConfig decodes and validates the config block.
 func (b *EventBus) SetConfig(cfg *sdk.Config) error {
-	c, err := pluginkit.Decode(cfg, defaultConfig(), (*config).validate)
+	c, err := pluginkit.DecodeWithDBFile(cfg, Name, defaultConfig(), (*config).validate, (*config).dbFile, "eventbus.db")
 	if err != nil {
 		return err
 	}
-	db, err := pluginkit.DataFile(cfg, Name, "db_file", c.DBFile, "eventbus.db")
-	if err != nil {
-		return err
-	}
+	db := c.DBFile
 	b.cfg, b.dbFile, b.nodeName = c, db, cfg.NodeName
 	b.brokerFile = strings.TrimSuffix(db, filepath.Ext(db)) + "-broker.bolt"
 	b.journalDir = strings.TrimSuffix(db, filepath.Ext(db)) + "-journal"

@@ -72,3 +72,5 @@ func (c *config) validate() error {
 	ck.PositiveDuration("remote_query_timeout", c.RemoteQueryTimeout)
 	return ck.Err(Name)
 }
+
+func (c *config) dbFile() *string { return &c.DBFile }

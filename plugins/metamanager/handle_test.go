@@ -52,6 +52,11 @@ func podJSON(ns, name, uid, rv string) string {
 		name, ns, uid, rv)
 }
 
+// nginx is the cloud sending pod default/nginx (uid u1) at resourceVersion rv.
+func nginx(op, rv string) *sdk.Message {
+	return fromCloud(op, "default/pod/nginx", rv, podJSON("default", "nginx", "u1", rv))
+}
+
 func cmJSON(ns, name, rv, data string) string {
 	return fmt.Sprintf(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":%q,"namespace":%q,"resourceVersion":%q},"data":{"k":%q}}`,
 		name, ns, rv, data)
@@ -162,14 +167,14 @@ func TestDownstream(t *testing.T) {
 	}{
 		{
 			name:    "pod insert",
-			msg:     fromCloud(sdk.OpInsert, "default/pod/nginx", "4711", podJSON("default", "nginx", "u1", "4711")),
+			msg:     nginx(sdk.OpInsert, "4711"),
 			stored:  map[string]string{"default/pod/nginx": "4711"},
 			forward: true, ack: true,
 		},
 		{
 			name:    "newer update",
-			setup:   []*sdk.Message{fromCloud(sdk.OpInsert, "default/pod/nginx", "10", podJSON("default", "nginx", "u1", "10"))},
-			msg:     fromCloud(sdk.OpUpdate, "default/pod/nginx", "11", podJSON("default", "nginx", "u1", "11")),
+			setup:   []*sdk.Message{nginx(sdk.OpInsert, "10")},
+			msg:     nginx(sdk.OpUpdate, "11"),
 			stored:  map[string]string{"default/pod/nginx": "11"},
 			forward: true, ack: true,
 		},
@@ -177,8 +182,8 @@ func TestDownstream(t *testing.T) {
 			// KubeEdge acknowledges whatever it has persisted or already
 			// holds: an older version is ignored, not given to edged, and acked.
 			name:    "older update ignored but acked",
-			setup:   []*sdk.Message{fromCloud(sdk.OpInsert, "default/pod/nginx", "10", podJSON("default", "nginx", "u1", "10"))},
-			msg:     fromCloud(sdk.OpUpdate, "default/pod/nginx", "9", podJSON("default", "nginx", "u1", "9")),
+			setup:   []*sdk.Message{nginx(sdk.OpInsert, "10")},
+			msg:     nginx(sdk.OpUpdate, "9"),
 			stored:  map[string]string{"default/pod/nginx": "10"},
 			forward: false, ack: true,
 		},
@@ -186,15 +191,15 @@ func TestDownstream(t *testing.T) {
 			// A resend (lost ack) or a redelivery after a crash: edged may
 			// not have seen it, so it is forwarded again.
 			name:    "same version resent",
-			setup:   []*sdk.Message{fromCloud(sdk.OpInsert, "default/pod/nginx", "10", podJSON("default", "nginx", "u1", "10"))},
-			msg:     fromCloud(sdk.OpUpdate, "default/pod/nginx", "10", podJSON("default", "nginx", "u1", "10")),
+			setup:   []*sdk.Message{nginx(sdk.OpInsert, "10")},
+			msg:     nginx(sdk.OpUpdate, "10"),
 			stored:  map[string]string{"default/pod/nginx": "10"},
 			forward: true, ack: true,
 		},
 		{
 			name: "pod delete by uid, podpatch too",
 			setup: []*sdk.Message{
-				fromCloud(sdk.OpInsert, "default/pod/nginx", "10", podJSON("default", "nginx", "u1", "10")),
+				nginx(sdk.OpInsert, "10"),
 				fromCloud(sdk.OpInsert, "default/podpatch/nginx", "", `{"metadata":{"uid":"u1"}}`),
 			},
 			msg:     fromCloud(sdk.OpDelete, "default/pod/nginx", "", `{"metadata":{"name":"nginx","namespace":"default","uid":"u1"}}`),
@@ -204,7 +209,7 @@ func TestDownstream(t *testing.T) {
 		{
 			name:    "delete of another uid keeps the stored pod",
 			setup:   []*sdk.Message{fromCloud(sdk.OpInsert, "default/pod/nginx", "10", podJSON("default", "nginx", "u2", "10"))},
-			msg:     fromCloud(sdk.OpDelete, "default/pod/nginx", "9", podJSON("default", "nginx", "u1", "9")),
+			msg:     nginx(sdk.OpDelete, "9"),
 			stored:  map[string]string{"default/pod/nginx": "10"},
 			forward: false, ack: true,
 		},
@@ -285,14 +290,14 @@ func TestDownstream(t *testing.T) {
 
 func TestDownstreamFailures(t *testing.T) {
 	insert := func() *sdk.Message {
-		return fromCloud(sdk.OpInsert, "default/pod/nginx", "5", podJSON("default", "nginx", "u1", "5"))
+		return nginx(sdk.OpInsert, "5")
 	}
 	t.Run("closed database: no ack", func(t *testing.T) {
 		f := newFixture(t, "", "")
 		if err := f.m.store.Close(); err != nil {
 			t.Fatal(err)
 		}
-		for _, msg := range []*sdk.Message{insert(), fromCloud(sdk.OpDelete, "default/pod/nginx", "6", podJSON("default", "nginx", "u1", "6"))} {
+		for _, msg := range []*sdk.Message{insert(), nginx(sdk.OpDelete, "6")} {
 			if err := f.h.Deliver(msg); err == nil {
 				t.Fatalf("%s: no error from a failed store", msg)
 			}
@@ -491,7 +496,7 @@ func TestQueryOnline(t *testing.T) {
 		{
 			name:    "pod is served from the store while online",
 			res:     "default/pod/nginx",
-			preload: fromCloud(sdk.OpInsert, "default/pod/nginx", "3", podJSON("default", "nginx", "u1", "3")),
+			preload: nginx(sdk.OpInsert, "3"),
 			wantOp:  sdk.OpResponse, want: podJSON("default", "nginx", "u1", "3"), stored: "3",
 		},
 		{

@@ -191,6 +191,19 @@ func DataFile(cfg *sdk.Config, module, key, value, name string) (string, error) 
 	return filepath.Join(cfg.DataDir, name), nil
 }
 
+// DecodeWithDBFile is Decode for a module that keeps one database: its
+// db_file key, which dbFile points at, resolved with DataFile to
+// defaultName in the plugin's data directory when empty.
+func DecodeWithDBFile[T any](cfg *sdk.Config, module string, def T, validate func(*T) error, dbFile func(*T) *string, defaultName string) (T, error) {
+	c, err := Decode(cfg, def, validate)
+	if err != nil {
+		return c, err
+	}
+	file := dbFile(&c)
+	*file, err = DataFile(cfg, module, "db_file", *file, defaultName)
+	return c, err
+}
+
 // MustDuration parses a default duration constant such as "10s"; it panics
 // on a malformed constant, which the plugin's tests catch.
 func MustDuration(s string) sdk.Duration {

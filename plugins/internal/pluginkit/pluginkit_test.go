@@ -1,8 +1,11 @@
 package pluginkit
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/edgehive/edgehive/sdk"
 )
 
 func TestChecks(t *testing.T) {
@@ -58,4 +61,46 @@ func TestMustDuration(t *testing.T) {
 		}
 	}()
 	MustDuration("soon")
+}
+
+func TestDecodeWithDBFile(t *testing.T) {
+	type dbConfig struct {
+		DBFile string `json:"db_file"`
+		Size   int    `json:"size"`
+	}
+	validate := func(c *dbConfig) error {
+		var ck Checks
+		ck.AbsPath("db_file", c.DBFile)
+		ck.Positive("size", c.Size)
+		return ck.Err("demo")
+	}
+	dbFile := func(c *dbConfig) *string { return &c.DBFile }
+	for _, tc := range []struct {
+		name, raw, dataDir string
+		want               dbConfig
+		wantErr            string // "" means no error
+	}{
+		{"default name in the data dir", `{}`, "/var/lib/demo", dbConfig{DBFile: "/var/lib/demo/demo.db", Size: 1}, ""},
+		{"db_file set wins", `{"db_file":"/data/x.db"}`, "/var/lib/demo", dbConfig{DBFile: "/data/x.db", Size: 1}, ""},
+		{"no data dir and no db_file", `{}`, "", dbConfig{}, "demo config: db_file: empty"},
+		{"validation runs first", `{"db_file":"rel.db"}`, "/var/lib/demo", dbConfig{}, "absolute"},
+		{"unknown key", `{"nope":1}`, "/var/lib/demo", dbConfig{}, "unknown field"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &sdk.Config{PluginName: "demo", DataDir: tc.dataDir, Raw: json.RawMessage(tc.raw)}
+			got, err := DecodeWithDBFile(cfg, "demo", dbConfig{Size: 1}, validate, dbFile, "demo.db")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
 }
