@@ -208,22 +208,12 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, r *http.Req
 		return
 	}
 	_ = peer.SetDeadline(time.Time{})
-	conn, bufrw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		_ = peer.Close()
-		s.refuse(w, r, http.StatusInternalServerError, "internal", "hijack: %v", err)
-		return
-	}
-	if _, err := bufrw.WriteString("HTTP/1.1 200 Connection established\r\n\r\n"); err == nil {
-		err = bufrw.Flush()
-	}
-	if err != nil {
-		_ = peer.Close()
-		_ = conn.Close()
+	conn, clientSrc, ok := s.established(w, r, peer)
+	if !ok {
 		return
 	}
 	s.metrics.connects.WithLabelValues("forwarded").Inc()
 	s.logger.Debug("CONNECT forwarded", "node", node, "replica", h.Identity, "peer", h.PeerAddress, "remote", r.RemoteAddr)
-	up, down := pipe(ctx, conn, bufrw.Reader, peer, br)
+	up, down := pipe(ctx, conn, clientSrc, peer, br)
 	s.logger.Debug("forwarded CONNECT closed", "node", node, "replica", h.Identity, "bytes_up", up, "bytes_down", down)
 }

@@ -491,28 +491,17 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 		s.refuse(w, r, http.StatusBadGateway, "edge_refused", "node %s: %v", node, err)
 		return
 	}
-	rc := http.NewResponseController(w)
-	conn, bufrw, err := rc.Hijack()
-	if err != nil {
-		_ = stream.Close()
-		s.refuse(w, r, http.StatusInternalServerError, "internal", "hijack: %v", err)
-		return
-	}
-	if _, err := bufrw.WriteString("HTTP/1.1 200 Connection established\r\n\r\n"); err == nil {
-		err = bufrw.Flush()
-	}
-	if err != nil {
-		_ = stream.Close()
-		_ = conn.Close()
+	conn, clientSrc, ok := s.established(w, r, stream)
+	if !ok {
 		return
 	}
 	s.metrics.connects.WithLabelValues("established").Inc()
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
 	s.logger.Debug("CONNECT established", "node", node, "port", port, "remote", r.RemoteAddr, "stream", stream.StreamID())
-	// Bytes the client sent right behind the request sit in bufrw.Reader;
+	// Bytes the client sent right behind the request sit in clientSrc;
 	// what the edge sent behind its status line sits in br.
-	up, down := pipe(ctx, conn, bufrw.Reader, stream, br)
+	up, down := pipe(ctx, conn, clientSrc, stream, br)
 	s.metrics.bytes.WithLabelValues("to_node").Add(float64(up))
 	s.metrics.bytes.WithLabelValues("from_node").Add(float64(down))
 	s.logger.Debug("CONNECT closed", "node", node, "stream", stream.StreamID(), "bytes_up", up, "bytes_down", down)
@@ -531,11 +520,24 @@ func (s *Server) direct(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		s.refuse(w, r, http.StatusBadGateway, "direct_failed", "dial %s: %v", target, err)
 		return
 	}
+	conn, clientSrc, ok := s.established(w, r, upstream)
+	if !ok {
+		return
+	}
+	s.metrics.connects.WithLabelValues("direct").Inc()
+	s.logger.Debug("CONNECT dialled directly", "target", target, "remote", r.RemoteAddr)
+	tunnelwire.Pipe(ctx, conn, clientSrc, upstream)
+}
+
+// established takes the client's connection over and answers 200; it
+// returns the connection and the reader holding what the client sent behind
+// its request. When that fails, upstream and the client are closed.
+func (s *Server) established(w http.ResponseWriter, r *http.Request, upstream io.Closer) (net.Conn, io.Reader, bool) {
 	conn, bufrw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		_ = upstream.Close()
 		s.refuse(w, r, http.StatusInternalServerError, "internal", "hijack: %v", err)
-		return
+		return nil, nil, false
 	}
 	if _, err := bufrw.WriteString("HTTP/1.1 200 Connection established\r\n\r\n"); err == nil {
 		err = bufrw.Flush()
@@ -543,11 +545,9 @@ func (s *Server) direct(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	if err != nil {
 		_ = upstream.Close()
 		_ = conn.Close()
-		return
+		return nil, nil, false
 	}
-	s.metrics.connects.WithLabelValues("direct").Inc()
-	s.logger.Debug("CONNECT dialled directly", "target", target, "remote", r.RemoteAddr)
-	tunnelwire.Pipe(ctx, conn, bufrw.Reader, upstream)
+	return conn, bufrw.Reader, true
 }
 
 // pipe is tunnelwire.Pipe with buffered readers on both sides.
