@@ -25,6 +25,8 @@ const (
 	ForwardedHeader = "Edgehive-Tunnel-Forwarded-By"
 )
 
+var _ sessionView = (*Server)(nil)
+
 // replicaSubject is the subject a replica's certificate must carry: that of
 // this replica's own server certificate (cloudhive's, from
 // cloudcoresecret). The certificate service only signs CN system:node:...,
