@@ -105,6 +105,27 @@ func TestReplicaConfigValidate(t *testing.T) {
 	}
 }
 
+// The peer TLS takes its replica identity from the server certificate and
+// refuses one that a node could also hold.
+func TestPeerTLSNeedsAServerCertificate(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	if _, err := PeerServerTLS(pki.Server, pki.Pool); err != nil {
+		t.Fatalf("cloudhive server certificate: %v", err)
+	}
+	for name, cert := range map[string]tls.Certificate{
+		"node subject": clientCert(t, pki, "system:node:edge-1"),
+		"no subject":   clientCert(t, pki, ""),
+		"none":         {},
+	} {
+		if _, err := PeerServerTLS(cert, pki.Pool); err == nil {
+			t.Errorf("%s: PeerServerTLS accepted it", name)
+		}
+		if _, err := PeerClientTLS(cert, pki.Pool); err == nil {
+			t.Errorf("%s: PeerClientTLS accepted it", name)
+		}
+	}
+}
+
 // replica is one cloudhive replica's tunnel: the env's server plus Leases
 // in the shared (fake) API and a peer endpoint.
 type replica struct {

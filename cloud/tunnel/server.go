@@ -498,7 +498,8 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 	s.metrics.connects.WithLabelValues("established").Inc()
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
-	s.logger.Debug("CONNECT established", "node", node, "port", port, "remote", r.RemoteAddr, "stream", stream.StreamID())
+	s.logger.Debug("CONNECT established", "node", node, "port", port, "remote", r.RemoteAddr, "stream", stream.StreamID(),
+		"forwarded_by", r.Header.Get(ForwardedHeader))
 	// Bytes the client sent right behind the request sit in clientSrc;
 	// what the edge sent behind its status line sits in br.
 	up, down := pipe(ctx, conn, clientSrc, stream, br)
