@@ -119,9 +119,9 @@ E2E_FLAGS ?= -count=1 -timeout 30m
 # Kubernetes server binaries for the e2e tests, cached outside the repo.
 KUBE_BIN_DIR = $(shell bash hack/kube.sh dir)
 
-## kube-binaries: build kube-apiserver from the Go module proxy into the cache (hack/kube.sh), once
+## kube-binaries: build kube-apiserver and kubectl from the Go module proxy into the cache (hack/kube.sh), once
 kube-binaries:
-	bash hack/kube.sh kube-apiserver
+	bash hack/kube.sh kube-apiserver kubectl
 
 ## cloudhive: the cloud half
 cloudhive:

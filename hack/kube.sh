@@ -5,9 +5,10 @@
 #   hack/kube.sh [BINARY...]   default: kube-apiserver
 #   hack/kube.sh dir           print the cache's bin directory
 #
-# BINARY is one of kube-apiserver, kube-controller-manager, kube-scheduler, ginkgo,
-# e2e.test (the conformance suite, `go test -c` of test/e2e) or agnhost (the
-# e2e test image's one binary).
+# BINARY is one of kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl (the client the e2e tests drive), ginkgo, e2e.test (the conformance
+# suite, `go test -c` of test/e2e) or agnhost (the e2e test image's one
+# binary).
 # A scratch module requires k8s.io/kubernetes at $KUBE_VERSION and pins every
 # k8s.io/* staging module (a ./staging replace in kubernetes' own go.mod) to
 # the matching v0.Y.Z tag. A binary already in the cache that answers
@@ -31,8 +32,8 @@ bins=("$@")
 [ ${#bins[@]} -gt 0 ] || bins=(kube-apiserver)
 for b in "${bins[@]}"; do
   case "$b" in
-    kube-apiserver | kube-controller-manager | kube-scheduler | e2e.test | agnhost | ginkgo) ;;
-    *) log "unknown binary $b (want kube-apiserver, kube-controller-manager, kube-scheduler, e2e.test, agnhost or ginkgo)"; exit 2 ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | e2e.test | agnhost | ginkgo) ;;
+    *) log "unknown binary $b (want kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, e2e.test, agnhost or ginkgo)"; exit 2 ;;
   esac
 done
 
@@ -102,6 +103,8 @@ cached() {
   [ -x "$bindir/$b" ] || return 1
   case "$b" in
     ginkgo) "$bindir/$b" version >/dev/null 2>&1 ;;
+    # kubectl version would ask a server; --client answers alone.
+    kubectl) "$bindir/$b" version --client >/dev/null 2>&1 ;;
     e2e.test | agnhost)
       "$bindir/$b" --help >/dev/null 2>&1 || rc=$?
       [ "$rc" -ne 126 ] && [ "$rc" -ne 127 ] ;;

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -37,7 +38,8 @@ var aliases = map[string][]string{
 	AgnhostImage: {"registry.k8s.io/e2e-test-images/agnhost:2.55"},
 }
 
-// busyboxApplets are linked in the busybox image's /bin.
+// busyboxApplets are linked in the busybox image's /bin when the binary
+// cannot list its own (busybox --list).
 var busyboxApplets = []string{
 	"sh", "sleep", "cat", "echo", "ls", "wget", "nc", "httpd", "env", "true", "false",
 	"id", "hostname", "mount", "ps", "kill",
@@ -76,10 +78,10 @@ func main() {
 // agnhostImage is agnhost on the busybox root, laid out as upstream's
 // Dockerfile does: /agnhost as the entrypoint, pause as the default command,
 // the agnhost-2 link, /uploads, and the user and group some tests look for.
-func agnhostImage(busybox, agnhost string) Image {
+func agnhostImage(busybox, agnhost string, applets []string) Image {
 	return Image{
 		Name: AgnhostImage, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"},
-		Applets: busyboxApplets, Busybox: busybox, Platform: hostPlatform(),
+		Applets: applets, Busybox: busybox, Platform: hostPlatform(),
 		Files:  []ExtraFile{{Name: "agnhost", Source: agnhost, Mode: 0o755}},
 		Dirs:   []ExtraFile{{Name: "uploads"}},
 		Links:  map[string]string{"agnhost-2": "agnhost"},
@@ -95,11 +97,14 @@ func run(busybox, agnhost, out, address, namespace, snapshotter, ctrBin string) 
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
+	// Every applet, as upstream's busybox image has them: tests reach for
+	// sysctl, nslookup and the like.
+	applets := appletsOf(busybox)
 	imgs := []struct {
 		file string
 		img  Image
 	}{
-		{"busybox.tar", Image{Name: BusyboxImage, Cmd: []string{"sh"}, Applets: busyboxApplets, Busybox: busybox, Platform: hostPlatform()}},
+		{"busybox.tar", Image{Name: BusyboxImage, Cmd: []string{"sh"}, Applets: applets, Busybox: busybox, Platform: hostPlatform()}},
 		// The pause container only has to live as long as its sandbox; the CRI
 		// plugin stops it with SIGKILL.
 		{"pause.tar", Image{Name: PauseImage, Cmd: []string{"sleep", "infinity"}, Applets: []string{"sh", "sleep"}, Busybox: busybox, Platform: hostPlatform()}},
@@ -112,7 +117,7 @@ func run(busybox, agnhost, out, address, namespace, snapshotter, ctrBin string) 
 		imgs = append(imgs, struct {
 			file string
 			img  Image
-		}{"agnhost.tar", agnhostImage(busybox, agnhost)})
+		}{"agnhost.tar", agnhostImage(busybox, agnhost, applets)})
 		names = append(names, AgnhostImage)
 	}
 	var files []string
@@ -225,4 +230,23 @@ func writeFile(p string, img Image) error {
 		return err
 	}
 	return os.Rename(tmp, p)
+}
+
+// appletsOf lists the applets the busybox binary has (busybox --list), or
+// the fixed list when it cannot say.
+func appletsOf(busybox string) []string {
+	out, err := exec.Command(busybox, "--list").Output()
+	if err != nil {
+		return busyboxApplets
+	}
+	var applets []string
+	for _, a := range strings.Fields(string(out)) {
+		if a != "busybox" && path.Base(a) == a {
+			applets = append(applets, a)
+		}
+	}
+	if len(applets) == 0 {
+		return busyboxApplets
+	}
+	return applets
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -165,7 +166,7 @@ func TestAgnhostImage(t *testing.T) {
 	os.WriteFile(bb, []byte("\x7fELF fake busybox"), 0o755)
 	os.WriteFile(ag, []byte("\x7fELF fake agnhost"), 0o755)
 	var buf bytes.Buffer
-	if err := WriteArchive(&buf, agnhostImage(bb, ag)); err != nil {
+	if err := WriteArchive(&buf, agnhostImage(bb, ag, appletsOf(bb))); err != nil {
 		t.Fatal(err)
 	}
 	cfg, entries := readImage(t, buf.Bytes())
@@ -195,5 +196,21 @@ func TestImagePathsChecked(t *testing.T) {
 		if err := WriteArchive(io.Discard, img); err == nil {
 			t.Errorf("dir %q accepted", bad)
 		}
+	}
+}
+
+func TestAppletsOfListsTheBinarysApplets(t *testing.T) {
+	bb := "/bin/busybox"
+	if _, err := os.Stat(bb); err != nil {
+		t.Fatalf("busybox-static is needed (hack/setup.sh installs it): %v", err)
+	}
+	got := appletsOf(bb)
+	for _, want := range []string{"sh", "sysctl", "nslookup", "["} {
+		if !slices.Contains(got, want) {
+			t.Errorf("applet %q missing from %d applets", want, len(got))
+		}
+	}
+	if fallback := appletsOf("/nonexistent/busybox"); !slices.Equal(fallback, busyboxApplets) {
+		t.Errorf("without a binary: %v, want the fixed list", fallback)
 	}
 }

@@ -115,7 +115,7 @@ func TestContainerdPodFeatures(t *testing.T) {
 	meta := &itMeta{
 		configMaps: map[string]*v1.ConfigMap{
 			"app-cfg": {Data: map[string]string{"app.conf": "level=debug\n"}},
-			"app-env": {Data: map[string]string{"MODE": "edge", "REGION": "north"}},
+			"app-env": {Data: map[string]string{"MODE": "edge", "REGION": "north", "data-1": "value-1"}},
 		},
 		secrets: map[string]*v1.Secret{"app-secret": {Data: map[string][]byte{"password": []byte("s3cret")}}},
 		services: map[string][]v1.Service{
@@ -183,6 +183,9 @@ func TestContainerdPodFeatures(t *testing.T) {
 	wantEnv := map[string]string{
 		"PASSWORD": "s3cret", "POD_NAME": name, "POD_IP": st.PodIP, "MEM_LIMIT_MI": "64",
 		"CFG_MODE": "edge", "CFG_REGION": "north", "GREETING": "hello " + name + " in north",
+		// Names that are not shell identifiers are passed too (the
+		// conformance tests' "data-1"); run without a shell, env shows them.
+		"CFG_data-1":              "value-1",
 		"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443", "KUBERNETES_SERVICE_PORT_HTTPS": "443",
 		"KUBERNETES_PORT": "tcp://10.96.0.1:443", "MY_DB_SERVICE_HOST": "10.96.0.20", "MY_DB_PORT_5432_TCP_ADDR": "10.96.0.20",
 	}
@@ -254,8 +257,11 @@ func TestContainerdPodFeatures(t *testing.T) {
 func TestContainerdTerminationMessage(t *testing.T) {
 	h, check, _ := itHarness(t, &itMeta{}, "")
 	name := "it-term-" + time.Now().Format("150405")
-	pod := mkPod(name, name, true, "file", "logs")
+	pod := mkPod(name, name, true, "file", "logs", "nonewline")
 	pod.Spec.RestartPolicy = v1.RestartPolicyNever
+	// Output cut off without a newline comes back as written.
+	pod.Spec.Containers[2].Command = []string{"sh", "-c", "printf DONE; exit 1"}
+	pod.Spec.Containers[2].TerminationMessagePolicy = v1.TerminationMessageFallbackToLogsOnError
 	pod.Spec.Containers[0].Command = []string{"sh", "-c", "printf 'all done' > /dev/termination-log; exit 0"}
 	pod.Spec.Containers[0].TerminationMessagePath = "/dev/termination-log"
 	pod.Spec.Containers[1].Command = []string{"sh", "-c", "echo starting; echo 'fatal: no config'; exit 3"}
@@ -271,6 +277,58 @@ func TestContainerdTerminationMessage(t *testing.T) {
 	}
 	if l := statusOf(st, "logs").State.Terminated; l == nil || l.Message != "starting\nfatal: no config\n" || l.ExitCode != 3 {
 		t.Errorf("logs container: %+v", l)
+	}
+	if l := statusOf(st, "nonewline").State.Terminated; l == nil || l.Message != "DONE" || l.ExitCode != 1 {
+		t.Errorf("nonewline container: %+v", l)
+	}
+}
+
+// TestContainerdSidecars: a sidecar (an init container with restartPolicy
+// Always) starts first and must pass its startup probe before the next init
+// container runs; it keeps running beside the app container, and goes when
+// the app container of a restartPolicy Never pod ends. The app container
+// writes through a subPathExpr mount.
+func TestContainerdSidecars(t *testing.T) {
+	h, check, _ := itHarness(t, &itMeta{}, "")
+	name := "it-sidecar-" + time.Now().Format("150405")
+	hostDir := t.TempDir()
+	always := v1.ContainerRestartPolicyAlways
+	pod := mkPod(name, name, true, "app")
+	pod.Spec.RestartPolicy = v1.RestartPolicyNever
+	pod.Spec.Volumes = []v1.Volume{{Name: "out", VolumeSource: v1.VolumeSource{HostPath: &v1.HostPathVolumeSource{Path: hostDir}}}}
+	out := []v1.VolumeMount{{Name: "out", MountPath: "/out"}}
+	pod.Spec.InitContainers = []v1.Container{
+		{Name: "side", Image: busybox, RestartPolicy: &always, VolumeMounts: out,
+			Command: []string{"sh", "-c", "sleep 1; touch /out/side-up; exec sleep 300"},
+			StartupProbe: &v1.Probe{ProbeHandler: v1.ProbeHandler{Exec: &v1.ExecAction{Command: []string{"test", "-f", "/out/side-up"}}},
+				PeriodSeconds: 1, FailureThreshold: 30}},
+		{Name: "check", Image: busybox, VolumeMounts: out,
+			Command: []string{"sh", "-c", "test -f /out/side-up && touch /out/check-saw-side"}},
+	}
+	app := &pod.Spec.Containers[0]
+	app.Env = []v1.EnvVar{{Name: "DIR", Value: "by-expr"}}
+	app.VolumeMounts = []v1.VolumeMount{{Name: "out", MountPath: "/data", SubPathExpr: "$(DIR)"}}
+	app.Command = []string{"sh", "-c", "echo hi > /data/file; sleep 4"}
+	defer deleteAndWait(t, h, check, pod)
+	if err := h.Deliver(podMsg(t, sdk.OpInsert, pod)); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, h, name, 60*time.Second, func(s v1.PodStatus) bool {
+		a := statusOf(s, "app")
+		return a != nil && a.State.Running != nil
+	})
+	if side := statusOf(st, "side"); side.State.Running == nil || side.Started == nil || !*side.Started || !side.Ready {
+		t.Fatalf("sidecar while the app runs: %+v", side)
+	}
+	if c := statusOf(st, "check").State.Terminated; c == nil || c.ExitCode != 0 {
+		t.Fatalf("init container after the sidecar: %+v (it ran before the sidecar started?)", statusOf(st, "check").State)
+	}
+	st = waitStatus(t, h, name, 60*time.Second, func(s v1.PodStatus) bool { return s.Phase == v1.PodSucceeded })
+	if side := statusOf(st, "side"); side.State.Running != nil {
+		t.Fatalf("sidecar still running after the pod completed: %+v", side)
+	}
+	if b, err := os.ReadFile(filepath.Join(hostDir, "by-expr", "file")); err != nil || string(b) != "hi\n" {
+		t.Fatalf("subPathExpr mount: %q %v", b, err)
 	}
 }
 

@@ -324,7 +324,7 @@ func (e *Edged) setup(ctx context.Context, rt cri.Runtime) {
 		default: // a full queue: the periodic sync catches up
 		}
 	})
-	e.krt.Unhealthy = e.probes.Unhealthy
+	e.krt.Probes = e.probes
 	if e.cfg.ReportEvents {
 		e.probes.OnFailure = func(pod *v1.Pod, c string, t prober.Type, out string) {
 			e.events.record(pod, c, v1.EventTypeWarning, "Unhealthy", fmt.Sprintf("%s probe failed: %s", t, out))

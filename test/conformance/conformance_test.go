@@ -20,9 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclwrite"
-	"github.com/zclconf/go-cty/cty"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -229,16 +226,10 @@ func startCluster(t *testing.T, bin, kubeBin string) *conformanceCluster {
 	// nothing listens on P: only the tunnel reaches edged's API on 127.0.0.2.
 	kubeletPort := e2eenv.FreePort(t)
 	kubeletAddr := fmt.Sprintf("127.0.0.2:%d", kubeletPort)
-	cloud := e2eenv.StartCloudhive(t, bin, "cloudhive", e2eenv.CloudhiveConfig{Kubeconfig: cluster.Kubeconfig,
-		ExtraHCL: fmt.Sprintf("tunnel {\n  listen            = %q\n  connect_listen    = %q\n  connect_client_ca = %q\n  allowed_ports     = [%d]\n}\n",
-			eg.TunnelAddr, eg.ConnectAddr, eg.CA.CertFile, kubeletPort)})
-	token, err := cloud.Token(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cloud, token := e2eenv.StartTunnelCloudhive(ctx, t, bin, cluster.Kubeconfig, eg, kubeletPort)
 	node := e2eenv.NodeName("conformance")
 	edge := e2eenv.JoinEdge(t, bin, cloud, token, node, ctrd)
-	enableKubeletAPI(t, edge.ConfigFile, eg.TunnelAddr, kubeletAddr, cluster.CA.CertFile)
+	edge.EnableTunnel(t, e2eenv.TunnelOptions{Server: eg.TunnelAddr, LocalKubelet: kubeletAddr, KubeletAPIClientCA: cluster.CA.CertFile})
 	// Registered before the edge starts, so it runs after the edge stopped:
 	// the containerd keeps no sandbox of the suite's pods.
 	before, err := sandboxIDs(ctx, rt)
@@ -285,43 +276,6 @@ func (c *conformanceCluster) alive(t *testing.T) {
 			t.Errorf("%s exited during the run (%v); see %s", p.Name, err, p.LogPath)
 		default:
 		}
-	}
-}
-
-// enableKubeletAPI turns on edgehub's tunnel (to localKubelet) and edged's
-// kubelet API there, trusting clientCA (the API server's kubelet client).
-func enableKubeletAPI(t *testing.T, file, server, localKubelet, clientCA string) {
-	t.Helper()
-	src, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, diags := hclwrite.ParseConfig(src, file, hcl.InitialPos)
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	configOf := func(plugin string) *hclwrite.Body {
-		pb := f.Body().FirstMatchingBlock("plugin", []string{plugin})
-		if pb == nil {
-			t.Fatalf("%s has no plugin %q block", file, plugin)
-		}
-		cfg := pb.Body().FirstMatchingBlock("config", nil)
-		if cfg == nil {
-			cfg = pb.Body().AppendNewBlock("config", nil)
-		}
-		return cfg.Body()
-	}
-	tb := configOf("edgehub").AppendNewBlock("tunnel", nil).Body()
-	tb.SetAttributeValue("enabled", cty.True)
-	tb.SetAttributeValue("server", cty.StringVal(server))
-	tb.SetAttributeValue("local_kubelet", cty.StringVal(localKubelet))
-	kb := configOf("edged").AppendNewBlock("kubelet_api", nil).Body()
-	kb.SetAttributeValue("enabled", cty.True)
-	kb.SetAttributeValue("listen", cty.StringVal(localKubelet))
-	kb.SetAttributeValue("client_ca_file", cty.StringVal(clientCA))
-	kb.SetAttributeValue("authorized_users", cty.ListVal([]cty.Value{cty.StringVal("kube-apiserver-kubelet-client")}))
-	if err := os.WriteFile(file, f.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
 

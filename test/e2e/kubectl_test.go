@@ -9,75 +9,62 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclwrite"
-	"github.com/zclconf/go-cty/cty"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/tools/remotecommand"
-	"k8s.io/client-go/transport/spdy"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
 	"github.com/edgehive/edgehive/internal/e2eenv"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
 )
 
-// TestKubectl does what kubectl logs/exec/attach/port-forward do, with
-// client-go against a real kube-apiserver, whose egress selector sends every
-// node connection through cloudhive's CONNECT proxy and the node's tunnel
-// session to edged's real kubelet API, running real containers.
+// TestKubectl runs the real kubectl (hack/kube.sh kubectl, the admin
+// kubeconfig, proxies that lead nowhere) for logs, exec, attach and
+// port-forward against a real kube-apiserver, whose egress selector sends
+// every node connection through cloudhive's CONNECT proxy and the node's
+// tunnel session to edged's real kubelet API, running real containers.
+// kubectl speaks WebSockets (v5.channel.k8s.io, SPDY tunnelled over a
+// websocket for port-forward) by default, which kube-apiserver translates
+// to SPDY toward the kubelet; with KUBECTL_*_WEBSOCKETS=false it speaks
+// SPDY all the way. Both are run.
 //
 // The node is unreachable directly: its name resolves to 127.0.0.1 and it
 // reports kubelet port P, but edged's kubelet API listens on 127.0.0.2:P,
 // which only the tunnel's edge side dials (edgehub's local_kubelet).
 func TestKubectl(t *testing.T) {
-	bin := e2eenv.BinDir(t)
-	ctrd := e2eenv.ContainerdFromEnv(t)
-	rt := e2eenv.NewCRI(t, ctrd)
-	dir := t.TempDir()
-
-	eg := e2eenv.NewEgress(t, dir)
-	// StartCluster already gives kube-apiserver --kubelet-client-certificate
-	// (CN kube-apiserver-kubelet-client, signed by cluster.CA).
-	cluster := e2eenv.StartCluster(t, e2eenv.ClusterOptions{PodCIDR: ctrd.PodCIDR,
-		ExtraAPIServerArgs: []string{eg.APIServerArg()}})
-	client := cluster.Client
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if err := eg.SeedCASecret(ctx, client); err != nil {
-		t.Fatal(err)
-	}
-
 	// P is free on 127.0.0.1 (where the node name resolves) and stays so:
 	// the kubelet API takes it on 127.0.0.2.
 	kubeletPort := e2eenv.FreePort(t)
 	kubeletAddr := fmt.Sprintf("127.0.0.2:%d", kubeletPort)
-	cloud := e2eenv.StartCloudhive(t, bin, "cloudhive", e2eenv.CloudhiveConfig{Kubeconfig: cluster.Kubeconfig,
-		ExtraHCL: fmt.Sprintf("tunnel {\n  listen            = %q\n  connect_listen    = %q\n  connect_client_ca = %q\n  allowed_ports     = [%d]\n}\n",
-			eg.TunnelAddr, eg.ConnectAddr, eg.CA.CertFile, kubeletPort)})
-	token, err := cloud.Token(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// StartCluster already gives kube-apiserver --kubelet-client-certificate
+	// (CN kube-apiserver-kubelet-client, signed by cluster.CA).
+	env := e2eenv.NewTunnelEnv(ctx, t, kubeletPort)
+	cluster, client, eg := env.Cluster, env.Client, env.Egress
+	kubectl := cluster.Kubectl(t)
+	rt := e2eenv.NewCRI(t, env.Containerd)
 
 	node := e2eenv.NodeName("kubectl")
-	edge := e2eenv.JoinEdge(t, bin, cloud, token, node, ctrd)
-	enableKubeletAPI(t, edge.ConfigFile, eg.TunnelAddr, kubeletAddr, cluster.CA.CertFile)
+	edge := e2eenv.JoinEdge(t, env.Bin, env.Cloud, env.Token, node, env.Containerd)
+	edge.EnableTunnel(t, e2eenv.TunnelOptions{Server: eg.TunnelAddr, LocalKubelet: kubeletAddr, KubeletAPIClientCA: cluster.CA.CertFile})
 	// Registered before the edge starts, so it runs after the edge stopped:
 	// the shared containerd keeps no sandbox of this test.
 	var uids []types.UID
@@ -115,223 +102,204 @@ func TestKubectl(t *testing.T) {
 	}
 	// The tunnel session comes up beside the cloud link: wait for the first
 	// log answer before timing anything.
-	var logs string
+	var logs, stderr string
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		logs, err = podLogsOf(ctx, client, work.Name, &v1.PodLogOptions{Container: "logger"})
+		logs, stderr, err = kubectl.Run(ctx, nil, "logs", work.Name, "-c", "logger")
 		if err == nil && strings.Contains(logs, "line 2\n") || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
 	if err != nil || !strings.HasPrefix(logs, "line 0\nline 1\nline 2\n") {
-		t.Fatalf("kubectl logs: %q, %v; want the container's lines from line 0", logs, err)
+		t.Fatalf("kubectl logs: %q, %v: %s; want the container's lines from line 0", logs, err, stderr)
 	}
 	t.Logf("kubectl logs through the tunnel: %d lines", strings.Count(logs, "\n"))
 
 	t.Run("logs --tail", func(t *testing.T) {
-		full, err := podLogsOf(ctx, client, work.Name, &v1.PodLogOptions{Container: "logger"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		full := kubectlOK(ctx, t, kubectl, nil, "logs", work.Name, "-c", "logger")
 		var newest int
 		all := strings.Split(strings.TrimSuffix(full, "\n"), "\n")
 		if _, err := fmt.Sscanf(all[len(all)-1], "line %d", &newest); err != nil || newest < 2 {
 			t.Fatalf("full log %q: newest line %d, %v", full, newest, err)
 		}
-		tail := int64(2)
-		got, err := podLogsOf(ctx, client, work.Name, &v1.PodLogOptions{Container: "logger", TailLines: &tail})
-		if err != nil {
-			t.Fatal(err)
-		}
+		got := kubectlOK(ctx, t, kubectl, nil, "logs", "--tail=2", work.Name, "-c", "logger")
 		// The two newest lines: consecutive, and none older than the full
 		// log's newest but one (a line may have been added in between).
 		var a, b int
 		if _, err := fmt.Sscanf(got, "line %d\nline %d\n", &a, &b); err != nil || b != a+1 || a < newest-1 || strings.Count(got, "\n") != 2 {
-			t.Fatalf("tailLines=2: %q (full log ends at line %d), want the two newest lines", got, newest)
+			t.Fatalf("kubectl logs --tail=2: %q (full log ends at line %d), want the two newest lines", got, newest)
 		}
 	})
 
 	t.Run("logs -f", func(t *testing.T) {
-		fctx, fcancel := context.WithTimeout(ctx, 20*time.Second)
-		defer fcancel()
-		tail := int64(1)
-		stream, err := client.CoreV1().Pods("default").GetLogs(work.Name,
-			&v1.PodLogOptions{Container: "logger", Follow: true, TailLines: &tail}).Stream(fctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer stream.Close()
-		sc := bufio.NewScanner(stream)
+		bg := startKubectl(ctx, t, kubectl, false, "logs", "-f", "--tail=1", work.Name, "-c", "logger")
 		var first, last int
 		start := time.Now()
 		for i := 0; i < 4; i++ {
-			if !sc.Scan() {
-				t.Fatalf("follow ended after %d lines: %v", i, sc.Err())
-			}
+			l := bg.line(t, func(string) bool { return true }, 10*time.Second)
 			var n int
-			if _, err := fmt.Sscanf(sc.Text(), "line %d", &n); err != nil {
-				t.Fatalf("follow line %q: %v", sc.Text(), err)
+			if _, err := fmt.Sscanf(l, "line %d", &n); err != nil {
+				t.Fatalf("kubectl logs -f line %q: %v", l, err)
 			}
 			if i == 0 {
 				first = n
 			} else if n != last+1 {
-				t.Fatalf("follow: line %d after %d", n, last)
+				t.Fatalf("kubectl logs -f: line %d after %d", n, last)
 			}
 			last = n
 		}
 		// The container writes a line every 300 ms: three new ones took time.
 		if el := time.Since(start); el < 500*time.Millisecond {
-			t.Fatalf("follow: lines %d..%d in %s; want lines written after the request", first, last, el)
+			t.Fatalf("kubectl logs -f: lines %d..%d in %s; want lines written after the request", first, last, el)
 		}
-		t.Logf("logs -f: lines %d..%d arrived in %s", first, last, time.Since(start).Round(time.Millisecond))
-	})
-
-	t.Run("exec", func(t *testing.T) {
-		var stdout, stderr bytes.Buffer
-		start := time.Now()
-		err := execIn(ctx, cluster.Config, client, work.Name, "logger", []string{"sh", "-c", "echo out-$((6*7)); echo err-1 >&2"}, false,
-			remotecommand.StreamOptions{Stdout: &stdout, Stderr: &stderr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if stdout.String() != "out-42\n" || stderr.String() != "err-1\n" {
-			t.Fatalf("exec: stdout %q, stderr %q", stdout.String(), stderr.String())
-		}
-		t.Logf("exec of a command: %s", time.Since(start).Round(time.Millisecond))
-		// A failing command's exit code comes back.
-		err = execIn(ctx, cluster.Config, client, work.Name, "logger", []string{"sh", "-c", "exit 3"}, false,
-			remotecommand.StreamOptions{Stdout: io.Discard, Stderr: io.Discard})
-		var exit interface{ ExitStatus() int }
-		if err == nil || !asExit(err, &exit) || exit.ExitStatus() != 3 {
-			t.Fatalf("exec exit 3: %v", err)
-		}
-	})
-
-	t.Run("exec -i sh", func(t *testing.T) {
-		inR, inW := io.Pipe()
-		outR, outW := io.Pipe()
-		done := make(chan error, 1)
-		go func() {
-			done <- execIn(ctx, cluster.Config, client, work.Name, "logger", []string{"sh"}, true,
-				remotecommand.StreamOptions{Stdin: inR, Stdout: outW, Stderr: io.Discard})
-			outW.Close()
-		}()
-		out := bufio.NewScanner(outR)
-		for i, cmd := range []string{"x=6", "echo $((x*7))", "echo $HOSTNAME"} {
-			if _, err := io.WriteString(inW, cmd+"\n"); err != nil {
-				t.Fatalf("stdin %d: %v", i, err)
-			}
-		}
-		if !out.Scan() || out.Text() != "42" {
-			t.Fatalf("interactive sh: %q, %v; want 42", out.Text(), out.Err())
-		}
-		if !out.Scan() || out.Text() != work.Name {
-			t.Fatalf("interactive sh: hostname %q, want %s", out.Text(), work.Name)
-		}
-		if _, err := io.WriteString(inW, "exit 0\n"); err != nil {
-			t.Fatal(err)
-		}
-		inW.Close()
+		t.Logf("kubectl logs -f: lines %d..%d arrived in %s", first, last, time.Since(start).Round(time.Millisecond))
+		// Still following: it has not ended on its own.
 		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("interactive sh ended: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Fatal("interactive sh did not end after exit")
+		case <-bg.done:
+			t.Fatalf("kubectl logs -f ended by itself: %v: %s", bg.err, bg.stderr.String())
+		default:
+		}
+		// Interrupted as a user would, it stops.
+		if err := bg.cmd.Process.Signal(os.Interrupt); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-bg.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("kubectl logs -f did not stop on SIGINT")
 		}
 	})
 
-	t.Run("attach", func(t *testing.T) {
-		// The echoer container reads its stdin (spec stdin: true) and
-		// writes got:<line>; attach feeds it and reads what it writes.
-		inR, inW := io.Pipe()
-		outR, outW := io.Pipe()
-		actx, acancel := context.WithCancel(ctx)
-		defer acancel()
-		done := make(chan error, 1)
-		go func() {
-			u := client.CoreV1().RESTClient().Post().Namespace("default").Resource("pods").Name(work.Name).SubResource("attach").
-				VersionedParams(&v1.PodAttachOptions{Container: "echoer", Stdin: true, Stdout: true, Stderr: true}, scheme.ParameterCodec).URL()
-			ex, err := remotecommand.NewSPDYExecutor(cluster.Config, "POST", u)
-			if err != nil {
-				done <- err
-				return
-			}
-			done <- ex.StreamWithContext(actx, remotecommand.StreamOptions{Stdin: inR, Stdout: outW, Stderr: io.Discard})
-			outW.Close()
-		}()
-		out := bufio.NewScanner(outR)
-		token := fmt.Sprintf("attach-%d", time.Now().UnixNano())
-		if _, err := io.WriteString(inW, token+"\n"); err != nil {
-			t.Fatal(err)
-		}
-		lines := make(chan string, 1)
-		go func() {
-			for out.Scan() {
-				if strings.Contains(out.Text(), token) {
-					lines <- out.Text()
-					return
+	// exec, attach and port-forward over both of kubectl's protocols. The
+	// -v=7 request headers show which one it spoke.
+	for _, mode := range []struct {
+		name string
+		env  []string
+		// proto is in the upgrade request kubectl logs at -v=7; notProto,
+		// the other protocol's, is not (no fallback happened).
+		proto, notProto string
+	}{
+		{name: "websocket", proto: "Sec-Websocket-Protocol: v5.channel.k8s.io", notProto: "X-Stream-Protocol-Version"},
+		{name: "spdy", env: []string{"KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false", "KUBECTL_PORT_FORWARD_WEBSOCKETS=false"},
+			proto: "X-Stream-Protocol-Version: v4.channel.k8s.io", notProto: "Sec-Websocket-Protocol"},
+	} {
+		k := kubectl.With(mode.env...)
+		t.Run(mode.name, func(t *testing.T) {
+			t.Run("exec", func(t *testing.T) {
+				start := time.Now()
+				stdout, stderr, err := k.Run(ctx, nil, "exec", work.Name, "-c", "logger", "--",
+					"sh", "-c", "echo out-$((6*7)); echo err-1 >&2")
+				if err != nil {
+					t.Fatalf("kubectl exec: %v: %s", err, stderr)
 				}
-			}
-			close(lines)
-		}()
-		select {
-		case l, ok := <-lines:
-			if !ok || l != "got:"+token {
-				t.Fatalf("attach: %q (stream ended: %v)", l, !ok)
-			}
-		case err := <-done:
-			t.Fatalf("attach ended early: %v", err)
-		case <-time.After(15 * time.Second):
-			t.Fatal("attach: no echo in 15 s")
-		}
-		acancel()
-		inW.Close()
-	})
+				if stdout != "out-42\n" || stderr != "err-1\n" {
+					t.Fatalf("kubectl exec: stdout %q, stderr %q", stdout, stderr)
+				}
+				t.Logf("kubectl exec of a command (%s): %s", mode.name, time.Since(start).Round(time.Millisecond))
+				// A failing command's exit code is kubectl's.
+				_, stderr, err = k.Run(ctx, nil, "exec", work.Name, "-c", "logger", "--", "sh", "-c", "exit 3")
+				var exit *exec.ExitError
+				if !errors.As(err, &exit) || exit.ExitCode() != 3 {
+					t.Fatalf("kubectl exec of exit 3: %v: %s; want exit status 3", err, stderr)
+				}
+				_, stderr, err = k.Run(ctx, nil, "-v=7", "exec", work.Name, "-c", "logger", "--", "true")
+				if err != nil {
+					t.Fatalf("kubectl -v=7 exec: %v: %s", err, lastLines(stderr, 5))
+				}
+				checkProtocol(t, "exec", stderr, mode.proto, mode.notProto)
+			})
 
-	t.Run("port-forward", func(t *testing.T) {
-		u := client.CoreV1().RESTClient().Post().Namespace("default").Resource("pods").Name(work.Name).SubResource("portforward").URL()
-		transport, upgrader, err := spdy.RoundTripperFor(cluster.Config)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, "POST", u)
-		stop, ready := make(chan struct{}), make(chan struct{})
-		fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:8080"}, stop, ready, io.Discard, io.Discard)
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- fw.ForwardPorts() }()
-		defer func() {
-			close(stop)
-			<-done
-		}()
-		select {
-		case <-ready:
-		case err := <-done:
-			t.Fatalf("port-forward: %v", err)
-		case <-time.After(15 * time.Second):
-			t.Fatal("port-forward not ready in 15 s")
-		}
-		ports, err := fw.GetPorts()
-		if err != nil || len(ports) != 1 {
-			t.Fatalf("port-forward ports: %v, %v", ports, err)
-		}
-		hc := &http.Client{Timeout: 10 * time.Second}
-		for i := range 5 {
-			start := time.Now()
-			body, err := httpGet(ctx, hc, fmt.Sprintf("http://127.0.0.1:%d/index.html", ports[0].Local))
-			if err != nil || body != "served by "+work.Name+"\n" {
-				t.Fatalf("GET #%d through port-forward: %q, %v", i, body, err)
-			}
-			if i == 0 {
-				t.Logf("first GET through port-forward: %s", time.Since(start).Round(time.Millisecond))
-			}
-		}
-	})
+			t.Run("exec -i sh", func(t *testing.T) {
+				script := "x=6\necho $((x*7))\necho $HOSTNAME\nexit 0\n"
+				got, stderr, err := k.Run(ctx, strings.NewReader(script), "exec", "-i", work.Name, "-c", "logger", "--", "sh")
+				if err != nil || got != "42\n"+work.Name+"\n" {
+					t.Fatalf("kubectl exec -i sh: %q, %v: %s; want 42 and the hostname", got, err, stderr)
+				}
+				// No exit in the script: the end of stdin ends the shell.
+				got, stderr, err = k.Run(ctx, strings.NewReader("echo $((6*7))\n"), "exec", "-i", work.Name, "-c", "logger", "--", "sh")
+				if err != nil || got != "42\n" {
+					t.Fatalf("kubectl exec -i sh, stdin closed: %q, %v: %s", got, err, stderr)
+				}
+			})
+
+			t.Run("exec, a megabyte each way", func(t *testing.T) {
+				// Many frames through the translation and the tunnel, in
+				// order and none lost: 1 MiB in on stdin, counted; ~1.3 MB out.
+				in := bytes.Repeat([]byte("0123456789abcde\n"), 1<<16)
+				got := kubectlOK(ctx, t, k, bytes.NewReader(in), "exec", "-i", work.Name, "-c", "logger", "--", "wc", "-c")
+				if strings.TrimSpace(got) != fmt.Sprint(len(in)) {
+					t.Fatalf("kubectl exec -i wc -c of %d bytes: %q", len(in), got)
+				}
+				start := time.Now()
+				got = kubectlOK(ctx, t, k, nil, "exec", work.Name, "-c", "logger", "--", "awk", "BEGIN { for (i = 1; i <= 200000; i++) print i }")
+				lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
+				if len(lines) != 200000 || lines[0] != "1" || lines[len(lines)-1] != "200000" || lines[123456] != "123457" {
+					t.Fatalf("kubectl exec printing 1..200000: %d lines, %d bytes", len(lines), len(got))
+				}
+				el := time.Since(start)
+				// The same command by the runtime's own exec, no kubectl,
+				// API server or tunnel: what the path adds.
+				c, err := e2eenv.RunningContainer(ctx, rt, uids[0], "logger")
+				if err != nil {
+					t.Fatal(err)
+				}
+				start = time.Now()
+				if _, err := e2eenv.Exec(ctx, rt, c.GetId(), "awk", "BEGIN { for (i = 1; i <= 200000; i++) print i }"); err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("kubectl exec (%s): %d bytes of output in %s (the runtime's exec alone: %s)", mode.name, len(got),
+					el.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+			})
+
+			t.Run("attach -i", func(t *testing.T) {
+				// The echoer container reads its stdin (spec stdin: true)
+				// and writes got:<line>; attach feeds it and reads it.
+				bg := startKubectl(ctx, t, k, true, "-v=7", "attach", "-i", work.Name, "-c", "echoer")
+				token := fmt.Sprintf("attach-%s-%d", mode.name, time.Now().UnixNano())
+				if _, err := io.WriteString(bg.stdin, token+"\n"); err != nil {
+					t.Fatal(err)
+				}
+				if l := bg.line(t, func(l string) bool { return strings.Contains(l, token) }, 20*time.Second); l != "got:"+token {
+					t.Fatalf("kubectl attach: %q, want got:%s", l, token)
+				}
+				checkProtocol(t, "attach", bg.stderr.String(), mode.proto, mode.notProto)
+				// Attached without stdin to a container that only writes:
+				// its new lines arrive.
+				out := startKubectl(ctx, t, k, false, "attach", work.Name, "-c", "logger")
+				if l := out.line(t, func(string) bool { return true }, 10*time.Second); !strings.HasPrefix(l, "line ") {
+					t.Fatalf("kubectl attach to the logger: %q", l)
+				}
+			})
+
+			t.Run("port-forward", func(t *testing.T) {
+				local := e2eenv.FreePort(t)
+				bg := startKubectl(ctx, t, k, false, "-v=7", "port-forward", "--address=127.0.0.1", work.Name, fmt.Sprintf("%d:8080", local))
+				l := bg.line(t, func(l string) bool { return strings.HasPrefix(l, "Forwarding from") }, 20*time.Second)
+				if want := fmt.Sprintf("Forwarding from 127.0.0.1:%d -> 8080", local); l != want {
+					t.Fatalf("kubectl port-forward: %q, want %q", l, want)
+				}
+				hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
+				for i := range 5 {
+					start := time.Now()
+					body, err := httpGet(ctx, hc, fmt.Sprintf("http://127.0.0.1:%d/index.html", local))
+					if err != nil || body != "served by "+work.Name+"\n" {
+						t.Fatalf("GET #%d through kubectl port-forward: %q, %v: %s", i, body, err, lastLines(bg.stderr.String(), 5))
+					}
+					if i == 0 {
+						t.Logf("first GET through kubectl port-forward (%s): %s", mode.name, time.Since(start).Round(time.Millisecond))
+					}
+				}
+				// Port-forward's upgrade is its own: SPDY/3.1, tunnelled in a
+				// websocket or not.
+				if mode.name == "websocket" {
+					checkProtocol(t, "port-forward", bg.stderr.String(), "Sec-Websocket-Protocol: SPDY/3.1+portforward.k8s.io", "X-Stream-Protocol-Version")
+				} else {
+					checkProtocol(t, "port-forward", bg.stderr.String(), "X-Stream-Protocol-Version: portforward.k8s.io", "Sec-Websocket-Protocol")
+				}
+			})
+		})
+	}
 
 	t.Run("logs --previous", func(t *testing.T) {
 		p, err := e2eenv.WaitForPod(ctx, client, "default", restarter.Name, func(p *v1.Pod, exists bool) (bool, error) {
@@ -344,13 +312,11 @@ func TestKubectl(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cur, err := podLogsOf(ctx, client, p.Name, &v1.PodLogOptions{Container: "c"})
-		if err != nil || cur != "second run\n" {
-			t.Fatalf("logs after the restart: %q, %v", cur, err)
+		if cur := kubectlOK(ctx, t, kubectl, nil, "logs", p.Name, "-c", "c"); cur != "second run\n" {
+			t.Fatalf("kubectl logs after the restart: %q", cur)
 		}
-		prev, err := podLogsOf(ctx, client, p.Name, &v1.PodLogOptions{Container: "c", Previous: true})
-		if err != nil || prev != "first run\n" {
-			t.Fatalf("logs --previous: %q, %v; want the first instance's", prev, err)
+		if prev := kubectlOK(ctx, t, kubectl, nil, "logs", "--previous", p.Name, "-c", "c"); prev != "first run\n" {
+			t.Fatalf("kubectl logs --previous: %q; want the first instance's", prev)
 		}
 	})
 
@@ -431,6 +397,10 @@ func TestKubectl(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "code 503") {
 			t.Fatalf("exec in a pod on node B: %v; want cloudhive's 503", err)
 		}
+		// kubectl says so too, and fails.
+		if _, stderr, err := kubectl.Run(ctx, nil, "exec", "kubectl-on-b", "-c", "c", "--", "true"); err == nil || !strings.Contains(stderr, "503") {
+			t.Fatalf("kubectl exec in a pod on node B: %v: %s; want a failure naming cloudhive's 503", err, stderr)
+		}
 		t.Logf("node B: logs and exec refused (%v)", err)
 	})
 }
@@ -484,21 +454,6 @@ func execIn(ctx context.Context, cfg *rest.Config, client kubernetes.Interface, 
 		return fmt.Errorf("executor: %w", err)
 	}
 	return ex.StreamWithContext(ctx, o)
-}
-
-func asExit(err error, exit *interface{ ExitStatus() int }) bool {
-	for e := err; e != nil; {
-		if x, ok := e.(interface{ ExitStatus() int }); ok {
-			*exit = x
-			return true
-		}
-		u, ok := e.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		e = u.Unwrap()
-	}
-	return false
 }
 
 func httpGet(ctx context.Context, hc *http.Client, u string) (string, error) {
@@ -599,41 +554,151 @@ type bufferedConn struct {
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// enableKubeletAPI turns on edgehub's tunnel (to localKubelet) and edged's
-// kubelet API on that address, trusting clientCA for its clients.
-func enableKubeletAPI(t *testing.T, file, server, localKubelet, clientCA string) {
+// kubectlOK runs kubectl, failing the test unless it succeeds, and returns
+// its stdout.
+func kubectlOK(ctx context.Context, t *testing.T, k *e2eenv.Kubectl, stdin io.Reader, args ...string) string {
 	t.Helper()
-	src, err := os.ReadFile(file)
+	out, stderr, err := k.Run(ctx, stdin, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v: %s", strings.Join(args, " "), err, stderr)
+	}
+	return out
+}
+
+// lastLines is the end of a (verbose) kubectl stderr, for failure messages.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// checkProtocol fails the test unless kubectl's -v=7 log shows it asked
+// for want and never for notWant (which a fallback would have).
+func checkProtocol(t *testing.T, what, log, want, notWant string) {
+	t.Helper()
+	if !strings.Contains(log, want) || strings.Contains(log, notWant) {
+		t.Fatalf("kubectl %s: want %q and no %q in its upgrade requests:\n%s", what, want, notWant, upgradeLines(log))
+	}
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, want) {
+			t.Logf("kubectl %s asked for %s", what, strings.TrimSpace(l[strings.Index(l, want):]))
+			return
+		}
+	}
+}
+
+// upgradeLines are kubectl's -v=7 lines about the protocol it asked for.
+func upgradeLines(s string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, "Protocol") || strings.Contains(l, "Upgrade") || strings.Contains(l, "Response Status") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// background is a kubectl the test talks to while it runs.
+type background struct {
+	cmd    *exec.Cmd
+	args   []string
+	stdin  io.WriteCloser // nil unless asked for
+	lines  chan string    // stdout line by line; closed at its end
+	stderr *lockedBuffer
+	done   chan struct{} // closed when kubectl has exited, with err set
+	err    error
+}
+
+// startKubectl starts kubectl args (with a stdin pipe if stdin) and stops
+// it at the end of the test.
+func startKubectl(ctx context.Context, t *testing.T, k *e2eenv.Kubectl, stdin bool, args ...string) *background {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	bg := &background{cmd: k.Command(ctx, args...), args: args, lines: make(chan string, 256), stderr: &lockedBuffer{}, done: make(chan struct{})}
+	bg.cmd.Stderr = bg.stderr
+	var err error
+	if stdin {
+		if bg.stdin, err = bg.cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := bg.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, diags := hclwrite.ParseConfig(src, file, hcl.InitialPos)
-	if diags.HasErrors() {
-		t.Fatal(diags)
+	if err := bg.cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("kubectl %s: %v", strings.Join(args, " "), err)
 	}
-	configOf := func(plugin string) *hclwrite.Body {
-		pb := f.Body().FirstMatchingBlock("plugin", []string{plugin})
-		if pb == nil {
-			t.Fatalf("%s has no plugin %q block", file, plugin)
+	scanned := make(chan struct{})
+	go func() {
+		// Lines nobody waits for any more are dropped once kubectl stops.
+		defer close(bg.lines)
+		defer close(scanned)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			select {
+			case bg.lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
 		}
-		cfg := pb.Body().FirstMatchingBlock("config", nil)
-		if cfg == nil {
-			cfg = pb.Body().AppendNewBlock("config", nil)
+	}()
+	go func() {
+		// Wait after the pipe is read to its end, as os/exec asks.
+		<-scanned
+		bg.err = bg.cmd.Wait()
+		close(bg.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-bg.done
+	})
+	return bg
+}
+
+// line waits for the first stdout line that match accepts, failing the test
+// when kubectl ends or timeout passes first.
+func (bg *background) line(t *testing.T, match func(string) bool, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-bg.lines:
+			if !ok {
+				<-bg.done
+				t.Fatalf("kubectl %s ended (%v) before the line the test waits for: %s",
+					strings.Join(bg.args, " "), bg.err, lastLines(bg.stderr.String(), 5))
+			}
+			if match(l) {
+				return l
+			}
+		case <-deadline:
+			t.Fatalf("kubectl %s: not the line the test waits for in %s: %s",
+				strings.Join(bg.args, " "), timeout, lastLines(bg.stderr.String(), 5))
 		}
-		return cfg.Body()
 	}
-	tb := configOf("edgehub").AppendNewBlock("tunnel", nil).Body()
-	tb.SetAttributeValue("enabled", cty.True)
-	tb.SetAttributeValue("server", cty.StringVal(server))
-	tb.SetAttributeValue("local_kubelet", cty.StringVal(localKubelet))
-	kb := configOf("edged").AppendNewBlock("kubelet_api", nil).Body()
-	kb.SetAttributeValue("enabled", cty.True)
-	kb.SetAttributeValue("listen", cty.StringVal(localKubelet))
-	kb.SetAttributeValue("client_ca_file", cty.StringVal(clientCA))
-	kb.SetAttributeValue("authorized_users", cty.ListVal([]cty.Value{cty.StringVal("kube-apiserver-kubelet-client")}))
-	if err := os.WriteFile(file, f.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+}
+
+// lockedBuffer is a bytes.Buffer that a process's stderr copier writes
+// while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // sweepSandboxes removes what the runtime still has of the test's pods.

@@ -8,15 +8,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclwrite"
-	"github.com/zclconf/go-cty/cty"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -31,34 +27,14 @@ import (
 // so the API server's direct dial of <node>:10250 would fail: only the
 // tunnel (which maps 10250 to edgehub's local_kubelet) gets there.
 func TestKubeletThroughTunnel(t *testing.T) {
-	bin := e2eenv.BinDir(t)
-	ctrd := e2eenv.ContainerdFromEnv(t)
-	dir := t.TempDir()
-
-	// cloudhive's CA, made before the API server starts (its egress config
-	// names it) and given to cloudhive through casecret, as keadm would.
-	eg := e2eenv.NewEgress(t, dir)
-
-	cluster := e2eenv.StartCluster(t, e2eenv.ClusterOptions{PodCIDR: ctrd.PodCIDR,
-		ExtraAPIServerArgs: []string{eg.APIServerArg()}})
-	client := cluster.Client
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := eg.SeedCASecret(ctx, client); err != nil {
-		t.Fatal(err)
-	}
-
 	// edged reports its read-only API's port as the node's kubelet port
 	// (status.daemonEndpoints), so the API server CONNECTs to that port;
 	// it is chosen here so cloudhive can allow it beside 10250.
 	edgedPort := e2eenv.FreePort(t)
-	cloud := e2eenv.StartCloudhive(t, bin, "cloudhive", e2eenv.CloudhiveConfig{Kubeconfig: cluster.Kubeconfig,
-		ExtraHCL: fmt.Sprintf("tunnel {\n  listen            = %q\n  connect_listen    = %q\n  connect_client_ca = %q\n  allowed_ports     = [10250, %d]\n}\n",
-			eg.TunnelAddr, eg.ConnectAddr, eg.CA.CertFile, edgedPort)})
-	token, err := cloud.Token(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := e2eenv.NewTunnelEnv(ctx, t, 10250, edgedPort)
+	client := env.Client
 
 	// The node's kubelet API, as a test double on the edge side.
 	node := e2eenv.NodeName("tunnel")
@@ -86,8 +62,9 @@ func TestKubeletThroughTunnel(t *testing.T) {
 	}))
 	defer kubelet.Close()
 
-	edge := e2eenv.JoinEdge(t, bin, cloud, token, node, ctrd)
-	enableTunnel(t, edge.ConfigFile, eg.TunnelAddr, kubelet.Listener.Addr().String(), edgedPort)
+	edge := e2eenv.JoinEdge(t, env.Bin, env.Cloud, env.Token, node, env.Containerd)
+	edge.EnableTunnel(t, e2eenv.TunnelOptions{Server: env.Egress.TunnelAddr, LocalKubelet: kubelet.Listener.Addr().String(),
+		EdgedHTTPAddress: fmt.Sprintf("127.0.0.1:%d", edgedPort)})
 	edge.Start(t)
 	if _, err := e2eenv.WaitForNode(ctx, client, node, e2eenv.NodeReady); err != nil {
 		t.Fatal(err)
@@ -101,6 +78,7 @@ func TestKubeletThroughTunnel(t *testing.T) {
 	bindPod(ctx, t, client, "tunnel-logs", node)
 	want := fmt.Sprintf("kubelet %s: GET /containerLogs/default/tunnel-logs/c", node)
 	var logs string
+	var err error
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		logs, err = podLogs(ctx, client, "tunnel-logs")
@@ -201,38 +179,4 @@ func podLogs(ctx context.Context, client kubernetes.Interface, pod string) (stri
 		return "", fmt.Errorf("%w: %s", err, b)
 	}
 	return string(b), nil
-}
-
-// enableTunnel adds tunnel { } to edgehub's config block in the joined
-// config and moves edged's read-only API to edgedPort.
-func enableTunnel(t *testing.T, file, server, localKubelet string, edgedPort int) {
-	t.Helper()
-	src, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, diags := hclwrite.ParseConfig(src, file, hcl.InitialPos)
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	pb := f.Body().FirstMatchingBlock("plugin", []string{"edgehub"})
-	if pb == nil {
-		t.Fatalf("%s has no plugin \"edgehub\" block", file)
-	}
-	cfg := pb.Body().FirstMatchingBlock("config", nil)
-	if cfg == nil {
-		cfg = pb.Body().AppendNewBlock("config", nil)
-	}
-	tb := cfg.Body().AppendNewBlock("tunnel", nil)
-	tb.Body().SetAttributeValue("enabled", cty.True)
-	tb.Body().SetAttributeValue("server", cty.StringVal(server))
-	tb.Body().SetAttributeValue("local_kubelet", cty.StringVal(localKubelet))
-	ed := f.Body().FirstMatchingBlock("plugin", []string{"edged"})
-	if ed == nil || ed.Body().FirstMatchingBlock("config", nil) == nil {
-		t.Fatalf("%s has no edged config block", file)
-	}
-	ed.Body().FirstMatchingBlock("config", nil).Body().SetAttributeValue("http_address", cty.StringVal(fmt.Sprintf("127.0.0.1:%d", edgedPort)))
-	if err := os.WriteFile(file, f.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }

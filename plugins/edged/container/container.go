@@ -238,27 +238,34 @@ func logTail(path string, lines, maxBytes int) string {
 		_, _ = f.Seek(fi.Size()-window, io.SeekStart)
 	}
 	data, _ := io.ReadAll(f)
-	var msgs []string
-	var partial strings.Builder
+	// As the kubelet reads it: a full (F) line's message ends with a
+	// newline, a partial (P) one does not, so output cut off without a
+	// newline ("echo -n") comes back as it was written.
+	var text strings.Builder
 	for _, line := range strings.Split(string(data), "\n") {
 		parts := strings.SplitN(line, " ", 4)
 		if len(parts) < 4 {
 			continue
 		}
-		partial.WriteString(parts[3])
-		if parts[2] == "P" {
-			continue
+		text.WriteString(parts[3])
+		if parts[2] != "P" {
+			text.WriteByte('\n')
 		}
-		msgs = append(msgs, partial.String())
-		partial.Reset()
 	}
-	if len(msgs) > lines {
-		msgs = msgs[len(msgs)-lines:]
+	out := text.String()
+	// The last lines: count newlines back from the end (a trailing
+	// newline ends the last line, it does not start another).
+	cut, seen := 0, 0
+	for i := len(out) - 1; i >= 0; i-- {
+		if out[i] == '\n' && i != len(out)-1 {
+			seen++
+			if seen == lines {
+				cut = i + 1
+				break
+			}
+		}
 	}
-	out := strings.Join(msgs, "\n")
-	if len(msgs) > 0 {
-		out += "\n"
-	}
+	out = out[cut:]
 	if len(out) > maxBytes {
 		out = out[len(out)-maxBytes:]
 	}
@@ -314,4 +321,26 @@ func InSpec(pod *v1.Pod, name string) bool {
 		}
 	}
 	return false
+}
+
+// IsSidecar says whether an init container is a sidecar: restartPolicy
+// Always makes it start with the other init containers and keep running
+// beside the app containers.
+func IsSidecar(c *v1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == v1.ContainerRestartPolicyAlways
+}
+
+// FindSpec returns the container or init container of pod named name.
+func FindSpec(pod *v1.Pod, name string) *v1.Container {
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i]
+		}
+	}
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == name {
+			return &pod.Spec.InitContainers[i]
+		}
+	}
+	return nil
 }

@@ -44,3 +44,33 @@ func TestInSpec(t *testing.T) {
 		}
 	}
 }
+
+func TestLogTail(t *testing.T) {
+	const ts = "2026-11-24T19:58:38.1Z"
+	tests := []struct {
+		name  string
+		log   string
+		lines int
+		max   int
+		want  string
+	}{
+		{"full lines", ts + " stdout F a\n" + ts + " stdout F b\n", 80, 1024, "a\nb\n"},
+		{"partial at the end (echo -n)", ts + " stdout P DONE\n", 80, 1024, "DONE"},
+		{"partial joined to its full line", ts + " stdout P ab\n" + ts + " stderr F cd\n", 80, 1024, "abcd\n"},
+		{"last lines only", ts + " stdout F 1\n" + ts + " stdout F 2\n" + ts + " stdout F 3\n", 2, 1024, "2\n3\n"},
+		{"last bytes only", ts + " stdout F 0123456789\n", 80, 4, "789\n"},
+		{"garbage lines skipped", "junk\n" + ts + " stdout F ok\n", 80, 1024, "ok\n"},
+		{"empty", "", 80, 1024, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "0.log")
+			if err := os.WriteFile(path, []byte(tt.log), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if got := logTail(path, tt.lines, tt.max); got != tt.want {
+				t.Fatalf("logTail = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

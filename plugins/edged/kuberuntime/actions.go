@@ -20,6 +20,9 @@ type podActions struct {
 	SandboxID         string // the sandbox to use when not creating one
 	Attempt           uint32 // attempt number of a new sandbox
 	NextInitContainer *v1.Container
+	// SidecarsToStart: indexes in pod.Spec.InitContainers of sidecars to
+	// (re)start beside the app containers once the pod is initialized.
+	SidecarsToStart   []int
 	InitFailed        bool  // an init container failed under restartPolicy Never: the pod fails
 	ContainersToStart []int // indexes in pod.Spec.Containers
 	// EphemeralToStart: indexes in pod.Spec.EphemeralContainers never run yet
@@ -80,12 +83,39 @@ func shouldRestart(pod *v1.Pod, cs *container.ContainerStatus) bool {
 	return true
 }
 
-// initDone reports whether every init container succeeded; otherwise it
-// returns the next init container to run and whether the pod failed.
-func initProgress(pod *v1.Pod, ps *container.PodStatus) (done bool, next *v1.Container, failed bool) {
+// Probes answers what only the prober knows about a running container.
+type Probes interface {
+	// Unhealthy says whether the container must be killed (a liveness or
+	// startup probe failed), and why.
+	Unhealthy(pod *v1.Pod, containerName, containerID string) (string, bool)
+	// Started says whether the container passed its startup probe (true
+	// when it has none).
+	Started(pod *v1.Pod, containerName, containerID string) bool
+}
+
+// initProgress reports whether the pod is initialized: every regular init
+// container succeeded and every sidecar started. Otherwise it returns the
+// next init container to (re)start, if any, and whether the pod failed.
+// A pod whose app containers were ever created stays initialized (the
+// kubelet's rule), so a sidecar exiting later does not stop them.
+func initProgress(pod *v1.Pod, ps *container.PodStatus, started func(c *v1.Container, cs *container.ContainerStatus) bool) (done bool, next *v1.Container, failed bool) {
+	for i := range pod.Spec.Containers {
+		if ps.FindContainer(pod.Spec.Containers[i].Name) != nil {
+			return true, nil, false
+		}
+	}
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
 		cs := ps.FindContainer(c.Name)
+		if container.IsSidecar(c) {
+			switch {
+			case cs == nil || !cs.Running():
+				return false, c, false // start it, or restart it whatever the pod's restartPolicy
+			case !started(c, cs):
+				return false, nil, false // the next one waits for its startup probe
+			}
+			continue
+		}
 		switch {
 		case cs == nil:
 			return false, c, false
@@ -105,16 +135,21 @@ func initProgress(pod *v1.Pod, ps *container.PodStatus) (done bool, next *v1.Con
 	return true, nil, false
 }
 
-// Unhealthy says whether a running container must be killed because a probe
-// failed (liveness or startup), and why. Set by the prober.
-type Unhealthy func(pod *v1.Pod, containerName, containerID string) (string, bool)
-
 // computePodActions compares the pod's spec with what runs.
 func computePodActions(pod *v1.Pod, ps *container.PodStatus) podActions {
 	return computePodActionsProbed(pod, ps, nil)
 }
 
-func computePodActionsProbed(pod *v1.Pod, ps *container.PodStatus, unhealthy Unhealthy) podActions {
+func computePodActionsProbed(pod *v1.Pod, ps *container.PodStatus, probes Probes) podActions {
+	started := func(c *v1.Container, cs *container.ContainerStatus) bool {
+		return c.StartupProbe == nil || probes == nil || probes.Started(pod, c.Name, cs.Id)
+	}
+	unhealthy := func(name, id string) (string, bool) {
+		if probes == nil {
+			return "", false
+		}
+		return probes.Unhealthy(pod, name, id)
+	}
 	create, attempt, sandboxID := sandboxChanged(pod, ps)
 	a := podActions{KillPod: create, CreateSandbox: create, Attempt: attempt, SandboxID: sandboxID, ContainersToKill: map[string]string{}}
 	if create {
@@ -140,7 +175,7 @@ func computePodActionsProbed(pod *v1.Pod, ps *container.PodStatus, unhealthy Unh
 		return a
 	}
 
-	done, next, failed := initProgress(pod, ps)
+	done, next, failed := initProgress(pod, ps, started)
 	if failed {
 		a.InitFailed = true
 		a.KillPod = true
@@ -166,20 +201,35 @@ func computePodActionsProbed(pod *v1.Pod, ps *container.PodStatus, unhealthy Unh
 			a.ContainersToStart = append(a.ContainersToStart, i)
 			continue
 		}
-		if unhealthy != nil {
-			if why, bad := unhealthy(pod, c.Name, cs.Id); bad {
-				a.ContainersToKill[cs.Id] = why
-				if a.KeepKilled == nil {
-					a.KeepKilled = map[string]bool{}
-				}
-				a.KeepKilled[cs.Id] = true
-				if pod.Spec.RestartPolicy != v1.RestartPolicyNever {
-					a.ContainersToStart = append(a.ContainersToStart, i)
-				}
-				continue
+		if why, bad := unhealthy(c.Name, cs.Id); bad {
+			a.kill(cs.Id, why)
+			if pod.Spec.RestartPolicy != v1.RestartPolicyNever {
+				a.ContainersToStart = append(a.ContainersToStart, i)
 			}
+			continue
 		}
 		keep++
+	}
+	// Sidecars run as long as the app containers do, restarted whatever the
+	// pod's restartPolicy.
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if !container.IsSidecar(c) {
+			continue
+		}
+		cs := ps.FindContainer(c.Name)
+		switch {
+		case cs == nil || !cs.Running():
+			a.SidecarsToStart = append(a.SidecarsToStart, i)
+		case cs.Hash != "" && cs.Hash != HashContainer(c):
+			a.ContainersToKill[cs.Id] = fmt.Sprintf("container %s definition changed", c.Name)
+			a.SidecarsToStart = append(a.SidecarsToStart, i)
+		default:
+			if why, bad := unhealthy(c.Name, cs.Id); bad {
+				a.kill(cs.Id, why)
+				a.SidecarsToStart = append(a.SidecarsToStart, i)
+			}
+		}
 	}
 	// Running containers the spec no longer has.
 	for _, cs := range ps.Containers {
@@ -191,7 +241,9 @@ func computePodActionsProbed(pod *v1.Pod, ps *container.PodStatus, unhealthy Unh
 		}
 	}
 	if keep == 0 && len(a.ContainersToStart) == 0 {
+		// Every app container ended for good: the sidecars go too.
 		a.KillPod = true
+		a.SidecarsToStart = nil
 		return a
 	}
 	for i := range pod.Spec.EphemeralContainers {
@@ -200,4 +252,14 @@ func computePodActionsProbed(pod *v1.Pod, ps *container.PodStatus, unhealthy Unh
 		}
 	}
 	return a
+}
+
+// kill stops a container whose probe failed but keeps it, so its terminated
+// state stays as lastState.
+func (a *podActions) kill(id, why string) {
+	a.ContainersToKill[id] = why
+	if a.KeepKilled == nil {
+		a.KeepKilled = map[string]bool{}
+	}
+	a.KeepKilled[id] = true
 }

@@ -45,10 +45,8 @@ func readySandbox(attempt uint32, ip string, hostNet bool) *runtimeapi.PodSandbo
 
 func cstatus(pod *v1.Pod, name string, state runtimeapi.ContainerState, exit int32) *container.ContainerStatus {
 	var hash string
-	for i := range pod.Spec.Containers {
-		if pod.Spec.Containers[i].Name == name {
-			hash = HashContainer(&pod.Spec.Containers[i])
-		}
+	if c := container.FindSpec(pod, name); c != nil {
+		hash = HashContainer(c)
 	}
 	return &container.ContainerStatus{ContainerStatus: &runtimeapi.ContainerStatus{Id: "id-" + name, State: state, ExitCode: exit}, Name: name, Hash: hash}
 }
@@ -208,7 +206,7 @@ func TestSyncPodStartsAndConfigures(t *testing.T) {
 	_ = ctrs
 	st, _ := rt.ContainerStatus(context.Background(), cs.Id, true)
 	_ = st
-	cfg, err := m.containerConfig(context.Background(), pod, &pod.Spec.Containers[0], 0, "10.88.0.2", busybox)
+	cfg, _, err := m.containerConfig(context.Background(), pod, &pod.Spec.Containers[0], 0, "10.88.0.2", busybox)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,9 +360,7 @@ func TestComputePodActionsUnhealthy(t *testing.T) {
 		side := cstatus(pod, "side", runtimeapi.ContainerState_CONTAINER_RUNNING, 0)
 		ps := &container.PodStatus{ID: pod.UID, Sandboxes: []*runtimeapi.PodSandboxStatus{readySandbox(0, "10.0.0.2", false)},
 			Containers: []*container.ContainerStatus{app, side}}
-		a := computePodActionsProbed(pod, ps, func(_ *v1.Pod, name, id string) (string, bool) {
-			return "failed liveness probe", name == "app" && id == app.Id
-		})
+		a := computePodActionsProbed(pod, ps, fakeProbes{unhealthy: map[string]bool{app.Id: true}})
 		if a.KillPod || a.ContainersToKill[app.Id] == "" || !a.KeepKilled[app.Id] || len(a.ContainersToKill) != 1 {
 			t.Fatalf("%s: actions %+v", policy, a)
 		}
@@ -375,5 +371,76 @@ func TestComputePodActionsUnhealthy(t *testing.T) {
 		if len(a.ContainersToStart) != wantStart {
 			t.Fatalf("%s: start %v", policy, a.ContainersToStart)
 		}
+	}
+}
+
+// fakeProbes answers for the prober: ids in unhealthy failed liveness, ids
+// in notStarted have not passed their startup probe.
+type fakeProbes struct{ unhealthy, notStarted map[string]bool }
+
+var _ Probes = fakeProbes{}
+
+func (f fakeProbes) Unhealthy(_ *v1.Pod, _, id string) (string, bool) {
+	return "failed liveness probe", f.unhealthy[id]
+}
+
+func (f fakeProbes) Started(_ *v1.Pod, _, id string) bool { return !f.notStarted[id] }
+
+func TestComputePodActionsSidecars(t *testing.T) {
+	running, exited := runtimeapi.ContainerState_CONTAINER_RUNNING, runtimeapi.ContainerState_CONTAINER_EXITED
+	always := v1.ContainerRestartPolicyAlways
+	pod := func(policy v1.RestartPolicy) *v1.Pod {
+		p := testPod(policy, "app")
+		p.Spec.InitContainers = []v1.Container{
+			{Name: "side", Image: busybox, RestartPolicy: &always, StartupProbe: &v1.Probe{}},
+			{Name: "init", Image: busybox},
+		}
+		return p
+	}
+	sb := readySandbox(0, "10.0.0.2", false)
+	ps := func(p *v1.Pod, states ...any) *container.PodStatus {
+		s := &container.PodStatus{Sandboxes: []*runtimeapi.PodSandboxStatus{sb}}
+		for i := 0; i < len(states); i += 3 {
+			s.Containers = append(s.Containers, cstatus(p, states[i].(string), states[i+1].(runtimeapi.ContainerState), int32(states[i+2].(int))))
+		}
+		return s
+	}
+	a, n := pod(v1.RestartPolicyAlways), pod(v1.RestartPolicyNever)
+	tests := []struct {
+		name     string
+		pod      *v1.Pod
+		status   *container.PodStatus
+		probes   fakeProbes
+		next     string
+		start    []int
+		sidecars []int
+		kill     bool
+		killed   []string
+	}{
+		{"new pod starts the sidecar first", a, nil, fakeProbes{}, "side", nil, nil, true, nil},
+		{"sidecar not started: wait", a, ps(a, "side", running, 0), fakeProbes{notStarted: map[string]bool{"id-side": true}}, "", nil, nil, false, nil},
+		{"sidecar started: next init", a, ps(a, "side", running, 0), fakeProbes{}, "init", nil, nil, false, nil},
+		{"sidecar exited before init: restart it, even under Never", n, ps(n, "side", exited, 0), fakeProbes{}, "side", nil, nil, false, nil},
+		{"initialized: apps start beside the sidecar", a, ps(a, "side", running, 0, "init", exited, 0), fakeProbes{}, "", []int{0}, nil, false, nil},
+		{"sidecar exits later: restarted, apps keep running", n, ps(n, "side", exited, 1, "init", exited, 0, "app", running, 0), fakeProbes{}, "", nil, []int{0}, false, nil},
+		{"sidecar unhealthy: killed and restarted", a, ps(a, "side", running, 0, "init", exited, 0, "app", running, 0), fakeProbes{unhealthy: map[string]bool{"id-side": true}}, "", nil, []int{0}, false, []string{"id-side"}},
+		{"apps done under Never: sidecars go with the pod", n, ps(n, "side", running, 0, "init", exited, 0, "app", exited, 0), fakeProbes{}, "", nil, nil, true, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			act := computePodActionsProbed(tt.pod, tt.status, tt.probes)
+			next := ""
+			if act.NextInitContainer != nil {
+				next = act.NextInitContainer.Name
+			}
+			var killed []string
+			for id := range act.ContainersToKill {
+				killed = append(killed, id)
+			}
+			if next != tt.next || !slices.Equal(act.ContainersToStart, tt.start) || !slices.Equal(act.SidecarsToStart, tt.sidecars) ||
+				act.KillPod != tt.kill || !slices.Equal(killed, tt.killed) {
+				t.Fatalf("actions = %+v (next %q)", act, next)
+			}
+		})
 	}
 }

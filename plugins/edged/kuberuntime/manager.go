@@ -89,8 +89,9 @@ type Manager struct {
 	// process namespace it joins.
 	pidTargets map[string]string
 
-	// Unhealthy, when set, names running containers a probe wants killed.
-	Unhealthy Unhealthy
+	// Probes, when set, names running containers a probe wants killed and
+	// says which passed their startup probe.
+	Probes Probes
 	// Volumes, when set, prepares (or refreshes) the pod's volumes on every
 	// SyncPod and returns their host paths by volume name.
 	Volumes func(ctx context.Context, pod *v1.Pod) (map[string]string, error)
@@ -188,7 +189,7 @@ type SyncResult struct {
 func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodStatus) (SyncResult, error) {
 	var res SyncResult
 	// Step 1: compute what changed.
-	a := computePodActionsProbed(pod, ps, m.Unhealthy)
+	a := computePodActionsProbed(pod, ps, m.Probes)
 	res.InitFailed = a.InitFailed
 
 	// Volumes are prepared (configMaps and secrets refreshed) on every sync;
@@ -272,8 +273,18 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 		return res, nil
 	}
 
-	// Step 6: the app containers.
+	// Step 6: the sidecars that stopped, then the app containers.
 	var errs []error
+	for _, i := range a.SidecarsToStart {
+		c := &pod.Spec.InitContainers[i]
+		d, err := m.startContainer(ctx, pod, ps, sandboxID, sbConfig, c, podIP, vols, volErr)
+		if err != nil {
+			res.BackOff = max(res.BackOff, d)
+			errs = append(errs, err)
+			continue
+		}
+		res.Started = append(res.Started, c.Name)
+	}
 	for _, i := range a.ContainersToStart {
 		c := &pod.Spec.Containers[i]
 		d, err := m.startContainer(ctx, pod, ps, sandboxID, sbConfig, c, podIP, vols, volErr)
@@ -386,7 +397,14 @@ func (m *Manager) startContainer(ctx context.Context, pod *v1.Pod, ps *container
 		m.event(pod, c.Name, v1.EventTypeWarning, EventFailed, "Error: "+err.Error())
 		return 0, fmt.Errorf("%s: %w", reason, err)
 	}
-	mounts, err := makeMounts(pod, c, vols, volErr)
+	cfg, vars, err := m.containerConfig(ctx, pod, c, restartCount, podIP, imageRef)
+	if err != nil {
+		if errors.Is(err, errConfig) {
+			return fail(ReasonCreateConfig, err)
+		}
+		return fail(ReasonCreateContainer, err)
+	}
+	mounts, err := makeMounts(pod, c, vols, volErr, vars)
 	if err != nil {
 		return fail(ReasonCreateConfig, err)
 	}
@@ -394,15 +412,7 @@ func (m *Manager) startContainer(ctx context.Context, pod *v1.Pod, ps *container
 	if err != nil {
 		return fail(ReasonCreateConfig, err)
 	}
-	mounts = append(mounts, extra...)
-	cfg, err := m.containerConfig(ctx, pod, c, restartCount, podIP, imageRef)
-	if err != nil {
-		if errors.Is(err, errConfig) {
-			return fail(ReasonCreateConfig, err)
-		}
-		return fail(ReasonCreateContainer, err)
-	}
-	cfg.Mounts = mounts
+	cfg.Mounts = append(mounts, extra...)
 	if err := os.MkdirAll(filepath.Join(sbConfig.LogDirectory, c.Name), 0o755); err != nil {
 		return 0, err
 	}
@@ -687,7 +697,9 @@ func (m *Manager) services(ctx context.Context, pod *v1.Pod) []*v1.Service {
 	return out
 }
 
-func (m *Manager) containerConfig(ctx context.Context, pod *v1.Pod, c *v1.Container, restartCount int, podIP, imageRef string) (*runtimeapi.ContainerConfig, error) {
+// containerConfig returns c's CRI config and its environment by name (for
+// subPathExpr).
+func (m *Manager) containerConfig(ctx context.Context, pod *v1.Pod, c *v1.Container, restartCount int, podIP, imageRef string) (*runtimeapi.ContainerConfig, map[string]string, error) {
 	imageUser := func() (*int64, string, error) {
 		st, err := m.rt.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: imageRef}, false)
 		if err != nil {
@@ -700,12 +712,12 @@ func (m *Manager) containerConfig(ctx context.Context, pod *v1.Pod, c *v1.Contai
 		return nil, st.GetImage().GetUsername(), nil
 	}
 	if err := runAsNonRootCheck(pod, c, imageUser); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	env, vars, err := makeEnv(ctx, pod, c, EnvInput{PodIP: podIP, HostIP: m.HostIP, Fetch: m.Fetch,
 		Services: m.services(ctx, pod), NodeCPU: m.cfg.NodeCPU, NodeMemory: m.cfg.NodeMemory})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cmd := make([]string, len(c.Command))
 	for i, s := range c.Command {
@@ -745,12 +757,15 @@ func (m *Manager) containerConfig(ctx context.Context, pod *v1.Pod, c *v1.Contai
 	}
 	if c.TerminationMessagePath != "" {
 		cfg.Annotations[container.AnnotationTerminationMsg] = c.TerminationMessagePath
+	}
+	// The policy counts without a path too: the logs are the message then.
+	if c.TerminationMessagePolicy != "" {
 		cfg.Annotations[container.AnnotationTerminationMsgPolicy] = string(c.TerminationMessagePolicy)
 	}
 	for _, e := range env {
 		cfg.Envs = append(cfg.Envs, &runtimeapi.KeyValue{Key: e[0], Value: []byte(e[1])})
 	}
-	return cfg, nil
+	return cfg, vars, nil
 }
 
 // killContainer stops a container with the grace period, then removes it.

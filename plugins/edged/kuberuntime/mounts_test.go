@@ -99,3 +99,39 @@ func TestSyncPodMountErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestSubPathExpr(t *testing.T) {
+	vols := map[string]string{"data": t.TempDir()}
+	env := map[string]string{"POD_NAME": "web-1", "EMPTY": "", "UP": ".."}
+	tests := []struct {
+		name, expr, subPath string
+		want                string // host path under the volume; "" for an error
+	}{
+		{"expanded", "$(POD_NAME)/logs", "", "web-1/logs"},
+		{"escaped dollar", "$$(POD_NAME)", "", "$(POD_NAME)"},
+		{"unset variable", "$(NOPE)", "", ""},
+		{"empty variable", "$(EMPTY)/x", "", ""},
+		{"backstep", "$(UP)/x", "", ""},
+		{"with subPath", "$(POD_NAME)", "a", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := testPod(v1.RestartPolicyAlways, "app")
+			c := &pod.Spec.Containers[0]
+			c.VolumeMounts = []v1.VolumeMount{{Name: "data", MountPath: "/data", SubPathExpr: tt.expr, SubPath: tt.subPath}}
+			mounts, err := makeMounts(pod, c, vols, nil, env)
+			if tt.want == "" {
+				if err == nil {
+					t.Fatalf("mounts %v, want an error", mounts)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := mounts[0].HostPath; got != filepath.Join(vols["data"], tt.want) {
+				t.Fatalf("host path %s, want %s", got, filepath.Join(vols["data"], tt.want))
+			}
+		})
+	}
+}

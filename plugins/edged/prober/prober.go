@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/clock"
 
+	"github.com/edgehive/edgehive/plugins/edged/container"
 	"github.com/edgehive/edgehive/plugins/edged/cri"
 )
 
@@ -143,8 +144,7 @@ func (m *Manager) AddPod(ctx context.Context, pod *v1.Pod) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	want := map[key]bool{}
-	for i := range pod.Spec.Containers {
-		c := &pod.Spec.Containers[i]
+	for _, c := range probed(pod) {
 		for _, t := range []Type{Liveness, Readiness, Startup} {
 			p := probeOf(c, t)
 			if p == nil {
@@ -234,12 +234,7 @@ func (m *Manager) dropResults(containerID string) {
 // Unhealthy says whether the running container containerID of pod must be
 // killed: its liveness or startup probe failed. The reason names the probe.
 func (m *Manager) Unhealthy(pod *v1.Pod, containerName, containerID string) (string, bool) {
-	var c *v1.Container
-	for i := range pod.Spec.Containers {
-		if pod.Spec.Containers[i].Name == containerName {
-			c = &pod.Spec.Containers[i]
-		}
-	}
+	c := container.FindSpec(pod, containerName)
 	if c == nil {
 		return "", false
 	}
@@ -257,27 +252,45 @@ func (m *Manager) Unhealthy(pod *v1.Pod, containerName, containerID string) (str
 	return "", false
 }
 
-// UpdatePodStatus sets Started and Ready of pod's running container
-// statuses from the probe results (containerID is "containerd://<id>").
+// Started says whether the running container containerID passed its
+// startup probe (true when it has none).
+func (m *Manager) Started(pod *v1.Pod, containerName, containerID string) bool {
+	c := container.FindSpec(pod, containerName)
+	if c == nil || c.StartupProbe == nil {
+		return true
+	}
+	r, _ := m.result(trimID(containerID), Startup)
+	return r == Success
+}
+
+// probed lists the containers of pod that probes apply to: the app
+// containers and the sidecars (init containers that keep running).
+func probed(pod *v1.Pod) []*v1.Container {
+	var out []*v1.Container
+	for i := range pod.Spec.InitContainers {
+		if container.IsSidecar(&pod.Spec.InitContainers[i]) {
+			out = append(out, &pod.Spec.InitContainers[i])
+		}
+	}
+	for i := range pod.Spec.Containers {
+		out = append(out, &pod.Spec.Containers[i])
+	}
+	return out
+}
+
+// UpdatePodStatus sets Started and Ready of pod's running container (and
+// sidecar) statuses from the probe results (containerID is
+// "containerd://<id>").
 func (m *Manager) UpdatePodStatus(pod *v1.Pod, statuses []v1.ContainerStatus) {
 	for i := range statuses {
 		s := &statuses[i]
-		var c *v1.Container
-		for j := range pod.Spec.Containers {
-			if pod.Spec.Containers[j].Name == s.Name {
-				c = &pod.Spec.Containers[j]
-			}
-		}
+		c := container.FindSpec(pod, s.Name)
 		running := s.State.Running != nil
 		if c == nil || !running {
 			continue
 		}
 		id := trimID(s.ContainerID)
-		started := true
-		if c.StartupProbe != nil {
-			r, _ := m.result(id, Startup)
-			started = r == Success
-		}
+		started := m.Started(pod, c.Name, id)
 		ready := started
 		if c.ReadinessProbe != nil && ready {
 			r, _ := m.result(id, Readiness)
@@ -378,9 +391,11 @@ func (w *worker) doProbe(ctx context.Context) bool {
 		return true // no status yet
 	}
 	var cs *v1.ContainerStatus
-	for i := range st.ContainerStatuses {
-		if st.ContainerStatuses[i].Name == w.container.Name {
-			cs = &st.ContainerStatuses[i]
+	for _, list := range [][]v1.ContainerStatus{st.ContainerStatuses, st.InitContainerStatuses} {
+		for i := range list {
+			if list[i].Name == w.container.Name {
+				cs = &list[i]
+			}
 		}
 	}
 	if cs == nil || cs.ContainerID == "" {
@@ -403,7 +418,7 @@ func (w *worker) doProbe(ctx context.Context) bool {
 		return true
 	}
 	if cs.State.Running == nil {
-		if cs.State.Terminated != nil && w.pod.Spec.RestartPolicy == v1.RestartPolicyNever {
+		if cs.State.Terminated != nil && w.pod.Spec.RestartPolicy == v1.RestartPolicyNever && !container.IsSidecar(w.container) {
 			w.m.setResult(w.uid, id, w.typ, Failure, "container terminated")
 			return false
 		}

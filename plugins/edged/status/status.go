@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,9 +88,22 @@ func containerStatuses(pod *v1.Pod, specs []v1.Container, ps *container.PodStatu
 	return out
 }
 
-// phase follows the kubelet's rules.
+// phase follows the kubelet's rules. Sidecars (init containers with
+// restartPolicy Always) hold the pod Pending until they start, and are not
+// counted once they stop: they are restarted or go with the pod.
 func phase(pod *v1.Pod, init, app []v1.ContainerStatus) v1.PodPhase {
-	for _, s := range init {
+	var running, waiting, stopped, succeeded int
+	for i, s := range init {
+		if i < len(pod.Spec.InitContainers) && container.IsSidecar(&pod.Spec.InitContainers[i]) {
+			switch {
+			case s.State.Running != nil && (s.Started == nil || *s.Started):
+				running++
+			case s.State.Terminated != nil, s.LastTerminationState.Terminated != nil:
+			default:
+				return v1.PodPending
+			}
+			continue
+		}
 		switch {
 		case s.State.Terminated != nil && s.State.Terminated.ExitCode == 0:
 		case s.State.Terminated != nil && pod.Spec.RestartPolicy == v1.RestartPolicyNever:
@@ -98,7 +112,6 @@ func phase(pod *v1.Pod, init, app []v1.ContainerStatus) v1.PodPhase {
 			return v1.PodPending
 		}
 	}
-	var running, waiting, stopped, succeeded int
 	for _, s := range app {
 		switch {
 		case s.State.Running != nil:
@@ -138,6 +151,14 @@ func phase(pod *v1.Pod, init, app []v1.ContainerStatus) v1.PodPhase {
 	return v1.PodPending
 }
 
+func condMsg(t v1.PodConditionType, ok bool, reason, message string) v1.PodCondition {
+	c := cond(t, ok, reason)
+	if !ok {
+		c.Message = message
+	}
+	return c
+}
+
 func cond(t v1.PodConditionType, ok bool, reason string) v1.PodCondition {
 	s := v1.ConditionFalse
 	if ok {
@@ -171,8 +192,17 @@ func ComputeWith(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason
 			st.EphemeralContainerStatuses[i].Ready = false // never ready: they are not part of the service
 		}
 	}
+	// A regular init container is ready once it succeeded; a sidecar, as an
+	// app container, when it runs and its probes pass.
+	for i := range st.InitContainerStatuses {
+		s := &st.InitContainerStatuses[i]
+		if !container.IsSidecar(&pod.Spec.InitContainers[i]) {
+			s.Ready = s.State.Terminated != nil && s.State.Terminated.ExitCode == 0
+		}
+	}
 	if adjust != nil {
 		adjust(pod, st.ContainerStatuses)
+		adjust(pod, st.InitContainerStatuses)
 	}
 	st.Phase = phase(pod, st.InitContainerStatuses, st.ContainerStatuses)
 	if ps != nil && len(ps.Sandboxes) > 0 && ps.Sandboxes[0].State == runtimeapi.PodSandboxState_SANDBOX_READY {
@@ -192,28 +222,64 @@ func ComputeWith(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason
 		st.HostIP = HostIP
 		st.HostIPs = []v1.HostIP{{IP: HostIP}}
 	}
-	initDone := true
-	for _, s := range st.InitContainerStatuses {
-		if s.State.Terminated == nil || s.State.Terminated.ExitCode != 0 {
-			initDone = false
+	// The conditions name the containers holding them back, as the
+	// kubelet's do ("containers with incomplete status: [a b]").
+	var incomplete []string
+	for i, s := range st.InitContainerStatuses {
+		if container.IsSidecar(&pod.Spec.InitContainers[i]) {
+			if s.State.Running == nil || (s.Started != nil && !*s.Started) {
+				incomplete = append(incomplete, s.Name)
+			}
+		} else if s.State.Terminated == nil {
+			// The kubelet's "incomplete": not ended yet (one that
+			// failed for good has ended; the phase says the rest).
+			incomplete = append(incomplete, s.Name)
 		}
 	}
-	ready := len(st.ContainerStatuses) > 0
+	// Once an app container has run, the pod stays initialized (a sidecar
+	// restarting does not take that back).
 	for _, s := range st.ContainerStatuses {
-		ready = ready && s.Ready
+		if s.ContainerID != "" {
+			incomplete = nil
+		}
 	}
-	notReady := "ContainersNotReady"
+	var unready []string
+	for _, s := range st.ContainerStatuses {
+		if !s.Ready {
+			unready = append(unready, s.Name)
+		}
+	}
+	for i, s := range st.InitContainerStatuses {
+		if container.IsSidecar(&pod.Spec.InitContainers[i]) && !s.Ready {
+			unready = append(unready, s.Name)
+		}
+	}
+	ready := len(st.ContainerStatuses) > 0 && len(unready) == 0
+	notReady, notReadyMsg := "ContainersNotReady", ""
+	if len(unready) > 0 {
+		notReadyMsg = fmt.Sprintf("containers with unready status: [%s]", strings.Join(unready, " "))
+	}
 	if st.Phase == v1.PodSucceeded || st.Phase == v1.PodFailed {
-		notReady = "PodCompleted"
+		notReady, notReadyMsg = "PodCompleted", ""
+	}
+	initialized := cond(v1.PodInitialized, len(incomplete) == 0, "ContainersNotInitialized")
+	if len(incomplete) > 0 {
+		initialized.Message = fmt.Sprintf("containers with incomplete status: [%s]", strings.Join(incomplete, " "))
+	}
+	if len(incomplete) == 0 || st.Phase == v1.PodSucceeded {
+		initialized = cond(v1.PodInitialized, true, "")
 	}
 	st.Conditions = []v1.PodCondition{
 		cond(v1.PodScheduled, true, ""),
-		cond(v1.PodInitialized, initDone, "ContainersNotInitialized"),
-		cond(v1.ContainersReady, ready, notReady),
-		cond(v1.PodReady, ready, notReady),
+		initialized,
+		condMsg(v1.ContainersReady, ready, notReady, notReadyMsg),
+		condMsg(v1.PodReady, ready, notReady, notReadyMsg),
 	}
+	// Which spec this status describes (the kubelet reports it since 1.34).
+	st.ObservedGeneration = pod.Generation
 	for i := range st.Conditions {
 		c := &st.Conditions[i]
+		c.ObservedGeneration = pod.Generation
 		c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
 		if old != nil {
 			for _, o := range old.Conditions {

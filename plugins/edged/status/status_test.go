@@ -262,3 +262,89 @@ func TestPodInitializingWhileInitContainersRun(t *testing.T) {
 		t.Fatalf("phase %s, want Pending", s.Phase)
 	}
 }
+
+func TestSidecarStatus(t *testing.T) {
+	always := v1.ContainerRestartPolicyAlways
+	p := pod(v1.RestartPolicyNever, "app")
+	p.Spec.InitContainers = []v1.Container{
+		{Name: "side", Image: "busybox:1.36", RestartPolicy: &always},
+		{Name: "init", Image: "busybox:1.36"},
+	}
+	notStarted := func(_ *v1.Pod, statuses []v1.ContainerStatus) {
+		for i := range statuses {
+			f := false
+			statuses[i].Started, statuses[i].Ready = &f, false
+		}
+	}
+	tests := []struct {
+		name        string
+		ps          *container.PodStatus
+		adjust      Adjust
+		phase       v1.PodPhase
+		initialized bool
+		initReady   []bool
+	}{
+		{"sidecar not started", rps(cs("side", running, 0, 0)), notStarted, v1.PodPending, false, []bool{false, false}},
+		{"sidecar started, init runs", rps(cs("side", running, 0, 0), cs("init", running, 0, 0)), nil, v1.PodPending, false, []bool{true, false}},
+		{"initialized", rps(cs("side", running, 0, 0), cs("init", exited, 0, 0)), nil, v1.PodPending, true, []bool{true, true}},
+		{"app runs", rps(cs("side", running, 0, 0), cs("init", exited, 0, 0), cs("app", running, 0, 0)), nil, v1.PodRunning, true, []bool{true, true}},
+		{"sidecar restarting keeps the pod initialized and running", rps(cs("side", exited, 1, 0), cs("init", exited, 0, 0), cs("app", running, 0, 0)), nil, v1.PodRunning, true, []bool{false, true}},
+		{"app succeeded, sidecar stopped with the pod", rps(cs("side", exited, 137, 0), cs("init", exited, 0, 0), cs("app", exited, 0, 0)), nil, v1.PodSucceeded, true, []bool{false, true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := ComputeWith(p, tt.ps, nil, time.Unix(100, 0), nil, tt.adjust)
+			if s.Phase != tt.phase {
+				t.Fatalf("phase %s, want %s", s.Phase, tt.phase)
+			}
+			var initialized bool
+			for _, c := range s.Conditions {
+				if c.Type == v1.PodInitialized {
+					initialized = c.Status == v1.ConditionTrue
+				}
+			}
+			if initialized != tt.initialized {
+				t.Fatalf("Initialized %v, want %v", initialized, tt.initialized)
+			}
+			for i, want := range tt.initReady {
+				if s.InitContainerStatuses[i].Ready != want {
+					t.Fatalf("init container %s ready %v, want %v", s.InitContainerStatuses[i].Name, s.InitContainerStatuses[i].Ready, want)
+				}
+			}
+		})
+	}
+}
+
+func TestConditionMessagesNameContainers(t *testing.T) {
+	p := pod(v1.RestartPolicyAlways, "run1")
+	p.Spec.InitContainers = []v1.Container{{Name: "init1", Image: "busybox:1.36"}, {Name: "init2", Image: "busybox:1.36"}}
+	// init1 failed and waits out its back-off (restartPolicy Always).
+	s := Compute(p, rps(cs("init1", exited, 1, 2)), map[string]Reason{"init1": {Reason: "CrashLoopBackOff"}}, time.Unix(100, 0), nil)
+	want := map[v1.PodConditionType]string{
+		v1.PodInitialized:  "containers with incomplete status: [init1 init2]",
+		v1.ContainersReady: "containers with unready status: [run1]",
+		v1.PodReady:        "containers with unready status: [run1]",
+	}
+	for _, c := range s.Conditions {
+		if w, ok := want[c.Type]; ok && (c.Status != v1.ConditionFalse || c.Message != w) {
+			t.Errorf("%s = %s %q, want False %q", c.Type, c.Status, c.Message, w)
+		}
+	}
+	if s.InitContainerStatuses[0].Ready {
+		t.Errorf("failed init container reported ready")
+	}
+}
+
+func TestObservedGeneration(t *testing.T) {
+	p := pod(v1.RestartPolicyAlways, "app")
+	p.Generation = 3
+	s := Compute(p, rps(cs("app", running, 0, 0)), nil, time.Unix(100, 0), nil)
+	if s.ObservedGeneration != 3 {
+		t.Errorf("observedGeneration %d, want 3", s.ObservedGeneration)
+	}
+	for _, c := range s.Conditions {
+		if c.ObservedGeneration != 3 {
+			t.Errorf("condition %s observedGeneration %d, want 3", c.Type, c.ObservedGeneration)
+		}
+	}
+}
