@@ -8,10 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,7 +19,9 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/zclconf/go-cty/cty"
+	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/edgehive/edgehive/cloud/tunnel"
@@ -29,9 +31,9 @@ import (
 // TestTunnelAcrossReplicas: two cloudhive replicas on different addresses
 // (cloudhub, tunnel, CONNECT and peer endpoints each their own), the real
 // kube-apiserver's egress selector pointing at replica A only, and the edge
-// connected to replica B. Pod logs through the API server go A → (the
-// node's Lease names B) → B's peer endpoint over mTLS → the node's session
-// on B. When B stops, the edge reconnects to A and logs work again, now
+// connected to replica B. A real container's logs through the API server
+// go A → (the node's Lease names B) → B's peer endpoint over mTLS → the
+// node's session on B → edged's kubelet API. When B stops, the edge reconnects to A and logs work again, now
 // served by A's own session.
 //
 // The edge reaches "the cloud" through an L4 balancer in this test (as a
@@ -40,6 +42,7 @@ import (
 func TestTunnelAcrossReplicas(t *testing.T) {
 	bin := e2eenv.BinDir(t)
 	ctrd := e2eenv.ContainerdFromEnv(t)
+	rt := e2eenv.NewCRI(t, ctrd)
 	dir := t.TempDir()
 
 	eg := e2eenv.NewEgress(t, dir) // its ConnectAddr and TunnelAddr are A's
@@ -52,13 +55,14 @@ func TestTunnelAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// edged reports its read-only API's port as the kubelet port (see
-	// TestKubeletThroughTunnel), so both replicas allow it beside 10250.
-	edgedPort := e2eenv.FreePort(t)
+	// edged's kubelet API on 127.0.0.2:P, P free on 127.0.0.1 where the
+	// node's name resolves: only the tunnel reaches it (as in TestKubectl).
+	kubeletPort := e2eenv.FreePort(t)
+	kubeletAddr := fmt.Sprintf("127.0.0.2:%d", kubeletPort)
 	free := func() string { return fmt.Sprintf("127.0.0.1:%d", e2eenv.FreePort(t)) }
 	tunnelHCL := func(listen, connect, peer string) string {
 		return fmt.Sprintf("tunnel {\n  listen            = %q\n  connect_listen    = %q\n  connect_client_ca = %q\n"+
-			"  allowed_ports     = [10250, %d]\n  peer_listen       = %q\n}\n", listen, connect, eg.CA.CertFile, edgedPort, peer)
+			"  allowed_ports     = [%d]\n  peer_listen       = %q\n}\n", listen, connect, eg.CA.CertFile, kubeletPort, peer)
 	}
 	bTunnel, bPeer, aPeer := free(), free(), free()
 	b := e2eenv.StartCloudhive(t, bin, "cloudhive-b", e2eenv.CloudhiveConfig{Kubeconfig: cluster.Kubeconfig,
@@ -76,29 +80,43 @@ func TestTunnelAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	node := e2eenv.NodeName("replicas")
-	kubelet := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "kubelet %s: %s %s", node, r.Method, r.URL.Path)
-	}))
-	defer kubelet.Close()
 	edge := e2eenv.JoinEdge(t, bin, b, token, node, ctrd)
-	enableTunnel(t, edge.ConfigFile, tunnelLB, kubelet.Listener.Addr().String(), edgedPort)
+	edge.EnableTunnel(t, e2eenv.TunnelOptions{Server: tunnelLB, LocalKubelet: kubeletAddr, KubeletAPIClientCA: cluster.CA.CertFile})
 	setEdgehubServer(t, edge.ConfigFile, hubLB)
+	// Registered before the edge starts, so it runs after the edge stopped:
+	// the shared containerd keeps no sandbox of this test.
+	var uids []types.UID
+	t.Cleanup(func() { sweepSandboxes(t, rt, uids) })
 	edge.Start(t)
 	if _, err := e2eenv.WaitForNode(ctx, client, node, e2eenv.NodeReady); err != nil {
 		t.Fatal(err)
 	}
 
-	bindPod(ctx, t, client, "replicas-logs", node)
-	want := fmt.Sprintf("kubelet %s: GET /containerLogs/default/replicas-logs/c", node)
+	// A container printing numbered lines; its logs come from edged's
+	// kubelet API through the API server, A, B and the node's session.
+	grace := int64(1)
+	pod, err := client.CoreV1().Pods("default").Create(ctx, &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "replicas-logs", Namespace: "default"},
+		Spec: v1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: &grace, Containers: []v1.Container{{
+			Name: "c", Image: e2eenv.BusyboxImage, Command: []string{"sh", "-c",
+				"trap 'exit 0' TERM; i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done"}}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uids = append(uids, pod.UID)
+	if _, err := e2eenv.WaitForPod(ctx, client, "default", pod.Name, e2eenv.PodRunning); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
-	waitLogs(ctx, t, client, "replicas-logs", want, 60*time.Second)
-	t.Logf("pod logs via A → B after %v", time.Since(start).Round(time.Millisecond))
+	first := waitLogs(ctx, t, client, pod.Name, 0, 60*time.Second)
+	t.Logf("pod logs via A → B after %v: %d lines", time.Since(start).Round(time.Millisecond), first)
 	if got := leasePeer(ctx, t, client, node); got != bPeer {
 		t.Fatalf("node lease names peer %q, want B's %s", got, bPeer)
 	}
 	for i := range 10 {
-		if logs, err := podLogs(ctx, client, "replicas-logs"); err != nil || logs != want {
-			t.Fatalf("pod logs #%d via A → B: %q, %v", i, logs, err)
+		if _, err := logLines(ctx, client, pod.Name); err != nil {
+			t.Fatalf("pod logs #%d via A → B: %v", i, err)
 		}
 	}
 	// A forwarded every CONNECT (the API server keeps its kubelet
@@ -114,11 +132,12 @@ func TestTunnelAcrossReplicas(t *testing.T) {
 	t.Logf("A forwarded %d CONNECTs to B", forwarded)
 
 	// B goes away: its Leases go with it, the edge's links come back through
-	// the balancer to A, and A serves the node from its own session.
+	// the balancer to A, and A serves the node from its own session: the
+	// logs go on (more lines than before).
 	b.Stop(10 * time.Second)
 	stopped := time.Now()
-	waitLogs(ctx, t, client, "replicas-logs", want, 90*time.Second)
-	t.Logf("pod logs through A again %v after B stopped", time.Since(stopped).Round(time.Millisecond))
+	n := waitLogs(ctx, t, client, pod.Name, first, 90*time.Second)
+	t.Logf("pod logs through A again %v after B stopped: %d lines", time.Since(stopped).Round(time.Millisecond), n)
 	if got := leasePeer(ctx, t, client, node); got != aPeer {
 		t.Fatalf("node lease names peer %q after B stopped, want A's %s", got, aPeer)
 	}
@@ -128,19 +147,46 @@ func TestTunnelAcrossReplicas(t *testing.T) {
 	if exited, err := a.Exited(); exited {
 		t.Fatalf("replica A exited: %v", err)
 	}
+
+	// The edge, now on A, still runs the pod's deletion to the end.
+	if err := client.CoreV1().Pods("default").Delete(ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e2eenv.WaitForPod(ctx, client, "default", pod.Name, e2eenv.PodGone); err != nil {
+		t.Fatal(err)
+	}
+	if err := e2eenv.WaitRuntimeGone(ctx, rt, pod.UID); err != nil {
+		t.Fatal(err)
+	}
 }
 
-// waitLogs polls the pod's logs until they read want.
-func waitLogs(ctx context.Context, t *testing.T, client kubernetes.Interface, pod, want string, within time.Duration) {
+// logLines reads the pod's logs and checks they are the container's lines
+// from "line 0" on, in order; it returns how many there are.
+func logLines(ctx context.Context, client kubernetes.Interface, pod string) (int, error) {
+	logs, err := podLogsOf(ctx, client, pod, &v1.PodLogOptions{Container: "c"})
+	if err != nil {
+		return 0, err
+	}
+	lines := strings.Split(strings.TrimSuffix(logs, "\n"), "\n")
+	for i, l := range lines {
+		if l != fmt.Sprintf("line %d", i) {
+			return 0, fmt.Errorf("log line %d is %q", i, l)
+		}
+	}
+	return len(lines), nil
+}
+
+// waitLogs polls the pod's logs until they hold more than after lines.
+func waitLogs(ctx context.Context, t *testing.T, client kubernetes.Interface, pod string, after int, within time.Duration) int {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		logs, err := podLogs(ctx, client, pod)
-		if err == nil && logs == want {
-			return
+		n, err := logLines(ctx, client, pod)
+		if err == nil && n > after {
+			return n
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pod logs: %q, %v; want %q", logs, err, want)
+			t.Fatalf("pod logs: %d lines, %v; want more than %d", n, err, after)
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
