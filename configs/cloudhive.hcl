@@ -38,4 +38,9 @@ admin {
 #   max_streams_per_node = 64
 #   allowed_ports        = [10250]
 #   direct_dial          = false
+#   # Several replicas (cloud/tunnel/README.md, "Several replicas"): each
+#   # records the node sessions it holds in Leases and forwards CONNECTs for
+#   # the others' nodes to their peer endpoint. Off without peer_listen.
+#   peer_listen          = "0.0.0.0:10006"   # never shared with reuse_port
+#   advertise_address    = "10.0.0.5:10006"  # default: peer_listen's IP, else the first cloudhub advertise address
 # }

@@ -21,7 +21,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "tunnel", Name: "streams",
 			Help: "Proxied connections open through node tunnels."}),
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tunnel", Name: "connects_total",
-			Help: "CONNECT requests, by result (established, direct, direct_failed, method, target, port, unknown_node, no_session, stream_limit, edge_refused, internal)."},
+			Help: "CONNECT requests, by result (established, direct, direct_failed, method, target, port, unknown_node, no_session, stream_limit, edge_refused, internal; with several replicas: forwarded, no_holder, peer_unreachable, peer_refused)."},
 			[]string{"result"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tunnel", Name: "bytes_total",
 			Help: "Bytes carried through node tunnels, by direction (to_node, from_node)."}, []string{"direction"}),

@@ -111,6 +111,8 @@ type Server struct {
 	addrOwners map[string]map[string]struct{} // under mu: IP address → the nodes that list it
 	nodeAddrs  map[string][]string            // under mu: node → the IP addresses it lists
 	closed     bool                           // under mu: ServeNodes ended
+	replicas   *Replicas                      // under mu: set by UseReplicas; nil: one replica, no forwarding
+	peerTLS    *tls.Config                    // under mu: for dialling other replicas' peer endpoints
 	running    sync.WaitGroup                 // session goroutines
 }
 
@@ -348,6 +350,9 @@ func (s *Server) attach(ns *nodeSession) (*nodeSession, error) {
 	if prev == nil {
 		s.metrics.sessions.Inc()
 	}
+	if s.replicas != nil {
+		s.replicas.mark(ns.node, intentClaim)
+	}
 	return prev, nil
 }
 
@@ -357,6 +362,9 @@ func (s *Server) detach(ns *nodeSession) {
 	if s.sessions[ns.node] == ns {
 		delete(s.sessions, ns.node)
 		s.metrics.sessions.Dec()
+		if s.replicas != nil {
+			s.replicas.mark(ns.node, intentCheck)
+		}
 	}
 }
 
@@ -372,25 +380,31 @@ func (s *Server) ServeConnect(ctx context.Context, ln net.Listener, tlsCfg *tls.
 	} else if ln.Addr().Network() != "unix" {
 		return errors.New("tunnel: a TCP CONNECT listener needs TLS with client certificates")
 	}
+	return s.serveHTTP(ctx, ln, "CONNECT proxy", false)
+}
+
+// serveHTTP serves CONNECTs on ln until ctx ends; forwarded marks the peer
+// listener, whose CONNECTs come from other replicas.
+func (s *Server) serveHTTP(ctx context.Context, ln net.Listener, name string, forwarded bool) error {
 	var conns sync.WaitGroup // hijacked connections
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			conns.Add(1)
 			defer conns.Done()
-			s.serveConnect(ctx, w, r)
+			s.serveConnect(ctx, w, r, forwarded)
 		}),
 		ReadHeaderTimeout: 30 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          s.logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	s.logger.Info("tunnel CONNECT proxy listening", "address", ln.Addr().String(), "tls", tlsCfg != nil)
+	s.logger.Info("tunnel "+name+" listening", "address", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var err error
 	select {
 	case err = <-errc:
-		err = fmt.Errorf("tunnel: CONNECT proxy: %w", err)
+		err = fmt.Errorf("tunnel: %s: %w", name, err)
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = srv.Shutdown(sctx)
@@ -408,7 +422,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, result
 	http.Error(w, msg, code)
 }
 
-func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *http.Request, forwarded bool) {
 	if r.Method != http.MethodConnect {
 		w.Header().Set("Allow", http.MethodConnect)
 		s.refuse(w, r, http.StatusMethodNotAllowed, "method", "only CONNECT is served here")
@@ -426,7 +440,7 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 		return
 	}
 	node, ns := s.resolve(host)
-	if node == "" && s.cfg.DirectDial && s.unclaimed(host) {
+	if node == "" && s.cfg.DirectDial && !forwarded && s.unclaimed(host) {
 		s.direct(ctx, w, r, target)
 		return
 	}
@@ -440,7 +454,22 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 		s.refuse(w, r, http.StatusBadGateway, "unknown_node", "%q is neither a node name nor a known node address", host)
 		return
 	case ns == nil:
-		s.refuse(w, r, http.StatusServiceUnavailable, "no_session", "node %s has no tunnel session", node)
+		replicas, dialTLS := s.replicaSet()
+		var h holder
+		self := ""
+		if replicas != nil && !forwarded {
+			h, self = replicas.lookup(node, time.Now()), replicas.Identity()
+		}
+		switch rt, why := decideRoute(false, forwarded, replicas != nil, h, self); rt {
+		case routeForward:
+			s.forward(ctx, w, r, node, port, h, self, dialTLS)
+		default:
+			result := "no_session"
+			if replicas != nil && !forwarded {
+				result = "no_holder"
+			}
+			s.refuse(w, r, http.StatusServiceUnavailable, result, "node %s: %s", node, why)
+		}
 		return
 	}
 	select {
@@ -462,28 +491,18 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 		s.refuse(w, r, http.StatusBadGateway, "edge_refused", "node %s: %v", node, err)
 		return
 	}
-	rc := http.NewResponseController(w)
-	conn, bufrw, err := rc.Hijack()
-	if err != nil {
-		_ = stream.Close()
-		s.refuse(w, r, http.StatusInternalServerError, "internal", "hijack: %v", err)
-		return
-	}
-	if _, err := bufrw.WriteString("HTTP/1.1 200 Connection established\r\n\r\n"); err == nil {
-		err = bufrw.Flush()
-	}
-	if err != nil {
-		_ = stream.Close()
-		_ = conn.Close()
+	conn, clientSrc, ok := s.established(w, r, stream)
+	if !ok {
 		return
 	}
 	s.metrics.connects.WithLabelValues("established").Inc()
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
-	s.logger.Debug("CONNECT established", "node", node, "port", port, "remote", r.RemoteAddr, "stream", stream.StreamID())
-	// Bytes the client sent right behind the request sit in bufrw.Reader;
+	s.logger.Debug("CONNECT established", "node", node, "port", port, "remote", r.RemoteAddr, "stream", stream.StreamID(),
+		"forwarded_by", r.Header.Get(ForwardedHeader))
+	// Bytes the client sent right behind the request sit in clientSrc;
 	// what the edge sent behind its status line sits in br.
-	up, down := pipe(ctx, conn, bufrw.Reader, stream, br)
+	up, down := pipe(ctx, conn, clientSrc, stream, br)
 	s.metrics.bytes.WithLabelValues("to_node").Add(float64(up))
 	s.metrics.bytes.WithLabelValues("from_node").Add(float64(down))
 	s.logger.Debug("CONNECT closed", "node", node, "stream", stream.StreamID(), "bytes_up", up, "bytes_down", down)
@@ -502,11 +521,24 @@ func (s *Server) direct(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		s.refuse(w, r, http.StatusBadGateway, "direct_failed", "dial %s: %v", target, err)
 		return
 	}
+	conn, clientSrc, ok := s.established(w, r, upstream)
+	if !ok {
+		return
+	}
+	s.metrics.connects.WithLabelValues("direct").Inc()
+	s.logger.Debug("CONNECT dialled directly", "target", target, "remote", r.RemoteAddr)
+	tunnelwire.Pipe(ctx, conn, clientSrc, upstream)
+}
+
+// established takes the client's connection over and answers 200; it
+// returns the connection and the reader holding what the client sent behind
+// its request. When that fails, upstream and the client are closed.
+func (s *Server) established(w http.ResponseWriter, r *http.Request, upstream io.Closer) (net.Conn, io.Reader, bool) {
 	conn, bufrw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		_ = upstream.Close()
 		s.refuse(w, r, http.StatusInternalServerError, "internal", "hijack: %v", err)
-		return
+		return nil, nil, false
 	}
 	if _, err := bufrw.WriteString("HTTP/1.1 200 Connection established\r\n\r\n"); err == nil {
 		err = bufrw.Flush()
@@ -514,11 +546,9 @@ func (s *Server) direct(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	if err != nil {
 		_ = upstream.Close()
 		_ = conn.Close()
-		return
+		return nil, nil, false
 	}
-	s.metrics.connects.WithLabelValues("direct").Inc()
-	s.logger.Debug("CONNECT dialled directly", "target", target, "remote", r.RemoteAddr)
-	tunnelwire.Pipe(ctx, conn, bufrw.Reader, upstream)
+	return conn, bufrw.Reader, true
 }
 
 // pipe is tunnelwire.Pipe with buffered readers on both sides.

@@ -43,12 +43,22 @@ type env struct {
 
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
-	e := &env{t: t, pki: testenv.NewPKI(t), apiPKI: testenv.NewPKI(t)}
+	return newEnvWithPKI(t, cfg, testenv.NewPKI(t), testenv.NewPKI(t), nil)
+}
+
+// newEnvWithPKI is newEnv with given CAs; before serving, setup (when not
+// nil) may configure the server, e.g. for several replicas.
+func newEnvWithPKI(t testing.TB, cfg Config, pki, apiPKI *testenv.PKI, setup func(*Server)) *env {
+	t.Helper()
+	e := &env{t: t, pki: pki, apiPKI: apiPKI}
 	srv, err := New(cfg, hclog.NewNullLogger(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.srv = srv
+	if setup != nil {
+		setup(srv)
+	}
 	nodeLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

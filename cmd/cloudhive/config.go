@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -49,6 +50,8 @@ type tunnelBlock struct {
 	MaxStreamsPerNode *int     `hcl:"max_streams_per_node,optional"`
 	AllowedPorts      []int    `hcl:"allowed_ports,optional"`
 	DirectDial        *bool    `hcl:"direct_dial,optional"`
+	PeerListen        string   `hcl:"peer_listen,optional"`
+	AdvertiseAddress  string   `hcl:"advertise_address,optional"`
 	Body              hcl.Body `hcl:",body"`
 }
 
@@ -123,6 +126,14 @@ type TunnelConfig struct {
 	ConnectListen   string
 	ConnectClientCA string
 	Server          tunnel.Config
+	// PeerListen is where other replicas forward CONNECTs for the nodes
+	// whose sessions this replica holds (mTLS, cloudhive server
+	// certificates only); empty: one replica, no Leases, no forwarding.
+	PeerListen string
+	// AdvertiseAddress is the peer endpoint as the other replicas dial it;
+	// empty: PeerListen's host when it is one address, else the first
+	// cloudhub advertise address, with PeerListen's bound port.
+	AdvertiseAddress string
 }
 
 // unixPrefix marks a unix socket address in connect_listen.
@@ -273,7 +284,7 @@ func (v *validator) build(fc *fileConfig, root hcl.Body) *Config {
 		v.hub(h, cfg)
 	}
 	if t := fc.Tunnel; t != nil {
-		cfg.Tunnel = v.tunnel(t)
+		cfg.Tunnel = v.tunnel(t, cfg.AdvertiseAddresses)
 	}
 	return cfg
 }
@@ -330,7 +341,7 @@ func (v *validator) hub(h *hubBlock, cfg *Config) {
 	cfg.NodeCertValidity = v.duration(b, "node_cert_validity", h.NodeCertValidity, cfg.NodeCertValidity)
 }
 
-func (v *validator) tunnel(t *tunnelBlock) *TunnelConfig {
+func (v *validator) tunnel(t *tunnelBlock, advertised []net.IP) *TunnelConfig {
 	b := t.Body
 	tc := &TunnelConfig{Listen: tunnel.DefaultListen, ConnectListen: tunnel.DefaultConnectListen,
 		ConnectClientCA: t.ConnectClientCA, Server: tunnel.DefaultConfig()}
@@ -357,6 +368,7 @@ func (v *validator) tunnel(t *tunnelBlock) *TunnelConfig {
 	if t.DirectDial != nil {
 		tc.Server.DirectDial = *t.DirectDial
 	}
+	v.peer(t, tc, advertised)
 	tc.Server.MaxStreamsPerNode = v.positive(b, "max_streams_per_node", t.MaxStreamsPerNode, tc.Server.MaxStreamsPerNode)
 	if t.AllowedPorts != nil {
 		tc.Server.AllowedPorts = nil
@@ -372,6 +384,69 @@ func (v *validator) tunnel(t *tunnelBlock) *TunnelConfig {
 		}
 	}
 	return tc
+}
+
+// peer checks peer_listen and advertise_address: the address other
+// replicas dial must be known, from one of them or cloudhub's
+// advertise_addresses.
+func (v *validator) peer(t *tunnelBlock, tc *TunnelConfig, advertised []net.IP) {
+	b := t.Body
+	if t.PeerListen == "" {
+		if t.AdvertiseAddress != "" {
+			v.fail(b, "advertise_address", "needs peer_listen: it is the address of the peer endpoint")
+		}
+		return
+	}
+	tc.PeerListen = t.PeerListen
+	v.hostPort(b, "peer_listen", t.PeerListen)
+	if t.AdvertiseAddress != "" {
+		tc.AdvertiseAddress = t.AdvertiseAddress
+		host, port, err := net.SplitHostPort(t.AdvertiseAddress)
+		var p int
+		switch {
+		case err != nil:
+			v.fail(b, "advertise_address", "%q is not host:port: %v", t.AdvertiseAddress, err)
+		case host == "" || strings.ContainsAny(host, " /"):
+			v.fail(b, "advertise_address", "%q: name the host other replicas dial", t.AdvertiseAddress)
+		case net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified():
+			v.fail(b, "advertise_address", "%q: %s is not an address to dial", t.AdvertiseAddress, host)
+		default:
+			if _, err := fmt.Sscanf(port, "%d", &p); err != nil || p < 1 || p > 65535 {
+				v.fail(b, "advertise_address", "%q: bad port", t.AdvertiseAddress)
+			}
+		}
+		return
+	}
+	host, _, err := net.SplitHostPort(t.PeerListen)
+	if err != nil {
+		return // reported above
+	}
+	if ip := net.ParseIP(host); (ip == nil || ip.IsUnspecified()) && len(advertised) == 0 {
+		v.fail(b, "advertise_address", "required when peer_listen (%q) is on every address and cloudhub.advertise_addresses is empty", t.PeerListen)
+	}
+}
+
+// peerAdvertise is the address other replicas dial for this one's peer
+// endpoint, now that it listens on bound.
+func (tc *TunnelConfig) peerAdvertise(advertised []net.IP, bound net.Addr) (string, error) {
+	if tc.AdvertiseAddress != "" {
+		return tc.AdvertiseAddress, nil
+	}
+	tcp, ok := bound.(*net.TCPAddr)
+	if !ok {
+		return "", fmt.Errorf("peer_listen is not TCP: %v", bound)
+	}
+	host, _, err := net.SplitHostPort(tc.PeerListen)
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		return net.JoinHostPort(ip.String(), fmt.Sprint(tcp.Port)), nil
+	}
+	if len(advertised) == 0 {
+		return "", errors.New("no advertise_address")
+	}
+	return net.JoinHostPort(advertised[0].String(), fmt.Sprint(tcp.Port)), nil
 }
 
 func validDNSLabel(s string) bool {

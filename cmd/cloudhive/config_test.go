@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -143,6 +144,49 @@ tunnel {
 			`t.hcl:5:26: error: Invalid value for max_streams_per_node: must be positive, not 0`,
 			`t.hcl:6:26: error: Invalid value for allowed_ports: 0 is not a port`,
 		}},
+		{name: "peer endpoint, advertised", src: "tunnel {\n  connect_listen = \"unix:/run/t.sock\"\n  peer_listen = \"0.0.0.0:10006\"\n  advertise_address = \"cloud-1.example:10006\"\n}\n",
+			check: func(t *testing.T, c *Config) {
+				tc := c.Tunnel
+				if tc.PeerListen != "0.0.0.0:10006" || tc.AdvertiseAddress != "cloud-1.example:10006" {
+					t.Fatalf("tunnel %+v", tc)
+				}
+			}},
+		{name: "peer endpoint on one address: advertised as it is bound", src: "tunnel {\n  connect_listen = \"unix:/run/t.sock\"\n  peer_listen = \"10.0.0.5:0\"\n}\n",
+			check: func(t *testing.T, c *Config) {
+				got, err := c.Tunnel.peerAdvertise(nil, &net.TCPAddr{IP: net.ParseIP("10.0.0.5"), Port: 41000})
+				if err != nil || got != "10.0.0.5:41000" {
+					t.Fatalf("advertised %q, %v", got, err)
+				}
+			}},
+		{name: "peer endpoint on every address: the first cloudhub address", src: "cloudhub {\n  advertise_addresses = [\"192.0.2.7\"]\n}\n" +
+			"tunnel {\n  connect_listen = \"unix:/run/t.sock\"\n  peer_listen = \"0.0.0.0:10006\"\n}\n",
+			check: func(t *testing.T, c *Config) {
+				got, err := c.Tunnel.peerAdvertise(c.AdvertiseAddresses, &net.TCPAddr{IP: net.IPv4zero, Port: 10006})
+				if err != nil || got != "192.0.2.7:10006" {
+					t.Fatalf("advertised %q, %v", got, err)
+				}
+			}},
+		{name: "no peer endpoint by default", src: "tunnel {\n  connect_listen = \"unix:/run/t.sock\"\n}\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Tunnel.PeerListen != "" || c.Tunnel.AdvertiseAddress != "" {
+					t.Fatalf("tunnel %+v", c.Tunnel)
+				}
+			}},
+		{name: "bad peer values", src: `tunnel {
+  connect_listen    = "unix:/run/t.sock"
+  peer_listen       = "everywhere"
+  advertise_address = "0.0.0.0:10006"
+}
+`, diags: []string{
+			`t.hcl:3:23: error: Invalid value for peer_listen: "everywhere" is not host:port`,
+			`t.hcl:4:23: error: Invalid value for advertise_address: "0.0.0.0:10006": 0.0.0.0 is not an address to dial`,
+		}},
+		{name: "advertise_address port", src: "tunnel {\n  connect_listen = \"unix:/run/t.sock\"\n  peer_listen = \"0.0.0.0:10006\"\n  advertise_address = \"cloud:0\"\n}\n",
+			diags: []string{`error: Invalid value for advertise_address: "cloud:0": bad port`}},
+		{name: "advertise_address without peer_listen", src: "tunnel {\n  connect_listen = \"unix:/run/t.sock\"\n  advertise_address = \"cloud:10006\"\n}\n",
+			diags: []string{`error: Invalid value for advertise_address: needs peer_listen`}},
+		{name: "peer endpoint on every address needs an address to advertise", src: "tunnel {\n  connect_listen = \"unix:/run/t.sock\"\n  peer_listen = \"0.0.0.0:10006\"\n}\n",
+			diags: []string{`error: Invalid value for advertise_address: required when peer_listen ("0.0.0.0:10006") is on every address and cloudhub.advertise_addresses is empty`}},
 		{name: "tcp CONNECT needs a client CA", src: "tunnel {\n  connect_listen = \"127.0.0.1:10005\"\n}\n",
 			diags: []string{`error: Invalid value for connect_client_ca: required when connect_listen is TCP`}},
 		{name: "unknown key in tunnel", src: "tunnel {\n  connect_ca = \"/x\"\n}\n",

@@ -20,15 +20,12 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/hashicorp/go-hclog"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/edgehive/edgehive/cloud/cloudhub"
 	"github.com/edgehive/edgehive/cloud/devicecontroller"
-	"github.com/edgehive/edgehive/plugins/edgehub"
 )
 
 // buildBinary builds cloudhive with go build, as make does.
@@ -196,51 +193,12 @@ current-context: x
 // the token cloudhive stored and holds a session; SIGTERM-like cancellation
 // stops everything.
 func TestServeWithFakeAPI(t *testing.T) {
-	cfg, diags := parseConfig("t.hcl", []byte(`
-cloudhub {
-  listen              = "127.0.0.1:0"
-  bootstrap_listen    = "127.0.0.1:0"
-  advertise_addresses = ["127.0.0.1"]
-}
-admin { listen = "127.0.0.1:0" }
-`))
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
+	cfg := mustParse(t, loopbackHCL(""))
 	client := fake.NewClientset()
+	addrs, stop := startServing(t, cfg, client)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan listening, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serveWith(ctx, cfg, controllerConfig{}, client, newDynamicFake(), []byte("pem"), hclog.NewNullLogger(), func(l listening) { ready <- l })
-	}()
-	var addrs listening
-	select {
-	case addrs = <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("not ready")
-	}
-
-	secrets := cloudhub.Secrets{Client: client, Namespace: "kubeedge"}
-	ca, err := secrets.CA(ctx, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, err := secrets.Token(ctx, ca, cfg.TokenTTL, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := t.TempDir()
-	if err := edgehub.Bootstrap(ctx, "https://"+addrs.bootstrap.String(), token, "edge-1", d+"/ca.crt", d+"/node.crt", d+"/node.key"); err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.LoadX509KeyPair(d+"/node.crt", d+"/node.key")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, pair := bootstrapNode(ctx, t, client, cfg, addrs.bootstrap, "edge-1")
 	dialer := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}}
 	h := http.Header{}
 	h.Set("node_id", "edge-1")
@@ -286,15 +244,7 @@ admin { listen = "127.0.0.1:0" }
 		t.Fatal(err)
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	stop()
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, _, err := conn.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
 		t.Fatalf("node connection after shutdown: %v, want close 1001", err)

@@ -131,7 +131,7 @@ func serve(ctx context.Context, cfg *Config, ctrl controllerConfig, logger hclog
 }
 
 // listening are the addresses cloudhive serves on, once it is ready.
-type listening struct{ hub, bootstrap, admin, tunnel, connect net.Addr }
+type listening struct{ hub, bootstrap, admin, tunnel, connect, peer net.Addr }
 
 // serveWith is serve with the API clients given (dyn: for custom resources);
 // onReady (optional) learns the addresses once everything listens.
@@ -192,7 +192,7 @@ func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client k
 		_ = wsLn.Close()
 		return err
 	}
-	var tunnelAddrs [2]net.Addr
+	var tunnelAddrs tunnelListening
 	if cfg.Tunnel != nil {
 		addrs, err := startTunnel(gctx, g, cfg, client, pair.cert, ca, logger.Named("tunnel"), tunnel.NewMetrics(reg))
 		if err != nil {
@@ -214,19 +214,24 @@ func serveWith(ctx context.Context, cfg *Config, ctrl controllerConfig, client k
 	logger.Info("cloudhive ready", "cloudhub", wsLn.Addr().String(), "bootstrap", bsLn.Addr().String(), "admin", adminLn.Addr().String())
 	if onReady != nil {
 		onReady(listening{hub: wsLn.Addr(), bootstrap: bsLn.Addr(), admin: adminLn.Addr(),
-			tunnel: tunnelAddrs[0], connect: tunnelAddrs[1]})
+			tunnel: tunnelAddrs.node, connect: tunnelAddrs.connect, peer: tunnelAddrs.peer})
 	}
 	return g.Wait()
 }
 
-// startTunnel opens the tunnel's two listeners and runs the server in g: node
+// tunnelListening are the tunnel's listeners' addresses (peer: nil without
+// peer_listen).
+type tunnelListening struct{ node, connect, peer net.Addr }
+
+// startTunnel opens the tunnel's listeners and runs the server in g: node
 // sessions with the cloud CA and server certificate cloudhub uses, CONNECTs
 // from the API server verified against connect_client_ca (or a unix socket),
-// and the node address map from the Node objects.
+// the node address map from the Node objects, and with peer_listen the
+// session Leases and the peer endpoint for the other replicas.
 func startTunnel(ctx context.Context, g *errgroup.Group, cfg *Config, client kubernetes.Interface, server tls.Certificate, ca *cloudhub.CA,
-	logger hclog.Logger, metrics *tunnel.Metrics) ([2]net.Addr, error) {
+	logger hclog.Logger, metrics *tunnel.Metrics) (tunnelListening, error) {
 	tc := cfg.Tunnel
-	var none [2]net.Addr
+	var none tunnelListening
 	srv, err := tunnel.New(tc.Server, logger, metrics)
 	if err != nil {
 		return none, err
@@ -243,10 +248,37 @@ func startTunnel(ctx context.Context, g *errgroup.Group, cfg *Config, client kub
 		}
 		connectTLS = tunnel.ConnectTLS(server, pool)
 	}
+	var listeners []net.Listener
+	closeAll := func() {
+		for _, ln := range listeners {
+			_ = ln.Close()
+		}
+	}
+	var peerLn net.Listener
+	var replicas *tunnel.Replicas
+	var peerTLS *tls.Config
+	if tc.PeerListen != "" {
+		// Never reuse_port: each replica's peer endpoint must be its own.
+		if peerLn, err = cloudhub.Listen(ctx, tc.PeerListen, false); err != nil {
+			return none, fmt.Errorf("tunnel: peer_listen: %w", err)
+		}
+		listeners = append(listeners, peerLn)
+		replicas, peerTLS, err = tunnelReplicas(cfg, client, server, ca, peerLn.Addr(), logger)
+		if err != nil {
+			closeAll()
+			return none, err
+		}
+		if err := srv.UseReplicas(replicas, peerTLS); err != nil {
+			closeAll()
+			return none, err
+		}
+	}
 	nodeLn, err := cloudhub.Listen(ctx, tc.Listen, cfg.ReusePort)
 	if err != nil {
+		closeAll()
 		return none, fmt.Errorf("tunnel: %w", err)
 	}
+	listeners = append(listeners, nodeLn)
 	var connLn net.Listener
 	if path, ok := strings.CutPrefix(tc.ConnectListen, unixPrefix); ok {
 		connectTLS = nil // the socket's file mode guards it
@@ -255,17 +287,56 @@ func startTunnel(ctx context.Context, g *errgroup.Group, cfg *Config, client kub
 		connLn, err = cloudhub.Listen(ctx, tc.ConnectListen, cfg.ReusePort)
 	}
 	if err != nil {
-		_ = nodeLn.Close()
-		if connLn != nil {
-			_ = connLn.Close()
-		}
+		closeAll()
 		return none, fmt.Errorf("tunnel: connect_listen: %w", err)
 	}
 	g.Go(func() error { return srv.ServeNodes(ctx, nodeLn, tunnel.NodeTLS(server, ca.Pool())) })
 	g.Go(func() error { return srv.ServeConnect(ctx, connLn, connectTLS) })
 	// CONNECTs may name a node by its InternalIP or ExternalIP.
 	g.Go(func() error { return srv.WatchNodeAddresses(ctx, client) })
-	return [2]net.Addr{nodeLn.Addr(), connLn.Addr()}, nil
+	addrs := tunnelListening{node: nodeLn.Addr(), connect: connLn.Addr()}
+	if peerLn != nil {
+		serverTLS, err := tunnel.PeerServerTLS(server, ca.Pool())
+		if err != nil {
+			return none, err // not reached: tunnelReplicas checked the certificate
+		}
+		g.Go(func() error { return replicas.Run(ctx) })
+		g.Go(func() error { return srv.ServePeers(ctx, peerLn, serverTLS) })
+		addrs.peer = peerLn.Addr()
+	}
+	return addrs, nil
+}
+
+// tunnelReplicas sets up the session Leases for this replica, reachable at
+// its advertised peer address, which the server certificate must cover
+// (the other replicas verify it).
+func tunnelReplicas(cfg *Config, client kubernetes.Interface, server tls.Certificate, ca *cloudhub.CA, bound net.Addr,
+	logger hclog.Logger) (*tunnel.Replicas, *tls.Config, error) {
+	advertise, err := cfg.Tunnel.peerAdvertise(cfg.AdvertiseAddresses, bound)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tunnel: %w", err)
+	}
+	host, _, err := net.SplitHostPort(advertise)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tunnel: advertise_address: %w", err)
+	}
+	if server.Leaf != nil {
+		if err := server.Leaf.VerifyHostname(host); err != nil {
+			return nil, nil, fmt.Errorf("tunnel: advertise_address %s is not in the server certificate (cloudhub.advertise_addresses, dns_names): %w", advertise, err)
+		}
+	}
+	dialTLS, err := tunnel.PeerClientTLS(server, ca.Pool())
+	if err != nil {
+		return nil, nil, fmt.Errorf("tunnel: %w", err)
+	}
+	id := tunnel.NewReplicaID()
+	replicas, err := tunnel.NewReplicas(tunnel.ReplicaConfig{Identity: id, PeerAddress: advertise, Namespace: cfg.Namespace, Client: client},
+		logger.Named("replicas"))
+	if err != nil {
+		return nil, nil, err
+	}
+	logger.Info("tunnel replica", "id", id, "peer_address", advertise)
+	return replicas, dialTLS, nil
 }
 
 // listenUnixPrivate listens on a unix socket at path that only this user can

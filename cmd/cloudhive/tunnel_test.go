@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/hashicorp/yamux"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/edgehive/edgehive/cloud/cloudhub"
@@ -30,37 +32,37 @@ import (
 	"github.com/edgehive/edgehive/plugins/edgehub"
 )
 
-// The tunnel as cloudhive serves it: a node with a certificate from
-// cloudhive's own CA opens a session, and a client with a certificate from
-// connect_client_ca reaches the node's kubelet through CONNECT.
-func TestServeTunnel(t *testing.T) {
-	dir := t.TempDir()
-	api := testenv.NewPKI(t) // the API server's egress client CA
-	caFile := filepath.Join(dir, "egress-ca.crt")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.CA.Raw}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, diags := parseConfig("t.hcl", fmt.Appendf(nil, `
+// loopbackHCL is a config on free loopback ports with the given tunnel
+// block body (no tunnel block when it is empty).
+func loopbackHCL(tunnelBody string) []byte {
+	src := `
 cloudhub {
   listen              = "127.0.0.1:0"
   bootstrap_listen    = "127.0.0.1:0"
   advertise_addresses = ["127.0.0.1"]
 }
 admin { listen = "127.0.0.1:0" }
-tunnel {
-  listen            = "127.0.0.1:0"
-  connect_listen    = "127.0.0.1:0"
-  connect_client_ca = %q
+`
+	if tunnelBody != "" {
+		src += "tunnel {\n  listen = \"127.0.0.1:0\"\n" + tunnelBody + "}\n"
+	}
+	return []byte(src)
 }
-`, caFile))
+
+func mustParse(t *testing.T, src []byte) *Config {
+	t.Helper()
+	cfg, diags := parseConfig("t.hcl", src)
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	// The node as edged registers it: CONNECTs may name its InternalIP.
-	client := fake.NewClientset(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "edge-1"},
-		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.20.30.40"}}}})
+	return cfg
+}
+
+// startServing runs serveWith in-process against client until the returned
+// stop (also run at cleanup), which checks that it ends cleanly.
+func startServing(t *testing.T, cfg *Config, client kubernetes.Interface) (listening, func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	ready := make(chan listening, 1)
 	done := make(chan error, 1)
 	go func() {
@@ -70,15 +72,35 @@ tunnel {
 	select {
 	case addrs = <-ready:
 	case err := <-done:
+		cancel()
 		t.Fatalf("serve: %v", err)
 	case <-time.After(20 * time.Second):
+		cancel()
 		t.Fatal("not ready")
 	}
-	if addrs.tunnel == nil || addrs.connect == nil {
-		t.Fatalf("tunnel not listening: %+v", addrs)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("serve: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("serve did not stop")
+			}
+		})
 	}
+	t.Cleanup(stop)
+	return addrs, stop
+}
 
-	// The node's certificate, by token bootstrap as edgehub gets it.
+// bootstrapNode gets node a certificate from cloudhive's certificate
+// service with the stored join token, as edgehub does; it returns the cloud
+// CA and the node's pair.
+func bootstrapNode(ctx context.Context, t *testing.T, client kubernetes.Interface, cfg *Config, bootstrap net.Addr, node string) (*cloudhub.CA, tls.Certificate) {
+	t.Helper()
 	secrets := cloudhub.Secrets{Client: client, Namespace: "kubeedge"}
 	ca, err := secrets.CA(ctx, time.Now())
 	if err != nil {
@@ -89,19 +111,22 @@ tunnel {
 		t.Fatal(err)
 	}
 	d := t.TempDir()
-	if err := edgehub.Bootstrap(ctx, "https://"+addrs.bootstrap.String(), token, "edge-1", d+"/ca.crt", d+"/node.crt", d+"/node.key"); err != nil {
+	if err := edgehub.Bootstrap(ctx, "https://"+bootstrap.String(), token, node, d+"/ca.crt", d+"/node.crt", d+"/node.key"); err != nil {
 		t.Fatal(err)
 	}
 	pair, err := tls.LoadX509KeyPair(d+"/node.crt", d+"/node.key")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ca, pair
+}
 
-	kubelet := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "edge-1 "+r.URL.Path)
-	}))
-	defer kubelet.Close()
-	conn, err := tls.Dial("tcp", addrs.tunnel.String(), &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair},
+// startNodeTunnel opens node's tunnel session to addr with its certificate
+// and serves streams to kubelet until ctx ends; the returned channel closes
+// when the session is over.
+func startNodeTunnel(ctx context.Context, t *testing.T, addr string, ca *cloudhub.CA, pair tls.Certificate, kubelet string) <-chan struct{} {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair},
 		NextProtos: []string{tunnelwire.Protocol}})
 	if err != nil {
 		t.Fatal(err)
@@ -110,32 +135,78 @@ tunnel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	edgeDone := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
-		defer close(edgeDone)
+		defer close(done)
 		_ = tunnelwire.ServeNode(ctx, sess, tunnelwire.NodeOptions{MaxStreams: 8, Logger: hclog.NewNullLogger(),
 			Dial: func(ctx context.Context) (net.Conn, error) {
 				var d net.Dialer
-				return d.DialContext(ctx, "tcp", kubelet.Listener.Addr().String())
+				return d.DialContext(ctx, "tcp", kubelet)
 			}})
 	}()
+	return done
+}
 
+// egressCA is the API server's egress client CA, written to dir for
+// connect_client_ca.
+func egressCA(t *testing.T, dir string) (*testenv.PKI, string) {
+	t.Helper()
+	api := testenv.NewPKI(t)
+	caFile := filepath.Join(dir, "egress-ca.crt")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.CA.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return api, caFile
+}
+
+// egressTLS is the API server's TLS for cloudhive's CONNECT listener: a
+// client certificate from api, cloudhive verified with its CA.
+func egressTLS(t *testing.T, api *testenv.PKI, ca *cloudhub.CA) *tls.Config {
+	t.Helper()
 	key := testenv.NewKey(t)
 	apiDER := api.Sign(t, &x509.Certificate{Subject: pkix.Name{CommonName: "kube-apiserver"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, &key.PublicKey)
-	apiCert := tls.Certificate{Certificate: [][]byte{apiDER}, PrivateKey: key}
-	// The egress selector verifies cloudhive with its CA, as for cloudhub.
-	proxyTLS := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{apiCert}}
+	return &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{{Certificate: [][]byte{apiDER}, PrivateKey: key}}}
+}
 
-	var body string
+// connectGetRetry is connectGet until it succeeds or 10 s pass: a session
+// registers (and its Lease propagates) right after the handshake.
+func connectGetRetry(proxy string, tlsCfg *tls.Config, target, path string) (string, error) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		body, err = connectGet(addrs.connect.String(), proxyTLS, "edge-1:10250", "/healthz")
+		body, err := connectGet(proxy, tlsCfg, target, path)
 		if err == nil || time.Now().After(deadline) {
-			break
+			return body, err
 		}
-		time.Sleep(20 * time.Millisecond) // the session registers right after the handshake
+		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// The tunnel as cloudhive serves it: a node with a certificate from
+// cloudhive's own CA opens a session, and a client with a certificate from
+// connect_client_ca reaches the node's kubelet through CONNECT.
+func TestServeTunnel(t *testing.T) {
+	api, caFile := egressCA(t, t.TempDir())
+	cfg := mustParse(t, loopbackHCL(fmt.Sprintf("  connect_listen = \"127.0.0.1:0\"\n  connect_client_ca = %q\n", caFile)))
+	// The node as edged registers it: CONNECTs may name its InternalIP.
+	client := fake.NewClientset(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "edge-1"},
+		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.20.30.40"}}}})
+	addrs, stop := startServing(t, cfg, client)
+	if addrs.tunnel == nil || addrs.connect == nil || addrs.peer != nil {
+		t.Fatalf("tunnel listeners: %+v; want node and CONNECT, no peer endpoint", addrs)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ca, pair := bootstrapNode(ctx, t, client, cfg, addrs.bootstrap, "edge-1")
+	proxyTLS := egressTLS(t, api, ca)
+
+	kubelet := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "edge-1 "+r.URL.Path)
+	}))
+	defer kubelet.Close()
+	edgeDone := startNodeTunnel(ctx, t, addrs.tunnel.String(), ca, pair, kubelet.Listener.Addr().String())
+
+	body, err := connectGetRetry(addrs.connect.String(), proxyTLS, "edge-1:10250", "/healthz")
 	if err != nil || body != "edge-1 /healthz" {
 		t.Fatalf("through the tunnel: %q, %v", body, err)
 	}
@@ -165,17 +236,59 @@ tunnel {
 			t.Errorf("metrics lack %q", strings.TrimSpace(want))
 		}
 	}
-
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	stop()
 	<-edgeDone
+}
+
+// Two replicas with peer_listen on one fake API: the node's session is on
+// b, the API server's CONNECT lands on a, which forwards it to b's peer
+// endpoint (mTLS with the server certificate from cloudcoresecret).
+func TestServeTunnelTwoReplicas(t *testing.T) {
+	api, caFile := egressCA(t, t.TempDir())
+	src := loopbackHCL(fmt.Sprintf("  connect_listen = \"127.0.0.1:0\"\n  connect_client_ca = %q\n  peer_listen = \"127.0.0.1:0\"\n", caFile))
+	cfg := mustParse(t, src)
+	client := fake.NewClientset()
+	a, _ := startServing(t, cfg, client)
+	b, _ := startServing(t, mustParse(t, src), client)
+	if a.peer == nil || b.peer == nil {
+		t.Fatalf("peer endpoints: %v, %v", a.peer, b.peer)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ca, pair := bootstrapNode(ctx, t, client, cfg, b.bootstrap, "edge-1")
+	kubelet := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "edge-1 "+r.URL.Path)
+	}))
+	defer kubelet.Close()
+	nodeCtx, nodeCancel := context.WithCancel(ctx)
+	edgeDone := startNodeTunnel(nodeCtx, t, b.tunnel.String(), ca, pair, kubelet.Listener.Addr().String())
+
+	proxyTLS := egressTLS(t, api, ca)
+	body, err := connectGetRetry(a.connect.String(), proxyTLS, "edge-1:10250", "/healthz")
+	if err != nil || body != "edge-1 /healthz" {
+		t.Fatalf("CONNECT at a for b's node: %q, %v", body, err)
+	}
+	lease, err := client.CoordinationV1().Leases("kubeedge").Get(ctx, "tunnel-edge-1", metav1.GetOptions{})
+	if err != nil || lease.Annotations["tunnel.edgehive.io/peer-address"] != b.peer.String() {
+		t.Fatalf("lease of edge-1: %+v, %v; want b's peer address %s", lease, err, b.peer)
+	}
+	// The node's certificate does not open a's peer endpoint.
+	if _, err := connectGet(a.peer.String(), &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}}, "edge-1:10250", "/"); err == nil {
+		t.Fatal("the peer endpoint served a node certificate")
+	}
+	nodeCancel()
+	<-edgeDone
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err = connectGet(a.connect.String(), proxyTLS, "edge-1:10250", "/healthz")
+		if err != nil && strings.Contains(err.Error(), "503") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CONNECT after the session ended: %v, want 503", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // connectGet sends CONNECT target through the proxy, then GET path.
@@ -209,35 +322,8 @@ func connectGet(proxy string, tlsCfg *tls.Config, target, path string) (string, 
 // without TLS.
 func TestServeTunnelUnixSocket(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "tunnel.sock")
-	cfg, diags := parseConfig("t.hcl", fmt.Appendf(nil, `
-cloudhub {
-  listen              = "127.0.0.1:0"
-  bootstrap_listen    = "127.0.0.1:0"
-  advertise_addresses = ["127.0.0.1"]
-}
-admin { listen = "127.0.0.1:0" }
-tunnel {
-  listen         = "127.0.0.1:0"
-  connect_listen = "unix:%s"
-}
-`, sock))
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan listening, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- serveWith(ctx, cfg, controllerConfig{}, fake.NewClientset(), newDynamicFake(), []byte("pem"), hclog.NewNullLogger(), func(l listening) { ready <- l })
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("not ready")
-	}
+	cfg := mustParse(t, loopbackHCL(fmt.Sprintf("  connect_listen = \"unix:%s\"\n", sock)))
+	_, stop := startServing(t, cfg, fake.NewClientset())
 	fi, err := os.Stat(sock)
 	if err != nil {
 		t.Fatal(err)
@@ -258,15 +344,7 @@ tunnel {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("CONNECT to a node without a session: %s, want 503", resp.Status)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	stop()
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("socket left behind: %v", err)
 	}
