@@ -55,7 +55,7 @@ test: setup proto-check lint build
 containerd-up:
 	bash hack/containerd.sh start $(CONTAINERD_DIR)
 	$(GO) run ./hack/images -out $(IMAGES_DIR) -address $(CONTAINERD_DIR)/containerd.sock \
-	  -snapshotter $$(cat $(CONTAINERD_DIR)/snapshotter) $(IMAGES_FLAGS)
+	  -snapshotter $$(cat $(CONTAINERD_DIR)/snapshotter) -nonewprivs $(IMAGES_FLAGS)
 
 ## containerd-down: stop it and unmount what it left
 containerd-down:

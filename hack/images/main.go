@@ -27,6 +27,9 @@ const (
 	// AgnhostImage is the name the Kubernetes v1.37 e2e framework runs
 	// agnhost under (k8s.io/kubernetes/test/utils/image/manifest.go).
 	AgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+	// NonewprivsImage is the v1.37 e2e name of the image whose command
+	// prints its effective uid from a set-user-ID root binary.
+	NonewprivsImage = "registry.k8s.io/e2e-test-images/nonewprivs:1.4"
 )
 
 // aliases are extra names given to the images once imported, so that the
@@ -67,9 +70,10 @@ func main() {
 	snapshotter := flag.String("snapshotter", "", "snapshotter to unpack with (containerd's default when empty)")
 	ctrBin := flag.String("ctr", "ctr", "the ctr binary")
 	agnhost := flag.String("agnhost", "", "static agnhost binary (hack/kube.sh agnhost) to pack as the e2e agnhost image (none when empty)")
+	nonewprivs := flag.Bool("nonewprivs", false, "also build the e2e nonewprivs image (hack/images/nnp, built with go)")
 	flag.Parse()
 
-	if err := run(*busybox, *agnhost, *out, *address, *namespace, *snapshotter, *ctrBin); err != nil {
+	if err := run(*busybox, *agnhost, *nonewprivs, *out, *address, *namespace, *snapshotter, *ctrBin); err != nil {
 		fmt.Fprintln(os.Stderr, "images:", err)
 		os.Exit(1)
 	}
@@ -90,7 +94,17 @@ func agnhostImage(busybox, agnhost string, applets []string) Image {
 	}
 }
 
-func run(busybox, agnhost, out, address, namespace, snapshotter, ctrBin string) error {
+// nonewprivsImage runs nnp, set-user-ID root, as upstream's image does.
+func nonewprivsImage(busybox, nnp string) Image {
+	return Image{
+		Name: NonewprivsImage, Cmd: []string{"/usr/local/bin/nnp"},
+		Applets: []string{"sh"}, Busybox: busybox, Platform: hostPlatform(),
+		Dirs:  []ExtraFile{{Name: "usr/local"}, {Name: "usr/local/bin"}},
+		Files: []ExtraFile{{Name: "usr/local/bin/nnp", Source: nnp, Mode: 0o4755}},
+	}
+}
+
+func run(busybox, agnhost string, nonewprivs bool, out, address, namespace, snapshotter, ctrBin string) error {
 	if err := checkBusybox(busybox); err != nil {
 		return err
 	}
@@ -119,6 +133,19 @@ func run(busybox, agnhost, out, address, namespace, snapshotter, ctrBin string) 
 			img  Image
 		}{"agnhost.tar", agnhostImage(busybox, agnhost, applets)})
 		names = append(names, AgnhostImage)
+	}
+	if nonewprivs {
+		nnp := filepath.Join(out, "nnp")
+		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", nnp, "github.com/edgehive/edgehive/hack/images/nnp")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("build nnp: %w: %s", err, b)
+		}
+		imgs = append(imgs, struct {
+			file string
+			img  Image
+		}{"nonewprivs.tar", nonewprivsImage(busybox, nnp)})
+		names = append(names, NonewprivsImage)
 	}
 	var files []string
 	for _, it := range imgs {

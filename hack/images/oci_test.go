@@ -190,3 +190,28 @@ func TestAppletsOfListsTheBinarysApplets(t *testing.T) {
 		t.Errorf("without a binary: %v, want the fixed list", fallback)
 	}
 }
+
+func TestNonewprivsImageIsSetUIDRoot(t *testing.T) {
+	dir := t.TempDir()
+	bb, nnp := filepath.Join(dir, "busybox"), filepath.Join(dir, "nnp")
+	for _, f := range []string{bb, nnp} {
+		if err := os.WriteFile(f, []byte("\x7fELF "+f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	if err := WriteArchive(&buf, nonewprivsImage(bb, nnp)); err != nil {
+		t.Fatal(err)
+	}
+	u := unpack(t, buf.Bytes())
+	e, ok := readTar(t, bytes.NewReader(u.layer))["usr/local/bin/nnp"]
+	if !ok {
+		t.Fatal("usr/local/bin/nnp missing")
+	}
+	if e.header.Mode&0o4000 == 0 || e.header.Uid != 0 {
+		t.Errorf("nnp mode %o uid %d, want set-user-ID root", e.header.Mode, e.header.Uid)
+	}
+	if got := u.config.Config.Cmd; !slices.Equal(got, []string{"/usr/local/bin/nnp"}) {
+		t.Errorf("cmd %v", got)
+	}
+}

@@ -528,3 +528,59 @@ spec:
 	}
 	t.Fatal("the static pod was not removed with its manifest")
 }
+
+// TestContainerdNoNewPrivileges: allowPrivilegeEscalation false sets
+// no_new_privs, so a set-user-ID root binary (the e2e nonewprivs image, which
+// make containerd-up imports) runs as the pod's user; true lets it run as root.
+func TestContainerdNoNewPrivileges(t *testing.T) {
+	h, check, _ := itHarness(t, &itMeta{}, "")
+	for _, tt := range []struct {
+		allow bool
+		want  string
+	}{{false, "Effective uid: 1000\n"}, {true, "Effective uid: 0\n"}} {
+		name := fmt.Sprintf("it-nnp-%v-%s", tt.allow, time.Now().Format("150405"))
+		pod := mkPod(name, name, true, "nnp")
+		pod.Spec.RestartPolicy = v1.RestartPolicyNever
+		uid, allow := int64(1000), tt.allow
+		c := &pod.Spec.Containers[0]
+		c.Image, c.Command = "registry.k8s.io/e2e-test-images/nonewprivs:1.4", nil
+		c.SecurityContext = &v1.SecurityContext{RunAsUser: &uid, AllowPrivilegeEscalation: &allow}
+		if err := h.Deliver(podMsg(t, sdk.OpInsert, pod)); err != nil {
+			t.Fatal(err)
+		}
+		st := waitStatus(t, h, name, 60*time.Second, func(s v1.PodStatus) bool { return s.Phase == v1.PodSucceeded || s.Phase == v1.PodFailed })
+		term := statusOf(st, "nnp").State.Terminated
+		if term == nil {
+			t.Fatalf("allowPrivilegeEscalation %v: %+v", tt.allow, statusOf(st, "nnp").State)
+		}
+		out := containerOutput(t, check, strings.TrimPrefix(term.ContainerID, "containerd://"))
+		if out != tt.want {
+			t.Errorf("allowPrivilegeEscalation %v: output %q, want %q", tt.allow, out, tt.want)
+		}
+		deleteAndWait(t, h, check, pod)
+	}
+}
+
+// containerOutput is what a container wrote, read from its CRI log file.
+func containerOutput(t *testing.T, rt *cri.Client, id string) string {
+	t.Helper()
+	st, err := rt.ContainerStatus(context.Background(), id, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(st.GetStatus().GetLogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	for _, line := range strings.Split(string(b), "\n") {
+		// "<time> <stream> <P|F> <message>"
+		if parts := strings.SplitN(line, " ", 4); len(parts) == 4 {
+			out.WriteString(parts[3])
+			if parts[2] == "F" {
+				out.WriteByte('\n')
+			}
+		}
+	}
+	return out.String()
+}
