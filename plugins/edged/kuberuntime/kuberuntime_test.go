@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -442,5 +443,46 @@ func TestComputePodActionsSidecars(t *testing.T) {
 				t.Fatalf("actions = %+v (next %q)", act, next)
 			}
 		})
+	}
+}
+
+// stopOrder records the containers StopContainer is called for.
+type stopOrder struct {
+	cri.Runtime
+	mu      sync.Mutex
+	stopped []string
+}
+
+func (s *stopOrder) StopContainer(ctx context.Context, id string, timeout int64) error {
+	s.mu.Lock()
+	s.stopped = append(s.stopped, id)
+	s.mu.Unlock()
+	return s.Runtime.StopContainer(ctx, id, timeout)
+}
+
+func TestKillPodStopsSidecarsLastInReverseOrder(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(10000, 0))
+	rec := &stopOrder{Runtime: cri.NewFakeRuntime(busybox, pause)}
+	m := New(rec, clk, nil, Config{SandboxImage: pause, PodLogsRoot: t.TempDir()})
+	always := v1.ContainerRestartPolicyAlways
+	pod := testPod(v1.RestartPolicyAlways, "app1", "app2")
+	pod.Spec.InitContainers = []v1.Container{
+		{Name: "side1", Image: busybox, RestartPolicy: &always},
+		{Name: "side2", Image: busybox, RestartPolicy: &always},
+	}
+	run := runtimeapi.ContainerState_CONTAINER_RUNNING
+	ps := &container.PodStatus{ID: pod.UID, Containers: []*container.ContainerStatus{
+		cstatus(pod, "side1", run, 0), cstatus(pod, "app1", run, 0), cstatus(pod, "side2", run, 0), cstatus(pod, "app2", run, 0),
+	}}
+	if err := m.KillPod(context.Background(), pod, ps, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.stopped) != 4 {
+		t.Fatalf("stopped %v", rec.stopped)
+	}
+	apps := append([]string(nil), rec.stopped[:2]...)
+	slices.Sort(apps)
+	if !slices.Equal(apps, []string{"id-app1", "id-app2"}) || !slices.Equal(rec.stopped[2:], []string{"id-side2", "id-side1"}) {
+		t.Fatalf("stop order %v, want the apps, then side2, then side1", rec.stopped)
 	}
 }

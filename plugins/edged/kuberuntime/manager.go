@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -786,31 +787,57 @@ func (m *Manager) KillPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 	if ps == nil {
 		return nil
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(ps.Containers))
-	for i, cs := range ps.Containers {
+	// The app containers stop first, together; the sidecars then stop one
+	// by one in reverse order, so they keep serving the app containers'
+	// preStop hooks (the kubelet's order).
+	sidecarRank := map[string]int{}
+	for i := range pod.Spec.InitContainers {
+		if container.IsSidecar(&pod.Spec.InitContainers[i]) {
+			sidecarRank[pod.Spec.InitContainers[i].Name] = i + 1
+		}
+	}
+	var regular, sidecars []*container.ContainerStatus
+	for _, cs := range ps.Containers {
 		if !cs.Running() && !remove {
 			continue
 		}
+		if sidecarRank[cs.Name] > 0 && cs.Running() {
+			sidecars = append(sidecars, cs)
+		} else {
+			regular = append(regular, cs)
+		}
+	}
+	slices.SortStableFunc(sidecars, func(a, b *container.ContainerStatus) int { return sidecarRank[b.Name] - sidecarRank[a.Name] })
+	stop := func(cs *container.ContainerStatus, grace int64) error {
+		if cs.Running() {
+			m.event(pod, cs.Name, v1.EventTypeNormal, EventKilling, "Stopping container "+cs.Name)
+			grace := m.preStop(ctx, pod, specOf(pod, cs.Name), cs.Id, ps.PodIP(), grace)
+			if err := m.rt.StopContainer(ctx, cs.Id, grace); err != nil && !cri.IsNotFound(err) {
+				return fmt.Errorf("stop container %s: %w", cs.Name, err)
+			}
+		}
+		if remove {
+			if err := m.rt.RemoveContainer(ctx, cs.Id); err != nil && !cri.IsNotFound(err) {
+				return fmt.Errorf("remove container %s: %w", cs.Name, err)
+			}
+		}
+		return nil
+	}
+	started := m.clock.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, len(regular)+len(sidecars))
+	for i, cs := range regular {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if cs.Running() {
-				m.event(pod, cs.Name, v1.EventTypeNormal, EventKilling, "Stopping container "+cs.Name)
-				grace := m.preStop(ctx, pod, specOf(pod, cs.Name), cs.Id, ps.PodIP(), grace)
-				if err := m.rt.StopContainer(ctx, cs.Id, grace); err != nil && !cri.IsNotFound(err) {
-					errs[i] = fmt.Errorf("stop container %s: %w", cs.Name, err)
-					return
-				}
-			}
-			if remove {
-				if err := m.rt.RemoveContainer(ctx, cs.Id); err != nil && !cri.IsNotFound(err) {
-					errs[i] = fmt.Errorf("remove container %s: %w", cs.Name, err)
-				}
-			}
+			errs[i] = stop(cs, grace)
 		}()
 	}
 	wg.Wait()
+	for i, cs := range sidecars {
+		left := max(grace-int64(m.clock.Since(started).Seconds()), minGraceAfterPreStop)
+		errs[len(regular)+i] = stop(cs, left)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

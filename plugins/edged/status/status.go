@@ -230,9 +230,7 @@ func ComputeWith(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason
 			if s.State.Running == nil || (s.Started != nil && !*s.Started) {
 				incomplete = append(incomplete, s.Name)
 			}
-		} else if s.State.Terminated == nil {
-			// The kubelet's "incomplete": not ended yet (one that
-			// failed for good has ended; the phase says the rest).
+		} else if s.State.Terminated == nil || s.State.Terminated.ExitCode != 0 {
 			incomplete = append(incomplete, s.Name)
 		}
 	}

@@ -348,3 +348,17 @@ func TestObservedGeneration(t *testing.T) {
 		}
 	}
 }
+
+func TestInitializedFalseWhenAnInitContainerFailedForGood(t *testing.T) {
+	p := pod(v1.RestartPolicyNever, "run1")
+	p.Spec.InitContainers = []v1.Container{{Name: "init1", Image: "busybox:1.36"}, {Name: "init2", Image: "busybox:1.36"}}
+	s := Compute(p, rps(cs("init1", exited, 0, 0), cs("init2", exited, 1, 0)), nil, time.Unix(100, 0), nil)
+	if s.Phase != v1.PodFailed {
+		t.Fatalf("phase %s, want Failed", s.Phase)
+	}
+	for _, c := range s.Conditions {
+		if c.Type == v1.PodInitialized && (c.Status != v1.ConditionFalse || c.Message != "containers with incomplete status: [init2]") {
+			t.Fatalf("Initialized = %s %q", c.Status, c.Message)
+		}
+	}
+}
