@@ -6,11 +6,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/edgehive/edgehive/cloud/tunnel"
 	"github.com/edgehive/edgehive/internal/testenv"
+	"github.com/edgehive/edgehive/internal/tunnelwire"
 	"github.com/edgehive/edgehive/sdk/sdktest"
 )
 
@@ -214,4 +218,48 @@ func TestTunnelRedialsAfterRotation(t *testing.T) {
 		t.Fatalf("tunnel redialled with serial %s; stored %s; old %s", s, renewed.SerialNumber, old.SerialNumber)
 	}
 	tc.waitConnected(t, node)
+}
+
+// TestPodTargetAllowed: only addresses in the node's pod ranges that are
+// none of the host's own are dialled; everything else is denied.
+func TestPodTargetAllowed(t *testing.T) {
+	ranges := []netip.Prefix{netip.MustParsePrefix("10.88.0.0/16"), netip.MustParsePrefix("fd00:10::/64")}
+	host := []net.Addr{
+		&net.IPNet{IP: net.ParseIP("10.88.0.1"), Mask: net.CIDRMask(16, 32)}, // the pod bridge's gateway
+		&net.IPNet{IP: net.ParseIP("192.168.1.20"), Mask: net.CIDRMask(24, 32)},
+		&net.IPAddr{IP: net.ParseIP("fd00:10::1")},
+		&net.IPNet{IP: net.ParseIP("127.0.0.1"), Mask: net.CIDRMask(8, 32)},
+	}
+	for _, tc := range []struct {
+		ip     string
+		ranges []netip.Prefix
+		want   string // "" allowed
+	}{
+		{"10.88.0.5", ranges, ""},
+		{"fd00:10::5", ranges, ""},
+		{"::ffff:10.88.3.4", ranges, ""},
+		{"10.88.0.5", nil, "pod_cidrs is empty"},
+		{"10.88.0.1", ranges, "an address of this host"},
+		{"fd00:10::1", ranges, "an address of this host"},
+		{"192.168.1.20", ranges, "outside this node's pod ranges"},
+		{"192.168.1.30", ranges, "outside this node's pod ranges"},
+		{"10.89.0.5", ranges, "outside"},
+		{"127.0.0.1", ranges, "not a pod address"},
+		{"0.0.0.0", ranges, "not a pod address"},
+		{"169.254.169.254", ranges, "not a pod address"},
+		{"255.255.255.255", ranges, "not a pod address"},
+		{"224.0.0.1", ranges, "not a pod address"},
+		{"::1", ranges, "not a pod address"},
+		{"fe80::1", ranges, "not a pod address"},
+	} {
+		err := podTargetAllowed(netip.MustParseAddr(tc.ip), tc.ranges, host)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v, want allowed", tc.ip, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: err = %v, want %q", tc.ip, err, tc.want)
+		case tc.want != "" && !errors.Is(err, tunnelwire.ErrDenied):
+			t.Errorf("%s: err = %v, not ErrDenied", tc.ip, err)
+		}
+	}
 }
