@@ -139,7 +139,10 @@ func startNodeTunnel(ctx context.Context, t *testing.T, addr string, ca *cloudhu
 	go func() {
 		defer close(done)
 		_ = tunnelwire.ServeNode(ctx, sess, tunnelwire.NodeOptions{MaxStreams: 8, Logger: hclog.NewNullLogger(),
-			Dial: func(ctx context.Context) (net.Conn, error) {
+			Dial: func(ctx context.Context, target tunnelwire.Target) (net.Conn, error) {
+				if !target.IsKubelet() {
+					return nil, fmt.Errorf("%w: no pods here", tunnelwire.ErrDenied)
+				}
 				var d net.Dialer
 				return d.DialContext(ctx, "tcp", kubelet)
 			}})
