@@ -17,6 +17,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/edgehive/edgehive/internal/nodename"
 )
 
 // maxCSRBytes bounds the /edge.crt body (KubeEdge reads at most 1 MiB).
@@ -187,7 +189,7 @@ func (c *CertServer) authorize(r *http.Request, node string, now time.Time) erro
 func checkNodeSubject(csr *x509.CertificateRequest, node string) error {
 	cn := csr.Subject.CommonName
 	name, ok := strings.CutPrefix(cn, nodeCommonPrefix)
-	if !ok || !validNodeName(name) {
+	if !ok || !nodename.Valid(name) {
 		return fmt.Errorf("CSR common name %q is not %s<node>", cn, nodeCommonPrefix)
 	}
 	if node != "" && name != node {
@@ -223,7 +225,7 @@ func parseUsages(h string) ([]x509.ExtKeyUsage, error) {
 
 func (c *CertServer) serveNode(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if c.client == nil || !validNodeName(name) {
+	if c.client == nil || !nodename.Valid(name) {
 		http.Error(w, "Node not found", http.StatusNotFound)
 		return
 	}
@@ -236,21 +238,6 @@ func (c *CertServer) serveNode(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.Error(w, "node lookup failed", http.StatusInternalServerError)
 	}
-}
-
-// validNodeName accepts a Kubernetes DNS subdomain (what node names are);
-// it also keeps "/" out of resource prefixes.
-func validNodeName(n string) bool {
-	if n == "" || len(n) > 253 {
-		return false
-	}
-	for i := 0; i < len(n); i++ {
-		b := n[i]
-		if (b < 'a' || b > 'z') && (b < '0' || b > '9') && b != '-' && b != '.' {
-			return false
-		}
-	}
-	return n[0] != '-' && n[0] != '.' && n[len(n)-1] != '-' && n[len(n)-1] != '.'
 }
 
 // serveUntil serves srv on ln until ctx ends, then shuts it down briefly.

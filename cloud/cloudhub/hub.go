@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/edgehive/edgehive/cloud/nodelink"
+	"github.com/edgehive/edgehive/internal/nodename"
 	"github.com/edgehive/edgehive/sdk"
 )
 
@@ -265,7 +266,7 @@ func (h *Hub) refuse(w http.ResponseWriter, r *http.Request, code int, reason, f
 func (h *Hub) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	node := r.Header.Get("node_id")
 	switch {
-	case !validNodeName(node):
+	case !nodename.Valid(node):
 		h.refuse(w, r, http.StatusBadRequest, "bad_headers", "node_id header %q is not a node name", node)
 		return
 	case !strings.EqualFold(r.Header.Get("ConnectionUse"), "msg"):

@@ -168,10 +168,10 @@ func (s *Server) ServePeers(ctx context.Context, ln net.Listener, tlsCfg *tls.Co
 	return s.serveHTTP(ctx, tls.NewListener(ln, tlsCfg), "peer endpoint", true)
 }
 
-// forward carries a CONNECT for node to the replica that holds its session:
-// a CONNECT over mTLS to its peer endpoint, whose answer is relayed; after a
-// 200 the bytes are spliced.
-func (s *Server) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, node string, port int, h holder, self string, dialTLS *tls.Config) {
+// forward carries a CONNECT for target (node:port, or a pod's ip:port on
+// node) to the replica that holds node's session: a CONNECT over mTLS to its
+// peer endpoint, whose answer is relayed; after a 200 the bytes are spliced.
+func (s *Server) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, node, target string, h holder, self string, dialTLS *tls.Config) {
 	host, _, err := net.SplitHostPort(h.PeerAddress)
 	if err != nil {
 		s.refuse(w, r, http.StatusServiceUnavailable, "peer_unreachable", "node %s: replica %s has a bad peer address %q", node, h.Identity, h.PeerAddress)
@@ -188,7 +188,6 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, r *http.Req
 		return
 	}
 	peer := c.(*tls.Conn)
-	target := net.JoinHostPort(node, fmt.Sprint(port))
 	// The holder answers once the node answered its stream, within
 	// streamSetupTimeout.
 	_ = peer.SetDeadline(time.Now().Add(streamSetupTimeout + peerDialTimeout))
@@ -215,7 +214,7 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, r *http.Req
 		return
 	}
 	s.metrics.connects.WithLabelValues("forwarded").Inc()
-	s.logger.Debug("CONNECT forwarded", "node", node, "replica", h.Identity, "peer", h.PeerAddress, "remote", r.RemoteAddr)
+	s.logger.Debug("CONNECT forwarded", "node", node, "target", target, "replica", h.Identity, "peer", h.PeerAddress, "remote", r.RemoteAddr)
 	up, down := pipe(ctx, conn, clientSrc, peer, br)
 	s.logger.Debug("forwarded CONNECT closed", "node", node, "replica", h.Identity, "bytes_up", up, "bytes_down", down)
 }

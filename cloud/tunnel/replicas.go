@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	coordinationlisters "k8s.io/client-go/listers/coordination/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/edgehive/edgehive/internal/nodename"
 )
 
 // Names and labels of the Leases that say which replica holds which node's
@@ -145,7 +147,7 @@ func replicaLeaseName(id string) string { return ReplicaLeasePrefix + id }
 // Validate reports every bad value.
 func (c ReplicaConfig) Validate() error {
 	var errs []error
-	if c.Identity == "" || !validNodeName(c.Identity) || len(ReplicaLeasePrefix)+len(c.Identity) > maxObjectName {
+	if c.Identity == "" || !nodename.Valid(c.Identity) || len(ReplicaLeasePrefix)+len(c.Identity) > maxObjectName {
 		errs = append(errs, fmt.Errorf("replica identity %q is not a lowercase DNS name", c.Identity))
 	}
 	if c.PeerAddress == "" {

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/edgehive/edgehive/internal/nodename"
 	"github.com/edgehive/edgehive/internal/testenv"
 )
 
@@ -71,7 +72,7 @@ func TestNodeLeaseName(t *testing.T) {
 		t.Errorf("NodeLeaseName(250 chars) = %q: want a distinct tunnel-h-<hash> name", h)
 	}
 	for _, id := range []string{NewReplicaID(), NewReplicaID()} {
-		if !validNodeName(id) {
+		if !nodename.Valid(id) {
 			t.Errorf("NewReplicaID() = %q, not a DNS name", id)
 		}
 	}

@@ -1,8 +1,8 @@
 // Package tunnel gives kube-apiserver a path to every edge node's kubelet API
-// through cloudhive: nodes keep an mTLS tunnel session to cloudhive, and the
-// API server's egress selector sends HTTP CONNECT requests for
-// <node>:<port> that are carried as streams over that node's session. See
-// README.md.
+// and to the pods on it through cloudhive: nodes keep an mTLS tunnel session
+// to cloudhive, and the API server's egress selector sends HTTP CONNECT
+// requests for <node>:<port> or <pod ip>:<port> that are carried as streams
+// over that node's session. See README.md.
 package tunnel
 
 import (
@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/yamux"
 
+	"github.com/edgehive/edgehive/internal/nodename"
 	"github.com/edgehive/edgehive/internal/tunnelwire"
 )
 
@@ -45,11 +47,13 @@ const (
 type Config struct {
 	// MaxStreamsPerNode bounds the CONNECTs in flight to one node.
 	MaxStreamsPerNode int
-	// AllowedPorts are the ports a CONNECT may name; each reaches the node's
-	// local kubelet address.
+	// AllowedPorts are the ports a CONNECT to a node may name; each reaches
+	// the node's local kubelet address. A CONNECT to a pod address may name
+	// any port.
 	AllowedPorts []int
-	// DirectDial: a CONNECT to an IP address that is no node's is dialled by
-	// cloudhive itself (any port) instead of refused with 502.
+	// DirectDial: a CONNECT to an IP address that is neither a node's nor a
+	// pod's on a node with a tunnel session is dialled by cloudhive itself
+	// (any port) instead of refused with 502.
 	DirectDial bool
 }
 
@@ -76,14 +80,16 @@ func (c Config) Validate() error {
 }
 
 // NodeTLS is the node listener's TLS: a client certificate from the cloud CA
-// (the one cloudhub trusts) and the tunnel's ALPN name are required.
+// (the one cloudhub trusts) and the tunnel's ALPN name are required; older
+// edges' ProtocolV1 is still accepted (their streams reach the kubelet
+// only).
 func NodeTLS(server tls.Certificate, caPool *x509.CertPool) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{server},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    caPool,
-		NextProtos:   []string{tunnelwire.Protocol},
+		NextProtos:   []string{tunnelwire.Protocol, tunnelwire.ProtocolV1},
 	}
 }
 
@@ -110,6 +116,7 @@ type Server struct {
 	sessions   map[string]*nodeSession        // under mu: the live session per node
 	addrOwners map[string]map[string]struct{} // under mu: IP address → the nodes that list it
 	nodeAddrs  map[string][]string            // under mu: node → the IP addresses it lists
+	pods       podLookup                      // under mu: set by WatchPods; nil: no pod targets
 	closed     bool                           // under mu: ServeNodes ended
 	replicas   *Replicas                      // under mu: set by UseReplicas; nil: one replica, no forwarding
 	peerTLS    *tls.Config                    // under mu: for dialling other replicas' peer endpoints
@@ -122,6 +129,9 @@ type nodeSession struct {
 	sess   *yamux.Session
 	slots  chan struct{}
 	remote string
+	// v1: the node speaks tunnelwire.ProtocolV1, whose streams carry no
+	// target (they all reach the kubelet).
+	v1 bool
 }
 
 // New builds a server; it does not listen yet. logger and metrics may be nil.
@@ -204,10 +214,33 @@ func (s *Server) resolve(host string) (node string, session *nodeSession) {
 		}
 		return node, s.sessions[node]
 	}
-	if !validNodeName(host) {
+	if !nodename.Valid(host) {
 		return "", nil
 	}
 	return host, s.sessions[host]
+}
+
+// resolvePod maps a CONNECT host that is a pod's address (WatchPods) to the
+// pod's node.
+func (s *Server) resolvePod(host string) (ip netip.Addr, node string, session *nodeSession) {
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Zone() != "" {
+		return netip.Addr{}, "", nil
+	}
+	ip = ip.Unmap()
+	s.mu.Lock()
+	pods := s.pods
+	s.mu.Unlock()
+	if pods == nil {
+		return netip.Addr{}, "", nil
+	}
+	node, ok := pods.nodeOfPod(ip)
+	if !ok || !nodename.Valid(node) {
+		return netip.Addr{}, "", nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return ip, node, s.sessions[node]
 }
 
 // unclaimed: host is an IP address that no Node object lists.
@@ -273,7 +306,7 @@ func (s *Server) serveNode(ctx context.Context, conn *tls.Conn) {
 		return
 	}
 	st := conn.ConnectionState()
-	node, err := nodeIdentity(st)
+	node, v1, err := nodeIdentity(st)
 	if err != nil {
 		s.metrics.sessionsRefused.WithLabelValues("identity").Inc()
 		s.logger.Warn("tunnel session refused", "remote", remote, "error", err)
@@ -289,7 +322,7 @@ func (s *Server) serveNode(ctx context.Context, conn *tls.Conn) {
 		_ = conn.Close()
 		return
 	}
-	ns := &nodeSession{node: node, sess: sess, slots: make(chan struct{}, s.cfg.MaxStreamsPerNode), remote: remote}
+	ns := &nodeSession{node: node, sess: sess, slots: make(chan struct{}, s.cfg.MaxStreamsPerNode), remote: remote, v1: v1}
 	prev, err := s.attach(ns)
 	if err != nil {
 		s.metrics.sessionsRefused.WithLabelValues("shutdown").Inc()
@@ -301,7 +334,7 @@ func (s *Server) serveNode(ctx context.Context, conn *tls.Conn) {
 		logger.Info("tunnel session replaces the previous one", "previous_remote", prev.remote)
 		_ = prev.sess.Close()
 	}
-	logger.Info("tunnel session up")
+	logger.Info("tunnel session up", "protocol", st.NegotiatedProtocol)
 	// A node does not open streams; any it tries are reset.
 	go func() {
 		for {
@@ -321,20 +354,21 @@ func (s *Server) serveNode(ctx context.Context, conn *tls.Conn) {
 	logger.Info("tunnel session down")
 }
 
-// nodeIdentity is the node a verified client certificate speaks for.
-func nodeIdentity(st tls.ConnectionState) (string, error) {
-	if st.NegotiatedProtocol != tunnelwire.Protocol {
-		return "", fmt.Errorf("ALPN %q, want %q", st.NegotiatedProtocol, tunnelwire.Protocol)
+// nodeIdentity is the node a verified client certificate speaks for, and
+// whether it speaks the older ProtocolV1.
+func nodeIdentity(st tls.ConnectionState) (string, bool, error) {
+	if st.NegotiatedProtocol != tunnelwire.Protocol && st.NegotiatedProtocol != tunnelwire.ProtocolV1 {
+		return "", false, fmt.Errorf("ALPN %q, want %q", st.NegotiatedProtocol, tunnelwire.Protocol)
 	}
 	if len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
-		return "", errors.New("no verified client certificate")
+		return "", false, errors.New("no verified client certificate")
 	}
 	cn := st.PeerCertificates[0].Subject.CommonName
 	node, ok := strings.CutPrefix(cn, nodeCommonPrefix)
-	if !ok || !validNodeName(node) {
-		return "", fmt.Errorf("client certificate %q is not a node's (CN %s<name>)", cn, nodeCommonPrefix)
+	if !ok || !nodename.Valid(node) {
+		return "", false, fmt.Errorf("client certificate %q is not a node's (CN %s<name>)", cn, nodeCommonPrefix)
 	}
-	return node, nil
+	return node, st.NegotiatedProtocol == tunnelwire.ProtocolV1, nil
 }
 
 var errShutdown = errors.New("tunnel server shutting down")
@@ -439,30 +473,52 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 		s.refuse(w, r, http.StatusBadRequest, "target", "CONNECT target %q is not host:port", target)
 		return
 	}
-	node, ns := s.resolve(host)
-	if node == "" && s.cfg.DirectDial && !forwarded && s.unclaimed(host) {
-		s.direct(ctx, w, r, target)
-		return
-	}
 	port, err := strconv.Atoi(portStr)
-	if err != nil || !slices.Contains(s.cfg.AllowedPorts, port) {
-		s.refuse(w, r, http.StatusForbidden, "port", "port %s is not served through the tunnel (allowed: %v)", portStr, s.cfg.AllowedPorts)
+	if err != nil || port < 1 || port > 65535 {
+		s.refuse(w, r, http.StatusBadRequest, "target", "CONNECT target %q has no port number", target)
 		return
 	}
-	switch {
-	case node == "":
-		s.refuse(w, r, http.StatusBadGateway, "unknown_node", "%q is neither a node name nor a known node address", host)
+	// A node by name or address reaches its kubelet, on an allowed port; an
+	// address of a pod on a node reaches that pod, on any port.
+	dest := tunnelwire.KubeletTarget()
+	node, ns := s.resolve(host)
+	if node != "" {
+		if !slices.Contains(s.cfg.AllowedPorts, port) {
+			s.refuse(w, r, http.StatusForbidden, "port", "port %d is not served through the tunnel (allowed: %v)", port, s.cfg.AllowedPorts)
+			return
+		}
+	} else if ip, podNode, podSession := s.resolvePod(host); podNode != "" {
+		dest, node, ns = tunnelwire.PodTarget(netip.AddrPortFrom(ip, uint16(port))), podNode, podSession
+	}
+	if node == "" {
+		if s.cfg.DirectDial && !forwarded && s.unclaimed(host) {
+			s.direct(ctx, w, r, target)
+			return
+		}
+		s.refuse(w, r, http.StatusBadGateway, "unknown_node", "%q is neither a node name nor a known node or pod address", host)
 		return
-	case ns == nil:
+	}
+	if ns == nil {
 		replicas, dialTLS := s.replicaSet()
 		var h holder
 		self := ""
 		if replicas != nil && !forwarded {
 			h, self = replicas.lookup(node, time.Now()), replicas.Identity()
 		}
-		switch rt, why := decideRoute(false, forwarded, replicas != nil, h, self); rt {
-		case routeForward:
-			s.forward(ctx, w, r, node, port, h, self, dialTLS)
+		rt, why := decideRoute(false, forwarded, replicas != nil, h, self)
+		switch {
+		case rt == routeForward:
+			// The holder resolves the same target again (from its own
+			// caches) and is never asked to forward it further.
+			fwd := net.JoinHostPort(node, strconv.Itoa(port))
+			if !dest.IsKubelet() {
+				fwd = dest.String()
+			}
+			s.forward(ctx, w, r, node, fwd, h, self, dialTLS)
+		case !dest.IsKubelet() && s.cfg.DirectDial && !forwarded:
+			// A pod on a node without a tunnel session anywhere (one the
+			// cloud reaches directly), as before pod targets existed.
+			s.direct(ctx, w, r, target)
 		default:
 			result := "no_session"
 			if replicas != nil && !forwarded {
@@ -470,6 +526,11 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 			}
 			s.refuse(w, r, http.StatusServiceUnavailable, result, "node %s: %s", node, why)
 		}
+		return
+	}
+	if ns.v1 && !dest.IsKubelet() {
+		s.refuse(w, r, http.StatusBadGateway, "edge_refused", "node %s: its tunnel speaks %s, which reaches only the kubelet (pod %s); upgrade edgehive",
+			node, tunnelwire.ProtocolV1, dest)
 		return
 	}
 	select {
@@ -485,10 +546,25 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 		s.refuse(w, r, http.StatusServiceUnavailable, "no_session", "node %s: open stream: %v", node, err)
 		return
 	}
+	if !ns.v1 {
+		_ = stream.SetWriteDeadline(time.Now().Add(streamSetupTimeout))
+		err = tunnelwire.WriteTarget(stream, dest)
+		_ = stream.SetWriteDeadline(time.Time{})
+		if err != nil {
+			_ = stream.Close()
+			s.refuse(w, r, http.StatusServiceUnavailable, "no_session", "node %s: %v", node, err)
+			return
+		}
+	}
 	br, err := tunnelwire.ReadStatus(stream, time.Now().Add(streamSetupTimeout))
+	if errors.Is(err, tunnelwire.ErrDenied) {
+		_ = stream.Close()
+		s.refuse(w, r, http.StatusForbidden, "edge_denied", "node %s: %s: %v", node, dest, err)
+		return
+	}
 	if err != nil {
 		_ = stream.Close()
-		s.refuse(w, r, http.StatusBadGateway, "edge_refused", "node %s: %v", node, err)
+		s.refuse(w, r, http.StatusBadGateway, "edge_refused", "node %s: %s: %v", node, dest, err)
 		return
 	}
 	conn, clientSrc, ok := s.established(w, r, stream)
@@ -498,14 +574,14 @@ func (s *Server) serveConnect(ctx context.Context, w http.ResponseWriter, r *htt
 	s.metrics.connects.WithLabelValues("established").Inc()
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
-	s.logger.Debug("CONNECT established", "node", node, "port", port, "remote", r.RemoteAddr, "stream", stream.StreamID(),
+	s.logger.Debug("CONNECT established", "node", node, "target", dest.String(), "port", port, "remote", r.RemoteAddr, "stream", stream.StreamID(),
 		"forwarded_by", r.Header.Get(ForwardedHeader))
 	// Bytes the client sent right behind the request sit in clientSrc;
 	// what the edge sent behind its status line sits in br.
 	up, down := pipe(ctx, conn, clientSrc, stream, br)
 	s.metrics.bytes.WithLabelValues("to_node").Add(float64(up))
 	s.metrics.bytes.WithLabelValues("from_node").Add(float64(down))
-	s.logger.Debug("CONNECT closed", "node", node, "stream", stream.StreamID(), "bytes_up", up, "bytes_down", down)
+	s.logger.Debug("CONNECT closed", "node", node, "target", dest.String(), "stream", stream.StreamID(), "bytes_up", up, "bytes_down", down)
 }
 
 // direct serves a CONNECT to an address that is no node's by dialling it
@@ -563,17 +639,3 @@ type readerConn struct {
 }
 
 func (c *readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-// validNodeName: a DNS subdomain, as Kubernetes names nodes.
-func validNodeName(n string) bool {
-	if n == "" || len(n) > 253 {
-		return false
-	}
-	for i := 0; i < len(n); i++ {
-		b := n[i]
-		if (b < 'a' || b > 'z') && (b < '0' || b > '9') && b != '-' && b != '.' {
-			return false
-		}
-	}
-	return n[0] != '-' && n[0] != '.' && n[len(n)-1] != '-' && n[len(n)-1] != '.'
-}

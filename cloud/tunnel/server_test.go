@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -39,6 +40,48 @@ type env struct {
 	srv         *Server
 	nodeAddr    string
 	connectAddr string
+
+	podMu sync.Mutex
+	// pods: pod target (ip:port) → the local address the test edges dial
+	// for it; the edges deny every other pod target. Under podMu.
+	pods    map[string]string
+	dialled []string // pod targets the edges were asked for, under podMu
+}
+
+// addPod makes the edges serve pod target ip:port from local.
+func (e *env) addPod(target, local string) {
+	e.podMu.Lock()
+	defer e.podMu.Unlock()
+	if e.pods == nil {
+		e.pods = map[string]string{}
+	}
+	e.pods[target] = local
+}
+
+// podsDialled are the pod targets the edges were asked for.
+func (e *env) podsDialled() []string {
+	e.podMu.Lock()
+	defer e.podMu.Unlock()
+	return slices.Clone(e.dialled)
+}
+
+// dialFor is a test edge's Dial: the kubelet at local, a pod from e.pods.
+func (e *env) dialFor(local string) func(ctx context.Context, target tunnelwire.Target) (net.Conn, error) {
+	return func(ctx context.Context, target tunnelwire.Target) (net.Conn, error) {
+		addr := local
+		if !target.IsKubelet() {
+			e.podMu.Lock()
+			e.dialled = append(e.dialled, target.String())
+			a, ok := e.pods[target.String()]
+			e.podMu.Unlock()
+			if !ok {
+				return nil, fmt.Errorf("%w: %s is not a pod on this node", tunnelwire.ErrDenied, target)
+			}
+			addr = a
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
 }
 
 func newEnv(t testing.TB, cfg Config) *env {
@@ -122,10 +165,7 @@ func (e *env) startEdge(cert tls.Certificate, local string, maxStreams int) *edg
 	go func() {
 		defer close(ed.done)
 		_ = tunnelwire.ServeNode(ctx, sess, tunnelwire.NodeOptions{
-			Dial: func(ctx context.Context) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "tcp", local)
-			},
+			Dial:       e.dialFor(local),
 			MaxStreams: maxStreams, Logger: hclog.NewNullLogger(),
 		})
 	}()
@@ -797,7 +837,7 @@ func TestDirectDial(t *testing.T) {
 		target string
 		want   int
 	}{
-		{service, http.StatusForbidden},            // a node-ish target: the kubelet port only
+		{service, http.StatusBadGateway},           // an ambiguous node address, any port: not dialled
 		{"127.0.0.1:10250", http.StatusBadGateway}, // an ambiguous node address
 		{"node-a:22", http.StatusForbidden},
 		{"node-z:10250", http.StatusServiceUnavailable},

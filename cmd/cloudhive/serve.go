@@ -226,7 +226,7 @@ type tunnelListening struct{ node, connect, peer net.Addr }
 // startTunnel opens the tunnel's listeners and runs the server in g: node
 // sessions with the cloud CA and server certificate cloudhub uses, CONNECTs
 // from the API server verified against connect_client_ca (or a unix socket),
-// the node address map from the Node objects, and with peer_listen the
+// the node address map from the Node objects, the pod address index, and with peer_listen the
 // session Leases and the peer endpoint for the other replicas.
 func startTunnel(ctx context.Context, g *errgroup.Group, cfg *Config, client kubernetes.Interface, server tls.Certificate, ca *cloudhub.CA,
 	logger hclog.Logger, metrics *tunnel.Metrics) (tunnelListening, error) {
@@ -294,6 +294,8 @@ func startTunnel(ctx context.Context, g *errgroup.Group, cfg *Config, client kub
 	g.Go(func() error { return srv.ServeConnect(ctx, connLn, connectTLS) })
 	// CONNECTs may name a node by its InternalIP or ExternalIP.
 	g.Go(func() error { return srv.WatchNodeAddresses(ctx, client) })
+	// CONNECTs may name a pod's address (pods/<p>/proxy, services/<s>/proxy).
+	g.Go(func() error { return srv.WatchPods(ctx, client) })
 	addrs := tunnelListening{node: nodeLn.Addr(), connect: connLn.Addr()}
 	if peerLn != nil {
 		serverTLS, err := tunnel.PeerServerTLS(server, ca.Pool())

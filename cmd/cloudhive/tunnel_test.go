@@ -139,7 +139,10 @@ func startNodeTunnel(ctx context.Context, t *testing.T, addr string, ca *cloudhu
 	go func() {
 		defer close(done)
 		_ = tunnelwire.ServeNode(ctx, sess, tunnelwire.NodeOptions{MaxStreams: 8, Logger: hclog.NewNullLogger(),
-			Dial: func(ctx context.Context) (net.Conn, error) {
+			Dial: func(ctx context.Context, target tunnelwire.Target) (net.Conn, error) {
+				if !target.IsKubelet() {
+					return nil, fmt.Errorf("%w: no pods here", tunnelwire.ErrDenied)
+				}
 				var d net.Dialer
 				return d.DialContext(ctx, "tcp", kubelet)
 			}})
@@ -189,8 +192,11 @@ func TestServeTunnel(t *testing.T) {
 	api, caFile := egressCA(t, t.TempDir())
 	cfg := mustParse(t, loopbackHCL(fmt.Sprintf("  connect_listen = \"127.0.0.1:0\"\n  connect_client_ca = %q\n", caFile)))
 	// The node as edged registers it: CONNECTs may name its InternalIP.
+	// A pod on it: CONNECTs may name the pod's address, and go to edge-1.
 	client := fake.NewClientset(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "edge-1"},
-		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.20.30.40"}}}})
+		Status: v1.NodeStatus{Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.20.30.40"}}}},
+		&v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"}, Spec: v1.PodSpec{NodeName: "edge-1"},
+			Status: v1.PodStatus{Phase: v1.PodRunning, PodIPs: []v1.PodIP{{IP: "10.88.0.5"}}}})
 	addrs, stop := startServing(t, cfg, client)
 	if addrs.tunnel == nil || addrs.connect == nil || addrs.peer != nil {
 		t.Fatalf("tunnel listeners: %+v; want node and CONNECT, no peer endpoint", addrs)
@@ -224,6 +230,19 @@ func TestServeTunnel(t *testing.T) {
 	if _, err := connectGet(addrs.connect.String(), proxyTLS, "edge-1:22", "/"); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("CONNECT to port 22: %v, want 403", err)
 	}
+	// The pod's address reaches edge-1's edge, whose Dial here denies pods:
+	// 403 (502 would mean cloudhive knew no such pod).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := connectGet(addrs.connect.String(), proxyTLS, "10.88.0.5:8080", "/")
+		if err != nil && strings.Contains(err.Error(), "403") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CONNECT to the pod's address: %v, want the edge's 403", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	resp, err := http.Get("http://" + addrs.admin.String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -231,7 +250,7 @@ func TestServeTunnel(t *testing.T) {
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{"\ntunnel_sessions 1\n", "\ntunnel_connects_total{result=\"established\"} 2\n",
-		"\ntunnel_connects_total{result=\"port\"} 1\n"} {
+		"\ntunnel_connects_total{result=\"port\"} 1\n", "\ntunnel_connects_total{result=\"edge_denied\"} 1\n"} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("metrics lack %q", strings.TrimSpace(want))
 		}

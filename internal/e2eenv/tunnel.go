@@ -82,6 +82,9 @@ type TunnelOptions struct {
 	// EdgedHTTPAddress, when set, moves edged's read-only API, whose port
 	// the node reports as its kubelet port when the kubelet API is off.
 	EdgedHTTPAddress string
+	// PodCIDRs, when set, is edgehub's tunnel.pod_cidrs: the pod addresses
+	// tunnel streams may reach (pods/<p>/proxy, services/<s>/proxy).
+	PodCIDRs []string
 }
 
 // EnableTunnel adds edgehub's tunnel { } (and edged's kubelet_api { } and
@@ -111,6 +114,13 @@ func (e *Edge) EnableTunnel(t testing.TB, o TunnelOptions) {
 	tb.SetAttributeValue("enabled", cty.True)
 	tb.SetAttributeValue("server", cty.StringVal(o.Server))
 	tb.SetAttributeValue("local_kubelet", cty.StringVal(o.LocalKubelet))
+	if len(o.PodCIDRs) > 0 {
+		cidrs := make([]cty.Value, len(o.PodCIDRs))
+		for i, c := range o.PodCIDRs {
+			cidrs[i] = cty.StringVal(c)
+		}
+		tb.SetAttributeValue("pod_cidrs", cty.ListVal(cidrs))
+	}
 	if o.KubeletAPIClientCA != "" {
 		kb := configOf("edged").AppendNewBlock("kubelet_api", nil).Body()
 		kb.SetAttributeValue("enabled", cty.True)

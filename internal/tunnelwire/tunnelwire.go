@@ -3,9 +3,13 @@
 // connection per node, negotiated with ALPN Protocol, carrying a yamux
 // session in which the cloud opens one stream per proxied TCP connection.
 //
-// Per stream the edge speaks first, once: a status line, "OK\n" when it has
-// dialled its local service, or "ERR <reason>\n" (then it closes the stream).
-// After "OK\n" the stream carries the connection's bytes both ways.
+// Per stream (Protocol, edgehive-tunnel/2) the cloud first writes one target
+// line, "DIAL kubelet\n" or "DIAL <pod ip>:<port>\n"; the edge answers once
+// with a status line, "OK\n" when it has dialled the target, or
+// "ERR <reason>\n" (then it closes the stream); "ERR denied: <reason>\n"
+// when its policy forbids the target. After "OK\n" the stream carries the
+// connection's bytes both ways. Under ProtocolV1 there is no target line and
+// the target is always the kubelet.
 package tunnelwire
 
 import (
@@ -25,12 +29,18 @@ import (
 
 // Protocol is the ALPN name of the tunnel session; a new incompatible wire
 // format gets a new name.
-const Protocol = "edgehive-tunnel/1"
+const Protocol = "edgehive-tunnel/2"
+
+// ProtocolV1 is the first wire format (no target line: every stream is for
+// the kubelet). cloudhive still accepts it from older edges; edges speak
+// only Protocol.
+const ProtocolV1 = "edgehive-tunnel/1"
 
 // Stream status lines.
 const (
 	statusOK      = "OK"
 	statusErr     = "ERR "
+	deniedPrefix  = "denied: "
 	maxStatusLine = 512
 )
 
@@ -49,6 +59,12 @@ const (
 
 // ErrRefused is what the edge said when it could not serve a stream.
 var ErrRefused = errors.New("edge refused the stream")
+
+// ErrDenied marks a refusal by the edge's policy (a target it must not
+// reach), as opposed to a dial that failed; it comes with ErrRefused. A
+// NodeOptions.Dial returns it (wrapped) to have the edge answer
+// "ERR denied: ...".
+var ErrDenied = errors.New("denied")
 
 // YamuxConfig is the session configuration of both ends; yamux logs through
 // logger at debug.
@@ -79,6 +95,8 @@ func ReadStatus(stream net.Conn, deadline time.Time) (*bufio.Reader, error) {
 	switch {
 	case s == statusOK:
 		return br, nil
+	case strings.HasPrefix(s, statusErr+deniedPrefix):
+		return nil, fmt.Errorf("%w: %w: %s", ErrRefused, ErrDenied, strings.TrimPrefix(s, statusErr+deniedPrefix))
 	case strings.HasPrefix(s, statusErr):
 		return nil, fmt.Errorf("%w: %s", ErrRefused, strings.TrimPrefix(s, statusErr))
 	default:
@@ -125,8 +143,9 @@ func Pipe(ctx context.Context, a net.Conn, src io.Reader, b net.Conn) (aToB, bTo
 
 // NodeOptions configure ServeNode.
 type NodeOptions struct {
-	// Dial connects to the local service a stream is for.
-	Dial func(ctx context.Context) (net.Conn, error)
+	// Dial connects to a stream's target; an error wrapping ErrDenied is
+	// answered as a policy refusal.
+	Dial func(ctx context.Context, target Target) (net.Conn, error)
 	// MaxStreams bounds the streams served at once; more are refused.
 	MaxStreams int
 	// DialTimeout bounds Dial.
@@ -183,12 +202,23 @@ func refuse(stream *yamux.Stream, reason string) {
 }
 
 func serveStream(ctx context.Context, stream *yamux.Stream, opts NodeOptions) {
-	dctx, cancel := context.WithTimeout(ctx, opts.DialTimeout)
-	local, err := opts.Dial(dctx)
-	cancel()
+	target, br, err := ReadTarget(stream, time.Now().Add(targetReadTimeout))
 	if err != nil {
-		opts.Logger.Warn("tunnel stream: local dial failed", "stream", stream.StreamID(), "error", err)
-		refuse(stream, "dial local service: "+err.Error())
+		opts.Logger.Warn("tunnel stream: bad target line", "stream", stream.StreamID(), "error", err)
+		refuse(stream, deniedPrefix+"bad target line: "+err.Error())
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, opts.DialTimeout)
+	local, err := opts.Dial(dctx, target)
+	cancel()
+	if errors.Is(err, ErrDenied) {
+		opts.Logger.Warn("tunnel stream: target denied", "stream", stream.StreamID(), "target", target.String(), "error", err)
+		refuse(stream, deniedPrefix+strings.TrimPrefix(err.Error(), deniedPrefix))
+		return
+	}
+	if err != nil {
+		opts.Logger.Warn("tunnel stream: dial failed", "stream", stream.StreamID(), "target", target.String(), "error", err)
+		refuse(stream, "dial "+target.String()+": "+err.Error())
 		return
 	}
 	_ = stream.SetWriteDeadline(time.Now().Add(writeTimeout))
@@ -198,6 +228,6 @@ func serveStream(ctx context.Context, stream *yamux.Stream, opts NodeOptions) {
 		return
 	}
 	_ = stream.SetWriteDeadline(time.Time{})
-	up, down := Pipe(ctx, stream, nil, local)
-	opts.Logger.Trace("tunnel stream done", "stream", stream.StreamID(), "bytes_in", up, "bytes_out", down)
+	up, down := Pipe(ctx, stream, br, local)
+	opts.Logger.Trace("tunnel stream done", "stream", stream.StreamID(), "target", target.String(), "bytes_in", up, "bytes_out", down)
 }

@@ -1,6 +1,9 @@
 package edgehub
 
 import (
+	"fmt"
+	"net/netip"
+
 	"github.com/edgehive/edgehive/plugins/internal/pluginkit"
 	"github.com/edgehive/edgehive/sdk"
 )
@@ -43,6 +46,12 @@ type tunnelConfig struct {
 	Server       string `json:"server"`
 	LocalKubelet string `json:"local_kubelet"`
 	MaxStreams   int    `json:"max_streams"`
+	// PodCIDRs are the ranges of this node's pod addresses that streams may
+	// dial (pods/<p>/proxy, services/<s>/proxy); empty: pod targets are
+	// refused.
+	PodCIDRs []string `json:"pod_cidrs"`
+
+	podPrefixes []netip.Prefix // parsed PodCIDRs, set by validate
 }
 
 func defaultConfig() config {
@@ -61,6 +70,7 @@ func defaultConfig() config {
 			Server:       defaultTunnelServer,
 			LocalKubelet: defaultTunnelLocalKubelet,
 			MaxStreams:   defaultTunnelMaxStreams,
+			PodCIDRs:     []string{},
 		},
 	}
 }
@@ -99,6 +109,8 @@ func schema() *sdk.Schema {
 				Description: "the kubelet API on this node that tunnel streams reach, host:port"},
 			{Name: "max_streams", Type: sdk.TypeNumber, Default: defaultTunnelMaxStreams,
 				Description: "tunnel streams served at once; more are refused"},
+			{Name: "pod_cidrs", Type: sdk.TypeListOfString, Default: []string{},
+				Description: "this node's pod address ranges that tunnel streams may dial (pod and service proxy); empty refuses every pod target"},
 		}},
 	}}}
 }
@@ -121,5 +133,54 @@ func (c *config) validate() error {
 		ck.HostPort("tunnel.local_kubelet", c.Tunnel.LocalKubelet)
 		ck.Range("tunnel.max_streams", c.Tunnel.MaxStreams, 1, 65536)
 	}
+	c.Tunnel.podPrefixes = c.Tunnel.podPrefixes[:0]
+	for _, s := range c.Tunnel.PodCIDRs {
+		p, err := parsePodCIDR(s)
+		if err != nil {
+			ck.Fail("tunnel.pod_cidrs", "%v", err)
+			continue
+		}
+		c.Tunnel.podPrefixes = append(c.Tunnel.podPrefixes, p)
+	}
 	return ck.Err(Name)
+}
+
+// parsePodCIDR reads one pod_cidrs entry: a CIDR that cannot cover the
+// host's own loopback, link-local or unspecified addresses.
+func parsePodCIDR(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR (e.g. 10.88.0.0/16): %w", s, err)
+	}
+	p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p.Addr())).Masked()
+	if !p.IsValid() {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR", s)
+	}
+	for _, forbidden := range forbiddenPodRanges {
+		if p.Overlaps(forbidden) {
+			return netip.Prefix{}, fmt.Errorf("%q overlaps %s, which is never a pod range", s, forbidden)
+		}
+	}
+	return p, nil
+}
+
+// unmapBits: a v4-mapped v6 prefix (::ffff:10.0.0.0/104) loses 96 bits
+// when unmapped.
+func unmapBits(a netip.Addr) int {
+	if a.Is4In6() {
+		return 96
+	}
+	return 0
+}
+
+// forbiddenPodRanges are never pod addresses: a pod_cidrs entry touching
+// them could open the host's own loopback or link-local services.
+var forbiddenPodRanges = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/3"), // multicast, reserved, broadcast
+	netip.MustParsePrefix("::/127"),      // unspecified, loopback
+	netip.MustParsePrefix("fe80::/10"),
+	netip.MustParsePrefix("ff00::/8"),
 }

@@ -1,6 +1,7 @@
 package edgehub
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/edgehive/edgehive/plugins/internal/plugintest"
@@ -36,5 +37,31 @@ func TestBadConfig(t *testing.T) {
 		`{"tunnel":{"enabled":true,"max_streams":0}}`:        "tunnel.max_streams",
 		`{"tunnel":{"enabled":true,"listen":"127.0.0.1:1"}}`: "listen",
 		`{"tunnel":{"enabled":"yes"}}`:                       "enabled",
+		`{"tunnel":{"pod_cidrs":["10.88.0.0"]}}`:             "tunnel.pod_cidrs",
+		`{"tunnel":{"pod_cidrs":["pods"]}}`:                  "tunnel.pod_cidrs",
+		`{"tunnel":{"pod_cidrs":["0.0.0.0/0"]}}`:             "tunnel.pod_cidrs",
+		`{"tunnel":{"pod_cidrs":["127.0.0.0/16"]}}`:          "tunnel.pod_cidrs",
+		`{"tunnel":{"pod_cidrs":["169.254.169.254/32"]}}`:    "tunnel.pod_cidrs",
+		`{"tunnel":{"pod_cidrs":["::/0"]}}`:                  "tunnel.pod_cidrs",
+		`{"tunnel":{"pod_cidrs":["fe80::/64"]}}`:             "tunnel.pod_cidrs",
+		`{"tunnel":{"pod_cidrs":"10.88.0.0/16"}}`:            "pod_cidrs",
+		`{"tunnel":{"pod_ports":[8080]}}`:                    "pod_ports",
 	})
+}
+
+func TestPodCIDRsConfig(t *testing.T) {
+	m := New()
+	sdktest.New(t, m, sdktest.Options{ConfigJSON: `{"tunnel":{"pod_cidrs":["10.88.0.7/16","fd00:10::/64","::ffff:10.99.0.0/112"]}}`})
+	var got []string
+	for _, p := range m.cfg.Tunnel.podPrefixes {
+		got = append(got, p.String())
+	}
+	if want := []string{"10.88.0.0/16", "fd00:10::/64", "10.99.0.0/16"}; !slices.Equal(got, want) {
+		t.Fatalf("pod ranges = %v, want %v", got, want)
+	}
+	m = New()
+	sdktest.New(t, m, sdktest.Options{ConfigJSON: `{}`})
+	if len(m.cfg.Tunnel.podPrefixes) != 0 || m.cfg.Tunnel.PodCIDRs == nil {
+		t.Fatalf("default pod ranges = %v (%#v), want none", m.cfg.Tunnel.podPrefixes, m.cfg.Tunnel.PodCIDRs)
+	}
 }

@@ -15,5 +15,6 @@ config {
     server        = "cloud.example.com:10004"
     local_kubelet = "127.0.0.1:10250"
     max_streams   = 256
+    pod_cidrs     = ["10.88.0.0/16"] # this node's pod range; [] refuses pod targets
   }
 }

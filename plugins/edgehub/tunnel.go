@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"time"
 
@@ -26,7 +27,8 @@ const (
 
 // tunnelLoop keeps the tunnel session to cloudhive up until ctx ends: dial
 // with the node certificate, serve the streams cloudhive opens (each piped to
-// local_kubelet), and after a failure wait with the link's back-off.
+// local_kubelet or to a pod address in pod_cidrs), and after a failure wait
+// with the link's back-off.
 func (e *EdgeHub) tunnelLoop(ctx context.Context) {
 	logger := e.logger.Named("tunnel").With("server", e.cfg.Tunnel.Server, "local_kubelet", e.cfg.Tunnel.LocalKubelet)
 	backoff := e.minBackoff
@@ -36,7 +38,7 @@ func (e *EdgeHub) tunnelLoop(ctx context.Context) {
 			backoff = e.minBackoff
 			logger.Info("tunnel session up")
 			err = tunnelwire.ServeNode(ctx, sess, tunnelwire.NodeOptions{
-				Dial:        e.dialKubelet,
+				Dial:        e.dialTarget,
 				MaxStreams:  e.cfg.Tunnel.MaxStreams,
 				DialTimeout: kubeletDialTimeout,
 				Logger:      logger,
@@ -103,10 +105,61 @@ func (e *EdgeHub) dialTunnel(ctx context.Context, logger hclog.Logger) (*yamux.S
 	return sess, nil
 }
 
-// dialKubelet connects to the node's kubelet API for one stream.
-func (e *EdgeHub) dialKubelet(ctx context.Context) (net.Conn, error) {
+// dialTarget connects one stream to its target: the kubelet API at
+// local_kubelet, or a pod address that podTargetAllowed lets through.
+func (e *EdgeHub) dialTarget(ctx context.Context, target tunnelwire.Target) (net.Conn, error) {
 	var d net.Dialer
-	return d.DialContext(ctx, "tcp", e.cfg.Tunnel.LocalKubelet)
+	if target.IsKubelet() {
+		return d.DialContext(ctx, "tcp", e.cfg.Tunnel.LocalKubelet)
+	}
+	local, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("%w: cannot list this host's addresses: %v", tunnelwire.ErrDenied, err)
+	}
+	if err := podTargetAllowed(target.Pod().Addr(), e.cfg.Tunnel.podPrefixes, local); err != nil {
+		return nil, err
+	}
+	return d.DialContext(ctx, "tcp", target.Pod().String())
+}
+
+// podTargetAllowed: ip may be dialled as a pod on this node only if it is
+// in one of the node's pod ranges and is none of the host's own addresses
+// (a pod bridge's gateway address reaches the host's services), nor
+// loopback, link-local, multicast or unspecified. The refusal wraps
+// tunnelwire.ErrDenied.
+func podTargetAllowed(ip netip.Addr, podRanges []netip.Prefix, hostAddrs []net.Addr) error {
+	ip = ip.Unmap()
+	if len(podRanges) == 0 {
+		return fmt.Errorf("%w: pod targets are off on this node (tunnel.pod_cidrs is empty)", tunnelwire.ErrDenied)
+	}
+	// Global unicast (private ranges included) leaves out loopback,
+	// link-local, multicast, broadcast and unspecified.
+	if !ip.IsGlobalUnicast() {
+		return fmt.Errorf("%w: %s is not a pod address", tunnelwire.ErrDenied, ip)
+	}
+	inRange := false
+	for _, p := range podRanges {
+		if p.Contains(ip) {
+			inRange = true
+			break
+		}
+	}
+	if !inRange {
+		return fmt.Errorf("%w: %s is outside this node's pod ranges (tunnel.pod_cidrs)", tunnelwire.ErrDenied, ip)
+	}
+	for _, a := range hostAddrs {
+		var hostIP net.IP
+		switch v := a.(type) {
+		case *net.IPNet:
+			hostIP = v.IP
+		case *net.IPAddr:
+			hostIP = v.IP
+		}
+		if h, ok := netip.AddrFromSlice(hostIP); ok && h.Unmap() == ip {
+			return fmt.Errorf("%w: %s is an address of this host, not a pod's", tunnelwire.ErrDenied, ip)
+		}
+	}
+	return nil
 }
 
 // closeTunnel ends the live tunnel session (after a certificate renewal, so

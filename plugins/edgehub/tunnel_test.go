@@ -6,19 +6,26 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/edgehive/edgehive/cloud/tunnel"
 	"github.com/edgehive/edgehive/internal/testenv"
+	"github.com/edgehive/edgehive/internal/tunnelwire"
 	"github.com/edgehive/edgehive/sdk/sdktest"
 )
 
@@ -214,4 +221,140 @@ func TestTunnelRedialsAfterRotation(t *testing.T) {
 		t.Fatalf("tunnel redialled with serial %s; stored %s; old %s", s, renewed.SerialNumber, old.SerialNumber)
 	}
 	tc.waitConnected(t, node)
+}
+
+// TestPodTargetAllowed: only addresses in the node's pod ranges that are
+// none of the host's own are dialled; everything else is denied.
+func TestPodTargetAllowed(t *testing.T) {
+	ranges := []netip.Prefix{netip.MustParsePrefix("10.88.0.0/16"), netip.MustParsePrefix("fd00:10::/64")}
+	host := []net.Addr{
+		&net.IPNet{IP: net.ParseIP("10.88.0.1"), Mask: net.CIDRMask(16, 32)}, // the pod bridge's gateway
+		&net.IPNet{IP: net.ParseIP("192.168.1.20"), Mask: net.CIDRMask(24, 32)},
+		&net.IPAddr{IP: net.ParseIP("fd00:10::1")},
+		&net.IPNet{IP: net.ParseIP("127.0.0.1"), Mask: net.CIDRMask(8, 32)},
+	}
+	for _, tc := range []struct {
+		ip     string
+		ranges []netip.Prefix
+		want   string // "" allowed
+	}{
+		{"10.88.0.5", ranges, ""},
+		{"fd00:10::5", ranges, ""},
+		{"::ffff:10.88.3.4", ranges, ""},
+		{"10.88.0.5", nil, "pod_cidrs is empty"},
+		{"10.88.0.1", ranges, "an address of this host"},
+		{"fd00:10::1", ranges, "an address of this host"},
+		{"192.168.1.20", ranges, "outside this node's pod ranges"},
+		{"192.168.1.30", ranges, "outside this node's pod ranges"},
+		{"10.89.0.5", ranges, "outside"},
+		{"127.0.0.1", ranges, "not a pod address"},
+		{"0.0.0.0", ranges, "not a pod address"},
+		{"169.254.169.254", ranges, "not a pod address"},
+		{"255.255.255.255", ranges, "not a pod address"},
+		{"224.0.0.1", ranges, "not a pod address"},
+		{"::1", ranges, "not a pod address"},
+		{"fe80::1", ranges, "not a pod address"},
+	} {
+		err := podTargetAllowed(netip.MustParseAddr(tc.ip), tc.ranges, host)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v, want allowed", tc.ip, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: err = %v, want %q", tc.ip, err, tc.want)
+		case tc.want != "" && !errors.Is(err, tunnelwire.ErrDenied):
+			t.Errorf("%s: err = %v, not ErrDenied", tc.ip, err)
+		}
+	}
+}
+
+// connectRefusal sends CONNECT target to the cloud's proxy and returns the
+// answer's status and body.
+func (c *tunnelCloud) connectRefusal(t *testing.T, target string) (int, string) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", c.connectAddr, &tls.Config{RootCAs: c.pool, Certificates: []tls.Certificate{c.apiCert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", target)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	return resp.StatusCode, string(body)
+}
+
+// hostAddress is a non-loopback address of this host, or "" when it has none.
+func hostAddress(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
+			return n.IP.String()
+		}
+	}
+	return ""
+}
+
+// TestTunnelRefusesNonPodTargets: the real module refuses pod targets that
+// are not in its pod ranges, are the host's own addresses or loopback, even
+// when the cloud routes them to it (here: a pod index claiming them); the
+// cloud answers 403 with the edge's reason. No test address is dialled.
+func TestTunnelRefusesNonPodTargets(t *testing.T) {
+	p := newPKI(t)
+	tc := startTunnelCloud(t, p, "127.0.0.1:0")
+	host := hostAddress(t)
+	ips := []string{"127.0.0.1", "192.0.2.10"}
+	if host != "" {
+		ips = append(ips, host)
+	}
+	pods := fake.NewClientset()
+	for i, ip := range ips {
+		pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: "default"},
+			Spec: v1.PodSpec{NodeName: node}, Status: v1.PodStatus{Phase: v1.PodRunning, PodIPs: []v1.PodIP{{IP: ip}}}}
+		if _, err := pods.CoreV1().Pods("default").Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { defer close(watched); _ = tc.srv.WatchPods(ctx, pods) }()
+	defer func() { cancel(); <-watched }()
+
+	cloud := newFakeCloud(t, p)
+	podCIDRs := `["10.200.0.0/16"]`
+	if host != "" {
+		podCIDRs = fmt.Sprintf(`["10.200.0.0/16","%s/32"]`, host)
+	}
+	startEdge(t, p, cloud, fmt.Sprintf(`,"tunnel":{"enabled":true,"server":%q,"pod_cidrs":%s}`, tc.nodeAddr, podCIDRs))
+	tc.waitConnected(t, node)
+
+	want := map[string]string{
+		"127.0.0.1:22":    "127.0.0.1 is not a pod address",
+		"192.0.2.10:8080": "outside this node's pod ranges",
+	}
+	if host != "" {
+		want[net.JoinHostPort(host, "39999")] = "an address of this host"
+	}
+	for target, reason := range want {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			code, body := tc.connectRefusal(t, target)
+			if code == http.StatusForbidden && strings.Contains(body, reason) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("CONNECT %s = %d %q; want 403 with %q", target, code, body, reason)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if host == "" {
+		t.Log("no non-loopback address on this host: the host-address case was not run")
+	}
 }
