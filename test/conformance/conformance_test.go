@@ -229,7 +229,10 @@ func startCluster(t *testing.T, bin, kubeBin string) *conformanceCluster {
 	cloud, token := e2eenv.StartTunnelCloudhive(ctx, t, bin, cluster.Kubeconfig, eg, kubeletPort)
 	node := e2eenv.NodeName("conformance")
 	edge := e2eenv.JoinEdge(t, bin, cloud, token, node, ctrd)
-	edge.EnableTunnel(t, e2eenv.TunnelOptions{Server: eg.TunnelAddr, LocalKubelet: kubeletAddr, KubeletAPIClientCA: cluster.CA.CertFile})
+	// The pod range too: the API server's pods/proxy and services/proxy
+	// (the PreStop test) reach pods through the tunnel.
+	edge.EnableTunnel(t, e2eenv.TunnelOptions{Server: eg.TunnelAddr, LocalKubelet: kubeletAddr, KubeletAPIClientCA: cluster.CA.CertFile,
+		PodCIDRs: []string{ctrd.PodCIDR}})
 	// Registered before the edge starts, so it runs after the edge stopped:
 	// the containerd keeps no sandbox of the suite's pods.
 	before, err := sandboxIDs(ctx, rt)
