@@ -117,6 +117,35 @@ not a cri line
 2026-01-02T03:00:04Z stdout F four
 `
 
+func TestCopyLogsEndingMidLine(t *testing.T) {
+	// "echo -n DONE; cat file-without-newline": the last output has no
+	// newline, so the runtime wrote it as partial records only.
+	file := filepath.Join(t.TempDir(), "0.log")
+	log := "2026-01-02T03:00:01Z stdout F first\n2026-01-02T03:00:02Z stdout P DO\n2026-01-02T03:00:03Z stdout P NE\n"
+	if err := os.WriteFile(file, []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		opts logOptions
+		want string
+	}{
+		{"all", logOptions{tail: -1, limitBytes: -1}, "first\nDONE"},
+		{"tail 1", logOptions{tail: 1, limitBytes: -1}, "DONE"},
+		{"follow", logOptions{tail: -1, limitBytes: -1, follow: true}, "first\nDONE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := copyLogs(context.Background(), file, tc.opts, &logWriter{w: &out, left: -1}, func() bool { return false }, time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != tc.want {
+				t.Fatalf("got %q, want %q", out.String(), tc.want)
+			}
+		})
+	}
+}
+
 func TestCopyLogs(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "0.log")
 	if err := os.WriteFile(file, []byte(testLog), 0o644); err != nil {

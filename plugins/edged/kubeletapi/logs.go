@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -153,6 +154,19 @@ func (j *lineJoiner) add(r criRecord) (logLine, bool) {
 	return *p, true
 }
 
+// flush returns the partial lines held, oldest first, and forgets them: at
+// the end of what the file has, output without a newline ("echo -n", or a
+// process that exited mid-line) is sent as it is, as the kubelet does.
+func (j *lineJoiner) flush() []logLine {
+	var out []logLine
+	for stream, p := range j.pending {
+		out = append(out, *p)
+		delete(j.pending, stream)
+	}
+	slices.SortFunc(out, func(a, b logLine) int { return a.time.Compare(b.time) })
+	return out
+}
+
 // format is a line as it is sent: with its time first when asked.
 func (o logOptions) format(l logLine) []byte {
 	if !o.timestamps {
@@ -229,6 +243,12 @@ func copyLogs(ctx context.Context, file string, o logOptions, lw *logWriter, run
 
 	// The lines there now, with the tail applied.
 	var lines []logLine
+	keep := func(l logLine) {
+		lines = append(lines, l)
+		if o.tail >= 0 && int64(len(lines)) > o.tail {
+			lines = lines[1:]
+		}
+	}
 	for {
 		l, err := next()
 		if errors.Is(err, io.EOF) {
@@ -237,9 +257,11 @@ func copyLogs(ctx context.Context, file string, o logOptions, lw *logWriter, run
 		if err != nil {
 			return err
 		}
-		lines = append(lines, l)
-		if o.tail >= 0 && int64(len(lines)) > o.tail {
-			lines = lines[1:]
+		keep(l)
+	}
+	for _, l := range j.flush() {
+		if o.since.IsZero() || !l.time.Before(o.since) {
+			keep(l)
 		}
 	}
 	for _, l := range lines {
@@ -267,6 +289,11 @@ func copyLogs(ctx context.Context, file string, o logOptions, lw *logWriter, run
 		}
 		if !errors.Is(err, io.EOF) {
 			return err
+		}
+		for _, l := range j.flush() {
+			if err := lw.write(o.format(l)); err != nil {
+				return err
+			}
 		}
 		if time.Since(lastCheck) >= time.Second {
 			lastCheck = time.Now()
