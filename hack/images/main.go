@@ -82,11 +82,13 @@ func main() {
 // agnhostImage is agnhost on the busybox root, laid out as upstream's
 // Dockerfile does: /agnhost as the entrypoint, pause as the default command,
 // the agnhost-2 link, /uploads, and the user and group some tests look for.
-func agnhostImage(busybox, agnhost string, applets []string) Image {
+// curl (hack/images/curl) stands in for upstream's curl, which the exec hooks
+// of the lifecycle tests run.
+func agnhostImage(busybox, agnhost, curl string, applets []string) Image {
 	return Image{
 		Name: AgnhostImage, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"},
 		Applets: applets, Busybox: busybox, Platform: hostPlatform(),
-		Files:  []ExtraFile{{Name: "agnhost", Source: agnhost, Mode: 0o755}},
+		Files:  []ExtraFile{{Name: "agnhost", Source: agnhost, Mode: 0o755}, {Name: "usr/bin/curl", Source: curl, Mode: 0o755}},
 		Dirs:   []ExtraFile{{Name: "uploads"}},
 		Links:  map[string]string{"agnhost-2": "agnhost"},
 		Passwd: "user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh\n",
@@ -128,18 +130,20 @@ func run(busybox, agnhost string, nonewprivs bool, out, address, namespace, snap
 		if err := checkStatic(agnhost, "build it with hack/kube.sh agnhost"); err != nil {
 			return err
 		}
+		curl := filepath.Join(out, "curl")
+		if err := goBuild(curl, "github.com/edgehive/edgehive/hack/images/curl"); err != nil {
+			return err
+		}
 		imgs = append(imgs, struct {
 			file string
 			img  Image
-		}{"agnhost.tar", agnhostImage(busybox, agnhost, applets)})
+		}{"agnhost.tar", agnhostImage(busybox, agnhost, curl, applets)})
 		names = append(names, AgnhostImage)
 	}
 	if nonewprivs {
 		nnp := filepath.Join(out, "nnp")
-		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", nnp, "github.com/edgehive/edgehive/hack/images/nnp")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("build nnp: %w: %s", err, b)
+		if err := goBuild(nnp, "github.com/edgehive/edgehive/hack/images/nnp"); err != nil {
+			return err
 		}
 		imgs = append(imgs, struct {
 			file string
@@ -276,4 +280,14 @@ func appletsOf(busybox string) []string {
 		return busyboxApplets
 	}
 	return applets
+}
+
+// goBuild builds a static binary of pkg (one of this module's) to out.
+func goBuild(out, pkg string) error {
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s: %w: %s", pkg, err, b)
+	}
+	return nil
 }

@@ -137,11 +137,12 @@ func readTar(t *testing.T, r io.Reader) map[string]tarEntry {
 // default, and carries what upstream's Dockerfile adds.
 func TestAgnhostImage(t *testing.T) {
 	dir := t.TempDir()
-	bb, ag := filepath.Join(dir, "busybox"), filepath.Join(dir, "agnhost")
+	bb, ag, curl := filepath.Join(dir, "busybox"), filepath.Join(dir, "agnhost"), filepath.Join(dir, "curl")
 	os.WriteFile(bb, []byte("\x7fELF fake busybox"), 0o755)
 	os.WriteFile(ag, []byte("\x7fELF fake agnhost"), 0o755)
+	os.WriteFile(curl, []byte("\x7fELF fake curl"), 0o755)
 	var buf bytes.Buffer
-	if err := WriteArchive(&buf, agnhostImage(bb, ag, appletsOf(bb))); err != nil {
+	if err := WriteArchive(&buf, agnhostImage(bb, ag, curl, appletsOf(bb))); err != nil {
 		t.Fatal(err)
 	}
 	u := unpack(t, buf.Bytes())
@@ -150,10 +151,11 @@ func TestAgnhostImage(t *testing.T) {
 		t.Errorf("config = %+v", cfg.Config)
 	}
 	for name, want := range map[string]string{
-		"agnhost":   "\x7fELF fake agnhost",
-		"agnhost-2": "-> agnhost",
-		"bin/sh":    "-> busybox",
-		"uploads/":  "",
+		"agnhost":      "\x7fELF fake agnhost",
+		"agnhost-2":    "-> agnhost",
+		"usr/bin/curl": "\x7fELF fake curl",
+		"bin/sh":       "-> busybox",
+		"uploads/":     "",
 	} {
 		if got, ok := entries[name]; !ok || got != want {
 			t.Errorf("%s = %q (present %t), want %q", name, got, ok, want)
