@@ -160,7 +160,7 @@ CONFORMANCE_FOCUS ?=
 conformance: setup build cloudhive
 	bash hack/kube.sh kube-apiserver kube-scheduler kube-controller-manager e2e.test agnhost ginkgo
 	@rc=0; \
-	  $(MAKE) --no-print-directory containerd-up IMAGES_FLAGS="-agnhost $(KUBE_BIN_DIR)/agnhost" || rc=$$?; \
+	  $(MAKE) --no-print-directory containerd-up IMAGES_FLAGS="-agnhost $(KUBE_BIN_DIR)/agnhost -sh /bin/bash-static" || rc=$$?; \
 	  if [ $$rc -eq 0 ]; then \
 	    env $$(bash hack/containerd.sh env $(CONTAINERD_DIR)) KUBE_BIN_DIR=$(KUBE_BIN_DIR) EDGEHIVE_BIN=$(CURDIR)/$(BIN) \
 	      $(GO) test -count=1 -timeout 130m -tags 'e2e conformance' -v ./test/conformance/ \

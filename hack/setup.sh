@@ -11,6 +11,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 # e2e: Debian's etcd for the test kube-apiserver, iptables for the guard rails
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
+# conformance: the shell of the e2e busybox image (hack/images -sh)
+[ -x /bin/bash-static ] || need+=(bash-static)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

@@ -17,6 +17,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 )
 
@@ -30,13 +31,16 @@ const (
 	// NonewprivsImage is the v1.37 e2e name of the image whose command
 	// prints its effective uid from a set-user-ID root binary.
 	NonewprivsImage = "registry.k8s.io/e2e-test-images/nonewprivs:1.4"
+	// E2EBusyboxImage is the e2e framework's busybox: an alias of
+	// BusyboxImage, or its own image when given a shell (-sh).
+	E2EBusyboxImage = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
 )
 
 // aliases are extra names given to the images once imported, so that the
 // default upstream names resolve locally and are never pulled. The e2e
 // names are those of the v1.37 e2e framework's image manifest.
 var aliases = map[string][]string{
-	BusyboxImage: {"docker.io/library/busybox:1.36", "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"},
+	BusyboxImage: {"docker.io/library/busybox:1.36", E2EBusyboxImage},
 	PauseImage:   {"registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.10.2"},
 	AgnhostImage: {"registry.k8s.io/e2e-test-images/agnhost:2.55"},
 }
@@ -71,9 +75,10 @@ func main() {
 	ctrBin := flag.String("ctr", "ctr", "the ctr binary")
 	agnhost := flag.String("agnhost", "", "static agnhost binary (hack/kube.sh agnhost) to pack as the e2e agnhost image (none when empty)")
 	nonewprivs := flag.Bool("nonewprivs", false, "also build the e2e nonewprivs image (hack/images/nnp, built with go)")
+	shell := flag.String("sh", "", "static shell (Debian's bash-static) for /bin/sh of a separate e2e busybox image (none: the e2e name is the busybox image)")
 	flag.Parse()
 
-	if err := run(*busybox, *agnhost, *nonewprivs, *out, *address, *namespace, *snapshotter, *ctrBin); err != nil {
+	if err := run(*busybox, *agnhost, *shell, *nonewprivs, *out, *address, *namespace, *snapshotter, *ctrBin); err != nil {
 		fmt.Fprintln(os.Stderr, "images:", err)
 		os.Exit(1)
 	}
@@ -106,7 +111,24 @@ func nonewprivsImage(busybox, nnp string) Image {
 	}
 }
 
-func run(busybox, agnhost string, nonewprivs bool, out, address, namespace, snapshotter, ctrBin string) error {
+// e2eBusyboxImage is busybox with shell as /bin/sh. Debian bookworm's busybox
+// (1.35) ash leaves out of its children's environment the variables whose
+// names are not shell identifiers ("data-1"), which upstream's e2e busybox
+// image passes on and the conformance tests' "sh -c env" looks for.
+func e2eBusyboxImage(busybox, shell string, applets []string) Image {
+	var rest []string
+	for _, a := range applets {
+		if a != "sh" && a != "bash" {
+			rest = append(rest, a)
+		}
+	}
+	return Image{
+		Name: E2EBusyboxImage, Cmd: []string{"sh"}, Applets: rest, Busybox: busybox, Platform: hostPlatform(),
+		Files: []ExtraFile{{Name: "bin/sh", Source: shell, Mode: 0o755}},
+	}
+}
+
+func run(busybox, agnhost, shell string, nonewprivs bool, out, address, namespace, snapshotter, ctrBin string) error {
 	if err := checkBusybox(busybox); err != nil {
 		return err
 	}
@@ -126,6 +148,20 @@ func run(busybox, agnhost string, nonewprivs bool, out, address, namespace, snap
 		{"pause.tar", Image{Name: PauseImage, Cmd: []string{"sleep", "infinity"}, Applets: []string{"sh", "sleep"}, Busybox: busybox, Platform: hostPlatform()}},
 	}
 	names := []string{BusyboxImage, PauseImage}
+	aliasesOf := func(name string) []string { return aliases[name] }
+	if shell != "" {
+		if err := checkStatic(shell, "install Debian's bash-static"); err != nil {
+			return err
+		}
+		imgs = append(imgs, struct {
+			file string
+			img  Image
+		}{"e2e-busybox.tar", e2eBusyboxImage(busybox, shell, applets)})
+		names = append(names, E2EBusyboxImage)
+		aliasesOf = func(name string) []string {
+			return slices.DeleteFunc(slices.Clone(aliases[name]), func(a string) bool { return a == E2EBusyboxImage })
+		}
+	}
 	if agnhost != "" {
 		if err := checkStatic(agnhost, "build it with hack/kube.sh agnhost"); err != nil {
 			return err
@@ -186,7 +222,7 @@ func run(busybox, agnhost string, nonewprivs bool, out, address, namespace, snap
 	}
 	want := append([]string(nil), names...)
 	for _, src := range names {
-		for _, dst := range aliases[src] {
+		for _, dst := range aliasesOf(src) {
 			if _, err := ctr("images", "tag", "--force", src, dst); err != nil {
 				return err
 			}

@@ -217,3 +217,23 @@ func TestNonewprivsImageIsSetUIDRoot(t *testing.T) {
 		t.Errorf("cmd %v", got)
 	}
 }
+
+func TestE2EBusyboxImageHasItsOwnShell(t *testing.T) {
+	dir := t.TempDir()
+	bb, shell := filepath.Join(dir, "busybox"), filepath.Join(dir, "bash-static")
+	os.WriteFile(bb, []byte("\x7fELF fake busybox"), 0o755)
+	os.WriteFile(shell, []byte("\x7fELF fake shell"), 0o755)
+	var buf bytes.Buffer
+	if err := WriteArchive(&buf, e2eBusyboxImage(bb, shell, []string{"sh", "ash", "bash", "env", "cat"})); err != nil {
+		t.Fatal(err)
+	}
+	entries := unpack(t, buf.Bytes()).entries
+	for name, want := range map[string]string{"bin/sh": "\x7fELF fake shell", "bin/ash": "-> busybox", "bin/env": "-> busybox"} {
+		if entries[name] != want {
+			t.Errorf("%s = %q, want %q", name, entries[name], want)
+		}
+	}
+	if _, ok := entries["bin/bash"]; ok {
+		t.Errorf("bin/bash is busybox's ash, not the shell")
+	}
+}
