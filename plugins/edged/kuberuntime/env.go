@@ -194,7 +194,9 @@ func makeEnv(ctx context.Context, pod *v1.Pod, c *v1.Container, in EnvInput) ([]
 		sort.Strings(keys)
 		for _, k := range keys {
 			name := ef.Prefix + k
-			if len(validation.IsEnvVarName(name)) > 0 {
+			// Any printable ASCII but '=' (the API's relaxed rule since
+			// 1.34): "1-key", "$_-key" and "#@!key" are names too.
+			if len(validation.IsRelaxedEnvVarName(name)) > 0 {
 				continue // the kubelet skips invalid names (and reports an event)
 			}
 			set(name, string(d[k]))

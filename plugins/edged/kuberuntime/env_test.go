@@ -50,6 +50,13 @@ func TestMakeEnv(t *testing.T) {
 		{name: "optional missing object and key are left out",
 			c:      v1.Container{Env: []v1.EnvVar{{Name: "M", ValueFrom: ref(KindSecret, "nope", "k", true)}, {Name: "K", ValueFrom: ref(KindConfigMap, "cm", "nope", true)}}},
 			absent: []string{"M", "K"}},
+		{name: "envFrom names that are not identifiers (relaxed validation), '=' is not",
+			c: v1.Container{EnvFrom: []v1.EnvFromSource{
+				{Prefix: "1-", ConfigMapRef: &v1.ConfigMapEnvSource{LocalObjectReference: v1.LocalObjectReference{Name: "cm"}}},
+				{Prefix: "#@!", ConfigMapRef: &v1.ConfigMapEnvSource{LocalObjectReference: v1.LocalObjectReference{Name: "cm"}}},
+				{Prefix: "a=", ConfigMapRef: &v1.ConfigMapEnvSource{LocalObjectReference: v1.LocalObjectReference{Name: "cm"}}}}},
+			want:   map[string]string{"1-A": "1", "#@!B": "2"},
+			absent: []string{"a=A"}},
 		{name: "optional envFrom missing", c: v1.Container{EnvFrom: []v1.EnvFromSource{{SecretRef: &v1.SecretEnvSource{LocalObjectReference: v1.LocalObjectReference{Name: "nope"}, Optional: &opt}}}}},
 		{name: "required missing key", c: v1.Container{Env: []v1.EnvVar{{Name: "K", ValueFrom: ref(KindConfigMap, "cm", "nope", false)}}},
 			wantErr: "couldn't find key nope"},
