@@ -392,6 +392,7 @@ func (f *FakeRuntime) CreateContainer(ctx context.Context, podSandboxID string, 
 			Annotations: maps.Clone(config.GetAnnotations()),
 			LogPath:     config.GetLogPath(),
 			Mounts:      mounts,
+			Resources:   fakeResources(config.GetLinux().GetResources()),
 		},
 	}
 	return id, nil
@@ -509,6 +510,53 @@ func (f *FakeRuntime) ContainerStatus(ctx context.Context, containerID string, v
 		return nil, fmt.Errorf("cri: ContainerStatus: %w", notFound("container", containerID))
 	}
 	return &runtimeapi.ContainerStatusResponse{Status: proto.Clone(c.status).(*runtimeapi.ContainerStatus)}, nil
+}
+
+// fakeResources is what a runtime reports of a container's cgroup values.
+func fakeResources(r *runtimeapi.LinuxContainerResources) *runtimeapi.ContainerResources {
+	if r == nil {
+		return nil
+	}
+	return &runtimeapi.ContainerResources{Linux: proto.Clone(r).(*runtimeapi.LinuxContainerResources)}
+}
+
+// UpdateContainerResources applies resources to a created or running
+// container, as containerd does: zero values leave the old ones.
+func (f *FakeRuntime) UpdateContainerResources(ctx context.Context, containerID string, resources *runtimeapi.LinuxContainerResources) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin(ctx, "UpdateContainerResources"); err != nil {
+		return err
+	}
+	c, ok := f.containers[containerID]
+	if !ok {
+		return fmt.Errorf("cri: UpdateContainerResources: %w", notFound("container", containerID))
+	}
+	if c.c.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+		return fmt.Errorf("cri: UpdateContainerResources %s: %w", containerID, status.Error(codes.FailedPrecondition, "container is not running"))
+	}
+	if c.config.Linux == nil {
+		c.config.Linux = &runtimeapi.LinuxContainerConfig{}
+	}
+	cur := c.config.Linux.Resources
+	if cur == nil {
+		cur = &runtimeapi.LinuxContainerResources{}
+		c.config.Linux.Resources = cur
+	}
+	if v := resources.GetCpuShares(); v != 0 {
+		cur.CpuShares = v
+	}
+	if v := resources.GetCpuPeriod(); v != 0 {
+		cur.CpuPeriod = v
+	}
+	if v := resources.GetCpuQuota(); v != 0 {
+		cur.CpuQuota = v
+	}
+	if v := resources.GetMemoryLimitInBytes(); v != 0 {
+		cur.MemoryLimitInBytes = v
+	}
+	c.status.Resources = fakeResources(cur)
+	return nil
 }
 
 func (f *FakeRuntime) ExecSync(ctx context.Context, containerID string, cmd []string, timeout time.Duration) (*runtimeapi.ExecSyncResponse, error) {
