@@ -88,6 +88,9 @@ type Manager struct {
 	// pidTargets: "<uid>/<ephemeral container>" → the container ID whose
 	// process namespace it joins.
 	pidTargets map[string]string
+	// applied: per pod, the resources applied by in-place resizes by
+	// container ID (see resize.go).
+	applied map[types.UID]map[string]v1.ResourceRequirements
 
 	// Probes, when set, names running containers a probe wants killed and
 	// says which passed their startup probe.
@@ -139,8 +142,14 @@ func New(rt cri.Runtime, clk clock.Clock, log hclog.Logger, cfg Config) *Manager
 }
 
 // GetPodStatus reads the pod's runtime status.
+// Each container's Resources are what was applied to it.
 func (m *Manager) GetPodStatus(ctx context.Context, uid types.UID, name, namespace string) (*container.PodStatus, error) {
-	return container.GetPodStatus(ctx, m.rt, uid, name, namespace)
+	ps, err := container.GetPodStatus(ctx, m.rt, uid, name, namespace)
+	if err != nil {
+		return nil, err
+	}
+	m.fillApplied(ps)
+	return ps, nil
 }
 
 // Reasons returns the waiting reasons of the pod's containers.
@@ -171,6 +180,7 @@ func (m *Manager) setReason(uid types.UID, name string, r *Reason) {
 func (m *Manager) Forget(uid types.UID) {
 	m.mu.Lock()
 	delete(m.reasons, uid)
+	delete(m.applied, uid)
 	m.mu.Unlock()
 	m.backOff.GC()
 }
@@ -190,6 +200,7 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 	var res SyncResult
 	// Step 1: compute what changed.
 	a := computePodActionsProbed(pod, ps, m.Probes)
+	m.planResize(pod, ps, &a)
 	res.InitFailed = a.InitFailed
 
 	// Volumes are prepared (configMaps and secrets refreshed) on every sync;
@@ -231,6 +242,14 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 				return res, err
 			}
 			res.Killed = append(res.Killed, id)
+		}
+	}
+	// Resize running containers in place; a failure is retried on the
+	// next sync (the pod stays PodResizeInProgress).
+	var resizeErrs []error
+	for _, t := range a.ContainersToUpdate {
+		if err := m.resizeContainer(ctx, pod, ps, t); err != nil {
+			resizeErrs = append(resizeErrs, err)
 		}
 	}
 
@@ -311,7 +330,7 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 		}
 		res.Started = append(res.Started, c.Name)
 	}
-	return res, errors.Join(errs...)
+	return res, errors.Join(append(errs, resizeErrs...)...)
 }
 
 // targets remembers that an ephemeral container shares the process namespace
@@ -740,6 +759,7 @@ func (m *Manager) containerConfig(ctx context.Context, pod *v1.Pod, c *v1.Contai
 			container.AnnotationContainerHash: HashContainer(c),
 			container.AnnotationRestartCount:  strconv.Itoa(restartCount),
 			container.AnnotationGracePeriod:   strconv.FormatInt(gracePeriod(pod, nil), 10),
+			container.AnnotationResources:     resourcesAnnotation(c),
 		},
 		LogPath:   filepath.Join(c.Name, strconv.Itoa(restartCount)+".log"),
 		Stdin:     c.Stdin,

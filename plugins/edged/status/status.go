@@ -61,6 +61,7 @@ func containerStatuses(pod *v1.Pod, specs []v1.Container, ps *container.PodStatu
 		if st.ImageID == "" {
 			st.ImageID = cur.GetImage().GetImage()
 		}
+		containerResources(&st, &c, cur)
 		started := false
 		switch {
 		case cur.Running():
@@ -189,7 +190,9 @@ func ComputeWith(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason
 		}
 		st.EphemeralContainerStatuses = containerStatuses(pod, specs, ps, reasons)
 		for i := range st.EphemeralContainerStatuses {
-			st.EphemeralContainerStatuses[i].Ready = false // never ready: they are not part of the service
+			s := &st.EphemeralContainerStatuses[i]
+			s.Ready = false // never ready: they are not part of the service
+			s.Resources, s.AllocatedResources = nil, nil // they have none
 		}
 	}
 	// A regular init container is ready once it succeeded; a sidecar, as an
