@@ -52,16 +52,16 @@ func TestResize(t *testing.T) {
 		wantLinux   [3]int64 // shares, quota, memory limit of the running instance
 	}{
 		{
-			name: "cpu and memory up in place",
-			from: v1.ResourceRequirements{Requests: rl("cpu", "100m", "memory", "32Mi"), Limits: rl("cpu", "200m", "memory", "64Mi")},
-			to:   v1.ResourceRequirements{Requests: rl("cpu", "300m", "memory", "48Mi"), Limits: rl("cpu", "500m", "memory", "128Mi")},
+			name:       "cpu and memory up in place",
+			from:       v1.ResourceRequirements{Requests: rl("cpu", "100m", "memory", "32Mi"), Limits: rl("cpu", "200m", "memory", "64Mi")},
+			to:         v1.ResourceRequirements{Requests: rl("cpu", "300m", "memory", "48Mi"), Limits: rl("cpu", "500m", "memory", "128Mi")},
 			wantUpdate: true, wantApplied: v1.ResourceRequirements{Requests: rl("cpu", "300m", "memory", "48Mi"), Limits: rl("cpu", "500m", "memory", "128Mi")},
 			wantLinux: [3]int64{307, 50000, 128 << 20},
 		},
 		{
-			name: "limits added",
-			from: v1.ResourceRequirements{Requests: rl("cpu", "20m")},
-			to:   v1.ResourceRequirements{Requests: rl("cpu", "25m"), Limits: rl("cpu", "35m", "memory", "50Mi")},
+			name:       "limits added",
+			from:       v1.ResourceRequirements{Requests: rl("cpu", "20m")},
+			to:         v1.ResourceRequirements{Requests: rl("cpu", "25m"), Limits: rl("cpu", "35m", "memory", "50Mi")},
 			wantUpdate: true, wantApplied: v1.ResourceRequirements{Requests: rl("cpu", "25m"), Limits: rl("cpu", "35m", "memory", "50Mi")},
 			wantLinux: [3]int64{25, 3500, 50 << 20},
 		},

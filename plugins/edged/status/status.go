@@ -191,7 +191,7 @@ func ComputeWith(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason
 		st.EphemeralContainerStatuses = containerStatuses(pod, specs, ps, reasons)
 		for i := range st.EphemeralContainerStatuses {
 			s := &st.EphemeralContainerStatuses[i]
-			s.Ready = false // never ready: they are not part of the service
+			s.Ready = false                              // never ready: they are not part of the service
 			s.Resources, s.AllocatedResources = nil, nil // they have none
 		}
 	}
