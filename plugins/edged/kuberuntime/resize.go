@@ -128,7 +128,8 @@ func (m *Manager) ResizeInfeasible(pod *v1.Pod) string {
 		}
 		return ""
 	}
-	if msg := check(v1.ResourceCPU, m.cfg.NodeCPU, func(q resource.Quantity) int64 { return q.MilliValue() }); msg != "" {
+	// NodeCPU counts cores; requests compare in millicores.
+	if msg := check(v1.ResourceCPU, m.cfg.NodeCPU*1000, func(q resource.Quantity) int64 { return q.MilliValue() }); msg != "" {
 		return msg
 	}
 	return check(v1.ResourceMemory, m.cfg.NodeMemory, func(q resource.Quantity) int64 { return q.Value() })

@@ -92,7 +92,7 @@ func TestResize(t *testing.T) {
 			name:    "infeasible is not applied",
 			from:    v1.ResourceRequirements{Requests: rl("cpu", "100m")},
 			to:      v1.ResourceRequirements{Requests: rl("cpu", "64")},
-			nodeCPU: 2000, wantApplied: v1.ResourceRequirements{Requests: rl("cpu", "100m")},
+			nodeCPU: 2, wantApplied: v1.ResourceRequirements{Requests: rl("cpu", "100m")},
 			wantLinux: [3]int64{102, 0, 0},
 		},
 	}
@@ -162,7 +162,7 @@ func TestResize(t *testing.T) {
 }
 
 func TestResizeInfeasibleMessage(t *testing.T) {
-	m := New(cri.NewFakeRuntime(), clocktesting.NewFakeClock(time.Unix(0, 0)), nil, Config{NodeCPU: 2000, NodeMemory: 1 << 30})
+	m := New(cri.NewFakeRuntime(), clocktesting.NewFakeClock(time.Unix(0, 0)), nil, Config{NodeCPU: 2, NodeMemory: 1 << 30})
 	pod := testPod(v1.RestartPolicyAlways, "a", "b")
 	pod.Spec.Containers[0].Resources.Requests = rl("cpu", "1500m")
 	if msg := m.ResizeInfeasible(pod); msg != "" {
