@@ -1008,7 +1008,7 @@ func (e *Edged) updateStatus(ctx context.Context, pod *v1.Pod) {
 	}
 	now := e.clock.Now()
 	st := status.ComputeWith(pod, ps, e.reasons(pod.UID), now, oldp, e.probes.UpdatePodStatus)
-	status.SetResizeConditions(&st, pod, ps, e.krt.ResizeInfeasible(pod), now, oldp)
+	status.SetResizeConditions(&st, pod, ps, e.krt.ResizeStatus(pod), now, oldp)
 	if _, err := e.statuses.Set(ctx, pod, st); err != nil {
 		e.log.Warn("status not sent", "error", err)
 	}

@@ -33,6 +33,9 @@ type FakeRuntime struct {
 	StopExitCode int32
 	// PodIP is given to sandboxes that are not on the host network.
 	PodIP string
+	// MemoryUsage is what ListContainerStats reports a container uses, by
+	// container ID (0 when unset).
+	MemoryUsage map[string]uint64
 
 	calls      []string
 	nextID     int
@@ -557,6 +560,29 @@ func (f *FakeRuntime) UpdateContainerResources(ctx context.Context, containerID 
 	}
 	c.status.Resources = fakeResources(cur)
 	return nil
+}
+
+// ListContainerStats reports MemoryUsage of the containers filter selects.
+func (f *FakeRuntime) ListContainerStats(ctx context.Context, filter *runtimeapi.ContainerStatsFilter) ([]*runtimeapi.ContainerStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin(ctx, "ListContainerStats"); err != nil {
+		return nil, err
+	}
+	var out []*runtimeapi.ContainerStats
+	for id, c := range f.containers {
+		if filter != nil && filter.Id != "" && filter.Id != id {
+			continue
+		}
+		if c.c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			continue
+		}
+		out = append(out, &runtimeapi.ContainerStats{
+			Attributes: &runtimeapi.ContainerAttributes{Id: id, Metadata: proto.Clone(c.c.Metadata).(*runtimeapi.ContainerMetadata)},
+			Memory:     &runtimeapi.MemoryUsage{Timestamp: f.now(), UsageBytes: &runtimeapi.UInt64Value{Value: f.MemoryUsage[id]}},
+		})
+	}
+	return out, nil
 }
 
 func (f *FakeRuntime) ExecSync(ctx context.Context, containerID string, cmd []string, timeout time.Duration) (*runtimeapi.ExecSyncResponse, error) {

@@ -91,6 +91,8 @@ type Manager struct {
 	// applied: per pod, the resources applied by in-place resizes by
 	// container ID (see resize.go).
 	applied map[types.UID]map[string]v1.ResourceRequirements
+	// resizeErr: per pod, why applying its resize failed last.
+	resizeErr map[types.UID]string
 
 	// Probes, when set, names running containers a probe wants killed and
 	// says which passed their startup probe.
@@ -181,6 +183,7 @@ func (m *Manager) Forget(uid types.UID) {
 	m.mu.Lock()
 	delete(m.reasons, uid)
 	delete(m.applied, uid)
+	delete(m.resizeErr, uid)
 	m.mu.Unlock()
 	m.backOff.GC()
 }
@@ -251,6 +254,11 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 		if err := m.resizeContainer(ctx, pod, ps, t); err != nil {
 			resizeErrs = append(resizeErrs, err)
 		}
+	}
+	if err := errors.Join(resizeErrs...); err != nil {
+		m.setResizeError(pod.UID, err.Error())
+	} else {
+		m.setResizeError(pod.UID, "")
 	}
 
 	// Step 4: a new sandbox.

@@ -33,8 +33,14 @@ const resourcesFile = "resources.json"
 
 // resizeTarget is a running container whose resources change in place.
 type resizeTarget struct {
-	id string
-	c  *v1.Container
+	id   string
+	c    *v1.Container
+	have *v1.ResourceRequirements // what it runs with; nil when unknown
+}
+
+// statsLister reads containers' usage (cri.Client has it).
+type statsLister interface {
+	ListContainerStats(ctx context.Context, filter *runtimeapi.ContainerStatsFilter) ([]*runtimeapi.ContainerStats, error)
 }
 
 // resourceChanged reports whether the requests or limits of name differ.
@@ -156,7 +162,7 @@ func (m *Manager) planResize(pod *v1.Pod, ps *container.PodStatus, a *podActions
 			restart()
 			return
 		}
-		a.ContainersToUpdate = append(a.ContainersToUpdate, resizeTarget{id: cs.Id, c: c})
+		a.ContainersToUpdate = append(a.ContainersToUpdate, resizeTarget{id: cs.Id, c: c, have: cs.Resources})
 	}
 	for i := range pod.Spec.Containers {
 		check(&pod.Spec.Containers[i], func() { a.ContainersToStart = append(a.ContainersToStart, i) })
@@ -171,6 +177,9 @@ func (m *Manager) planResize(pod *v1.Pod, ps *container.PodStatus, a *podActions
 // resizeContainer applies c's resources to the running container id and
 // records them.
 func (m *Manager) resizeContainer(ctx context.Context, pod *v1.Pod, ps *container.PodStatus, t resizeTarget) error {
+	if err := m.checkMemoryDecrease(ctx, t); err != nil {
+		return err
+	}
 	r := linuxResources(t.c)
 	if err := m.rt.UpdateContainerResources(ctx, t.id, r); err != nil {
 		return fmt.Errorf("resize container %s: %w", t.c.Name, err)
@@ -181,6 +190,56 @@ func (m *Manager) resizeContainer(ctx context.Context, pod *v1.Pod, ps *containe
 	m.log.Info("container resized", "pod", pod.Namespace+"/"+pod.Name, "container", t.c.Name,
 		"cpuShares", r.CpuShares, "cpuQuota", r.CpuQuota, "memoryLimit", r.MemoryLimitInBytes)
 	return nil
+}
+
+// checkMemoryDecrease refuses, as the kubelet does, a memory limit that is
+// added or lowered to at most what the container uses now: the kernel would
+// reclaim or OOM-kill instead. A runtime without stats is not checked.
+func (m *Manager) checkMemoryDecrease(ctx context.Context, t resizeTarget) error {
+	want := t.c.Resources.Limits.Memory().Value()
+	if want == 0 {
+		return nil
+	}
+	if t.have != nil {
+		if cur := t.have.Limits.Memory().Value(); cur != 0 && want >= cur {
+			return nil
+		}
+	}
+	sl, ok := m.rt.(statsLister)
+	if !ok {
+		return nil
+	}
+	stats, err := sl.ListContainerStats(ctx, &runtimeapi.ContainerStatsFilter{Id: t.id})
+	if err != nil || len(stats) == 0 || stats[0].GetMemory().GetUsageBytes() == nil {
+		return fmt.Errorf("cannot decrease memory limits: missing container %q memory usage (%v)", t.c.Name, err)
+	}
+	if usage := stats[0].GetMemory().GetUsageBytes().GetValue(); usage >= uint64(want) {
+		return fmt.Errorf("cannot decrease memory limits: attempting to set container %q memory limit (%d) below current usage (%d)", t.c.Name, want, usage)
+	}
+	return nil
+}
+
+// ResizeStatus is what the pod's status says of its resize: why it cannot
+// fit the node, or why applying it failed last.
+func (m *Manager) ResizeStatus(pod *v1.Pod) status.Resize {
+	m.mu.Lock()
+	msg := m.resizeErr[pod.UID]
+	m.mu.Unlock()
+	return status.Resize{Infeasible: m.ResizeInfeasible(pod), Error: msg}
+}
+
+// setResizeError remembers why a resize failed ("" clears it).
+func (m *Manager) setResizeError(uid types.UID, msg string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if msg == "" {
+		delete(m.resizeErr, uid)
+		return
+	}
+	if m.resizeErr == nil {
+		m.resizeErr = map[types.UID]string{}
+	}
+	m.resizeErr[uid] = msg
 }
 
 // appliedPath is the pod's record of resized containers ("" without a pod

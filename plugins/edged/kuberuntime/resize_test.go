@@ -3,6 +3,7 @@ package kuberuntime
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,5 +176,46 @@ func TestResizeInfeasibleMessage(t *testing.T) {
 	pod.Spec.Containers[1].Resources.Requests = rl("memory", "2Gi")
 	if msg := m.ResizeInfeasible(pod); msg != "Node didn't have enough capacity: memory, requested: 2147483648, capacity: 1073741824" {
 		t.Fatalf("message %q", msg)
+	}
+}
+
+// TestResizeMemoryBelowUsage: a memory limit lowered to at most what the
+// container uses is not applied; the error is the pod's resize status
+// until a viable limit comes.
+func TestResizeMemoryBelowUsage(t *testing.T) {
+	rt := cri.NewFakeRuntime(busybox, pause)
+	clk := clocktesting.NewFakeClock(time.Unix(10000, 0))
+	m := newManager(t, rt, clk)
+	pod := testPod(v1.RestartPolicyAlways, "app")
+	pod.Spec.Containers[0].Resources = v1.ResourceRequirements{Requests: rl("memory", "35Mi"), Limits: rl("memory", "35Mi")}
+	_, ps, err := syncOnce(t, m, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ps.FindContainer("app").Id
+	rt.MemoryUsage = map[string]uint64{id: 20 << 20}
+	tiny := pod.DeepCopy()
+	tiny.Spec.Containers[0].Resources = v1.ResourceRequirements{Requests: rl("memory", "10Ki"), Limits: rl("memory", "10Ki")}
+	if _, ps, err = syncOnce(t, m, tiny); err == nil {
+		t.Fatal("a limit below usage was applied without an error")
+	}
+	if got := ps.FindContainer("app").GetResources().GetLinux().GetMemoryLimitInBytes(); got != 35<<20 {
+		t.Fatalf("memory limit %d after a refused resize", got)
+	}
+	msg := m.ResizeStatus(tiny).Error
+	if want := "attempting to set container \"app\" memory limit (10240) below current usage (20971520)"; !strings.Contains(msg, want) {
+		t.Fatalf("resize error %q, want it to contain %q", msg, want)
+	}
+	// A limit above usage goes through and clears the error.
+	viable := pod.DeepCopy()
+	viable.Spec.Containers[0].Resources = v1.ResourceRequirements{Requests: rl("memory", "30Mi"), Limits: rl("memory", "30Mi")}
+	if _, ps, err = syncOnce(t, m, viable); err != nil {
+		t.Fatal(err)
+	}
+	if got := ps.FindContainer("app").GetResources().GetLinux().GetMemoryLimitInBytes(); got != 30<<20 {
+		t.Fatalf("memory limit %d after a viable resize", got)
+	}
+	if msg := m.ResizeStatus(viable).Error; msg != "" {
+		t.Fatalf("resize error %q after a viable resize", msg)
 	}
 }

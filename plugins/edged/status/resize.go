@@ -67,21 +67,33 @@ func resizing(pod *v1.Pod, ps *container.PodStatus) bool {
 	return false
 }
 
+// Resize is what the runtime manager knows of a pod's resize.
+type Resize struct {
+	// Infeasible says why the pod's new resources cannot fit the node ("" when they can).
+	Infeasible string
+	// Error is why the last attempt to apply them failed ("" when it did not).
+	Error string
+}
+
 // SetResizeConditions adds the kubelet's resize conditions to st:
-// PodResizePending with reason Infeasible when infeasible says why the
-// pod's new resources cannot fit the node (its containers keep what they
-// have, which is then also what is reported allocated), else
-// PodResizeInProgress while a running container's applied resources differ
-// from its spec. Neither is there once the resize is done.
-func SetResizeConditions(st *v1.PodStatus, pod *v1.Pod, ps *container.PodStatus, infeasible string, now time.Time, old *v1.PodStatus) {
+// PodResizePending with reason Infeasible when the pod's new resources
+// cannot fit the node (its containers keep what they have, which is then
+// also what is reported allocated), else PodResizeInProgress while a
+// running container's applied resources differ from its spec — with reason
+// Error and its message when applying them failed. Neither is there once
+// the resize is done.
+func SetResizeConditions(st *v1.PodStatus, pod *v1.Pod, ps *container.PodStatus, r Resize, now time.Time, old *v1.PodStatus) {
 	var c v1.PodCondition
 	switch {
-	case infeasible != "":
-		c = v1.PodCondition{Type: v1.PodResizePending, Status: v1.ConditionTrue, Reason: v1.PodReasonInfeasible, Message: infeasible}
+	case r.Infeasible != "":
+		c = v1.PodCondition{Type: v1.PodResizePending, Status: v1.ConditionTrue, Reason: v1.PodReasonInfeasible, Message: r.Infeasible}
 		keepAllocated(st.ContainerStatuses, ps)
 		keepAllocated(st.InitContainerStatuses, ps)
 	case resizing(pod, ps):
 		c = v1.PodCondition{Type: v1.PodResizeInProgress, Status: v1.ConditionTrue}
+		if r.Error != "" {
+			c.Reason, c.Message = v1.PodReasonError, r.Error
+		}
 	default:
 		return
 	}

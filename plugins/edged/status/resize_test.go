@@ -38,17 +38,20 @@ func TestResizeStatus(t *testing.T) {
 		applied       *v1.ResourceRequirements
 		state         bool // running
 		infeasible    string
+		err           string
 		wantCondition v1.PodConditionType // "" for none
 		wantResources v1.ResourceRequirements
 		wantAllocated v1.ResourceList
 	}{
-		{"done", &spec, true, "", "", spec, spec.Requests},
-		{"in progress", &old, true, "", v1.PodResizeInProgress, old, spec.Requests},
-		{"equivalent values differ", &v1.ResourceRequirements{Requests: reqs("25m", "40Mi"), Limits: reqs("36m", "")}, true, "", v1.PodResizeInProgress,
+		{"done", &spec, true, "", "", "", spec, spec.Requests},
+		{"done: an old error is gone", &spec, true, "", "boom", "", spec, spec.Requests},
+		{"in progress", &old, true, "", "", v1.PodResizeInProgress, old, spec.Requests},
+		{"in progress with an error", &old, true, "", "cannot decrease memory limits", v1.PodResizeInProgress, old, spec.Requests},
+		{"equivalent values differ", &v1.ResourceRequirements{Requests: reqs("25m", "40Mi"), Limits: reqs("36m", "")}, true, "", "", v1.PodResizeInProgress,
 			v1.ResourceRequirements{Requests: reqs("25m", "40Mi"), Limits: reqs("36m", "")}, spec.Requests},
-		{"infeasible keeps the old allocation", &old, true, "Node didn't have enough capacity", v1.PodResizePending, old, old.Requests},
-		{"unknown applied: the spec", nil, true, "", "", spec, spec.Requests},
-		{"exited: the spec", &old, false, "", "", spec, spec.Requests},
+		{"infeasible keeps the old allocation", &old, true, "Node didn't have enough capacity", "", v1.PodResizePending, old, old.Requests},
+		{"unknown applied: the spec", nil, true, "", "", "", spec, spec.Requests},
+		{"exited: the spec", &old, false, "", "", "", spec, spec.Requests},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,7 +65,7 @@ func TestResizeStatus(t *testing.T) {
 			c.Resources = tt.applied
 			ps := rps(c)
 			st := Compute(p, ps, nil, now, nil)
-			SetResizeConditions(&st, p, ps, tt.infeasible, now, nil)
+			SetResizeConditions(&st, p, ps, Resize{Infeasible: tt.infeasible, Error: tt.err}, now, nil)
 			got := st.ContainerStatuses[0]
 			if got.Resources == nil || !equality.Semantic.DeepEqual(*got.Resources, tt.wantResources) {
 				t.Fatalf("resources %+v, want %+v", got.Resources, tt.wantResources)
@@ -84,6 +87,12 @@ func TestResizeStatus(t *testing.T) {
 				if ct == v1.PodResizePending && (c.Reason != v1.PodReasonInfeasible || c.Message != tt.infeasible) {
 					t.Fatalf("pending condition %+v", c)
 				}
+				if ct == v1.PodResizeInProgress && tt.err != "" && (c.Reason != v1.PodReasonError || c.Message != tt.err) {
+					t.Fatalf("in-progress condition %+v, want reason Error with %q", c, tt.err)
+				}
+				if ct == v1.PodResizeInProgress && tt.err == "" && c.Reason != "" {
+					t.Fatalf("in-progress condition %+v has a reason", c)
+				}
 			}
 		})
 	}
@@ -97,9 +106,9 @@ func TestResizeConditionTransitionKept(t *testing.T) {
 	ps := rps(c)
 	t0 := time.Unix(1000, 0)
 	first := Compute(p, ps, nil, t0, nil)
-	SetResizeConditions(&first, p, ps, "", t0, nil)
+	SetResizeConditions(&first, p, ps, Resize{}, t0, nil)
 	later := Compute(p, ps, nil, t0.Add(time.Minute), &first)
-	SetResizeConditions(&later, p, ps, "", t0.Add(time.Minute), &first)
+	SetResizeConditions(&later, p, ps, Resize{}, t0.Add(time.Minute), &first)
 	if got := condition(later, v1.PodResizeInProgress); got == nil || !got.LastTransitionTime.Time.Equal(t0) {
 		t.Fatalf("condition %+v, want the first transition time kept", got)
 	}
