@@ -219,3 +219,42 @@ func TestResizeMemoryBelowUsage(t *testing.T) {
 		t.Fatalf("resize error %q after a viable resize", msg)
 	}
 }
+
+// TestResizeSidecar: a sidecar (restartable init container) is resized in
+// place like an app container.
+func TestResizeSidecar(t *testing.T) {
+	rt := cri.NewFakeRuntime(busybox, pause)
+	clk := clocktesting.NewFakeClock(time.Unix(10000, 0))
+	m := newManager(t, rt, clk)
+	always := v1.ContainerRestartPolicyAlways
+	pod := testPod(v1.RestartPolicyAlways, "app")
+	pod.Spec.InitContainers = []v1.Container{{Name: "side", Image: busybox, Command: []string{"sleep", "300"}, RestartPolicy: &always,
+		Resources: v1.ResourceRequirements{Requests: rl("cpu", "100m"), Limits: rl("cpu", "200m")}}}
+	for i := 0; i < 3; i++ {
+		if _, _, err := syncOnce(t, m, pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, before, _ := syncOnce(t, m, pod)
+	side := before.FindContainer("side")
+	if side == nil || !side.Running() || before.FindContainer("app") == nil {
+		t.Fatalf("pod not up: %+v", before.Containers)
+	}
+	resized := pod.DeepCopy()
+	resized.Spec.InitContainers[0].Resources = v1.ResourceRequirements{Requests: rl("cpu", "300m"), Limits: rl("cpu", "400m")}
+	rt.ResetCalls()
+	_, after, err := syncOnce(t, m, resized)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := after.FindContainer("side")
+	if got.Id != side.Id || !slices.Contains(rt.Calls(), "UpdateContainerResources") {
+		t.Fatalf("sidecar not resized in place: id %s → %s, calls %v", side.Id, got.Id, rt.Calls())
+	}
+	if q := got.GetResources().GetLinux().GetCpuQuota(); q != 40000 {
+		t.Fatalf("sidecar quota %d, want 40000", q)
+	}
+	if got.Resources == nil || status.ResourcesDiffer(got.Resources, &resized.Spec.InitContainers[0].Resources) {
+		t.Fatalf("sidecar applied %+v", got.Resources)
+	}
+}
