@@ -25,9 +25,6 @@ import (
 // annotation, after a resize in <pod dir>/resources.json — so the status
 // reports it and an edged restart neither loses nor repeats it.
 
-// EventResizeInfeasible is the event of a resize the node cannot take.
-const EventResizeInfeasible = "ResizeInfeasible"
-
 // resourcesFile holds the resources applied by resizes, by container ID.
 const resourcesFile = "resources.json"
 

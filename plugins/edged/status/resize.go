@@ -75,27 +75,28 @@ type Resize struct {
 	Error string
 }
 
-// SetResizeConditions adds the kubelet's resize conditions to st:
-// PodResizePending with reason Infeasible when the pod's new resources
+// SetResizeConditions adds the kubelet's resize conditions to st while a
+// running container's resources differ from its spec: PodResizePending
+// with reason Infeasible when the pod's new resources
 // cannot fit the node (its containers keep what they have, which is then
-// also what is reported allocated), else PodResizeInProgress while a
-// running container's applied resources differ from its spec — with reason
+// also what is reported allocated), else PodResizeInProgress — with reason
 // Error and its message when applying them failed. Neither is there once
 // the resize is done.
 func SetResizeConditions(st *v1.PodStatus, pod *v1.Pod, ps *container.PodStatus, r Resize, now time.Time, old *v1.PodStatus) {
 	var c v1.PodCondition
 	switch {
+	case !resizing(pod, ps):
+		// Nothing to resize: a pod that never fitted is not a pending resize.
+		return
 	case r.Infeasible != "":
 		c = v1.PodCondition{Type: v1.PodResizePending, Status: v1.ConditionTrue, Reason: v1.PodReasonInfeasible, Message: r.Infeasible}
 		keepAllocated(st.ContainerStatuses, ps)
 		keepAllocated(st.InitContainerStatuses, ps)
-	case resizing(pod, ps):
+	default:
 		c = v1.PodCondition{Type: v1.PodResizeInProgress, Status: v1.ConditionTrue}
 		if r.Error != "" {
 			c.Reason, c.Message = v1.PodReasonError, r.Error
 		}
-	default:
-		return
 	}
 	c.ObservedGeneration = pod.Generation
 	c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))

@@ -52,6 +52,7 @@ func TestResizeStatus(t *testing.T) {
 		{"infeasible keeps the old allocation", &old, true, "Node didn't have enough capacity", "", v1.PodResizePending, old, old.Requests},
 		{"unknown applied: the spec", nil, true, "", "", "", spec, spec.Requests},
 		{"exited: the spec", &old, false, "", "", "", spec, spec.Requests},
+		{"too big but not resizing: no condition", &spec, true, "Node didn't have enough capacity", "", "", spec, spec.Requests},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
