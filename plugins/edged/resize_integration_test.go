@@ -37,9 +37,11 @@ func atoi(s string) int {
 	return n
 }
 
+// hasCondition finds a true condition (a patch also carries delete
+// directives for conditions that ended: type only, no status).
 func hasCondition(s v1.PodStatus, t v1.PodConditionType) *v1.PodCondition {
 	for i := range s.Conditions {
-		if s.Conditions[i].Type == t {
+		if s.Conditions[i].Type == t && s.Conditions[i].Status == v1.ConditionTrue {
 			return &s.Conditions[i]
 		}
 	}
@@ -163,5 +165,23 @@ func TestContainerdInPlaceResize(t *testing.T) {
 	}
 	if v := cgroupValues(t, appID, exec)["quota"]; v != "50000" {
 		t.Fatalf("infeasible resize changed the cpu quota: %s", v)
+	}
+
+	// Back to what runs: the pending condition is deleted upstream (a
+	// strategic merge keeps conditions the patch does not name).
+	back := resized.DeepCopy()
+	back.Generation = 4
+	if err := h.Deliver(podMsg(t, sdk.OpUpdate, back)); err != nil {
+		t.Fatal(err)
+	}
+	st = waitStatus(t, h, name, 30*time.Second, func(s v1.PodStatus) bool {
+		return s.ObservedGeneration == 4 && hasCondition(s, v1.PodResizePending) == nil
+	})
+	deleted := false
+	for _, c := range st.Conditions {
+		deleted = deleted || (c.Type == v1.PodResizePending && c.Status == "")
+	}
+	if !deleted {
+		t.Fatalf("no delete directive for PodResizePending in %+v", st.Conditions)
 	}
 }

@@ -1,12 +1,16 @@
 package status
 
 import (
+	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
 )
 
 func reqs(cpu, mem string) v1.ResourceList {
@@ -121,5 +125,45 @@ func TestNoResourcesWithoutAnInstance(t *testing.T) {
 	st := Compute(p, rps(), nil, time.Unix(1, 0), nil)
 	if st.ContainerStatuses[0].Resources != nil || st.ContainerStatuses[0].AllocatedResources != nil {
 		t.Fatalf("a container never created reports resources: %+v", st.ContainerStatuses[0])
+	}
+}
+
+// TestResizeConditionRemovedUpstream: conditions merge by type under a
+// strategic merge patch, so a resize condition that ended is deleted by a
+// directive; the other conditions stay.
+func TestResizeConditionRemovedUpstream(t *testing.T) {
+	var sent [][]byte
+	m := NewManager(func(_ context.Context, _ types.UID, _, _ string, patch []byte) error {
+		sent = append(sent, patch)
+		return nil
+	})
+	p := pod(v1.RestartPolicyAlways, "a")
+	ready := v1.PodCondition{Type: v1.PodReady, Status: v1.ConditionTrue}
+	inProgress := v1.PodCondition{Type: v1.PodResizeInProgress, Status: v1.ConditionTrue, Reason: v1.PodReasonError, Message: "boom"}
+	api := []byte(`{"status":{"conditions":[{"type":"DisruptionTarget","status":"True"}]}}`)
+	for _, st := range []v1.PodStatus{
+		{Phase: v1.PodRunning, Conditions: []v1.PodCondition{ready, inProgress}},
+		{Phase: v1.PodRunning, Conditions: []v1.PodCondition{ready}},
+	} {
+		if _, err := m.Set(context.Background(), p, st); err != nil {
+			t.Fatal(err)
+		}
+		merged, err := strategicpatch.StrategicMergePatch(api, sent[len(sent)-1], v1.Pod{})
+		if err != nil {
+			t.Fatalf("strategic merge: %v", err)
+		}
+		api = merged
+	}
+	var got v1.Pod
+	if err := json.Unmarshal(api, &got); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []v1.PodConditionType
+	for _, c := range got.Status.Conditions {
+		kinds = append(kinds, c.Type)
+	}
+	if len(kinds) != 2 || condition(got.Status, v1.PodResizeInProgress) != nil || condition(got.Status, v1.PodReady) == nil ||
+		condition(got.Status, v1.DisruptionTarget) == nil {
+		t.Fatalf("conditions after the resize ended: %v", kinds)
 	}
 }

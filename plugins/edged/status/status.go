@@ -344,6 +344,13 @@ func (m *Manager) Get(uid types.UID) (v1.PodStatus, bool) {
 // they carry a replace directive: a pod whose sandbox was recreated gets its
 // new IP instead of the old and new side by side (which the API refuses).
 func Patch(uid types.UID, st v1.PodStatus) ([]byte, error) {
+	return patchFrom(uid, st, nil)
+}
+
+// patchFrom is Patch after prev, the status sent before: a resize
+// condition prev had and st has not (the resize ended) carries a delete
+// directive, since conditions merge by type and would otherwise stay.
+func patchFrom(uid types.UID, st v1.PodStatus, prev *v1.PodStatus) ([]byte, error) {
 	raw, err := json.Marshal(st)
 	if err != nil {
 		return nil, fmt.Errorf("pod status: %w", err)
@@ -355,6 +362,26 @@ func Patch(uid types.UID, st v1.PodStatus) ([]byte, error) {
 	for _, list := range []string{"podIPs", "hostIPs"} {
 		if ips, ok := status[list].([]any); ok {
 			status[list] = append(ips, map[string]any{"$patch": "replace"})
+		}
+	}
+	if prev != nil {
+		conds, _ := status["conditions"].([]any)
+		for _, o := range prev.Conditions {
+			if o.Type != v1.PodResizePending && o.Type != v1.PodResizeInProgress {
+				continue
+			}
+			gone := true
+			for _, c := range st.Conditions {
+				if c.Type == o.Type {
+					gone = false
+				}
+			}
+			if gone {
+				conds = append(conds, map[string]any{"type": string(o.Type), "$patch": "delete"})
+			}
+		}
+		if len(conds) > 0 {
+			status["conditions"] = conds
 		}
 	}
 	return json.Marshal(map[string]any{"metadata": map[string]any{"uid": uid}, "status": status})
@@ -370,7 +397,11 @@ func (m *Manager) Set(ctx context.Context, pod *v1.Pod, st v1.PodStatus) (bool, 
 	if ok && !resend && equality.Semantic.DeepEqual(old, st) {
 		return false, nil
 	}
-	body, err := Patch(pod.UID, st)
+	var prev *v1.PodStatus
+	if ok {
+		prev = &old
+	}
+	body, err := patchFrom(pod.UID, st, prev)
 	if err != nil {
 		return false, err
 	}
