@@ -1006,7 +1006,9 @@ func (e *Edged) updateStatus(ctx context.Context, pod *v1.Pod) {
 	if ok {
 		oldp = &old
 	}
-	st := status.ComputeWith(pod, ps, e.reasons(pod.UID), e.clock.Now(), oldp, e.probes.UpdatePodStatus)
+	now := e.clock.Now()
+	st := status.ComputeWith(pod, ps, e.reasons(pod.UID), now, oldp, e.probes.UpdatePodStatus)
+	status.SetResizeConditions(&st, pod, ps, e.krt.ResizeStatus(pod), now, oldp)
 	if _, err := e.statuses.Set(ctx, pod, st); err != nil {
 		e.log.Warn("status not sent", "error", err)
 	}

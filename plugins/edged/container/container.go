@@ -34,6 +34,9 @@ const (
 	AnnotationTerminationMsg = "io.kubernetes.container.terminationMessagePath"
 	// AnnotationTerminationMsgPolicy is the container's terminationMessagePolicy.
 	AnnotationTerminationMsgPolicy = "io.kubernetes.container.terminationMessagePolicy"
+	// AnnotationResources holds the container's requests and limits (JSON)
+	// at its creation: what was applied until an in-place resize.
+	AnnotationResources = "io.edgehive.container.resources"
 )
 
 // PodStatus is what the runtime knows about one pod: its sandboxes and
@@ -55,6 +58,10 @@ type ContainerStatus struct {
 	Name         string // the pod spec's container name
 	Hash         string
 	RestartCount int
+	// Resources are the requests and limits applied to this instance (at
+	// its creation or by an in-place resize); nil when unknown. Set by the
+	// runtime manager, which records them.
+	Resources *v1.ResourceRequirements
 }
 
 // Running reports whether the container runs.

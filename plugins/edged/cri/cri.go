@@ -39,6 +39,9 @@ type Runtime interface {
 	RemoveContainer(ctx context.Context, containerID string) error
 	ListContainers(ctx context.Context, filter *runtimeapi.ContainerFilter) ([]*runtimeapi.Container, error)
 	ContainerStatus(ctx context.Context, containerID string, verbose bool) (*runtimeapi.ContainerStatusResponse, error)
+	// UpdateContainerResources changes a running container's cgroup
+	// resources in place (an in-place pod resize).
+	UpdateContainerResources(ctx context.Context, containerID string, resources *runtimeapi.LinuxContainerResources) error
 	// ExecSync runs cmd in the container and returns its output and exit
 	// code; a non-zero exit code is not an error. timeout 0 means none.
 	ExecSync(ctx context.Context, containerID string, cmd []string, timeout time.Duration) (*runtimeapi.ExecSyncResponse, error)
@@ -240,6 +243,13 @@ func (c *Client) ContainerStatus(ctx context.Context, containerID string, verbos
 		return nil, wrap("ContainerStatus", containerID, err)
 	}
 	return r, nil
+}
+
+func (c *Client) UpdateContainerResources(ctx context.Context, containerID string, resources *runtimeapi.LinuxContainerResources) error {
+	if _, err := c.rt.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: containerID, Linux: resources}); err != nil {
+		return wrap("UpdateContainerResources", containerID, err)
+	}
+	return nil
 }
 
 func (c *Client) ExecSync(ctx context.Context, containerID string, cmd []string, timeout time.Duration) (*runtimeapi.ExecSyncResponse, error) {

@@ -33,6 +33,9 @@ type FakeRuntime struct {
 	StopExitCode int32
 	// PodIP is given to sandboxes that are not on the host network.
 	PodIP string
+	// MemoryUsage is what ListContainerStats reports a container uses, by
+	// container ID (0 when unset).
+	MemoryUsage map[string]uint64
 
 	calls      []string
 	nextID     int
@@ -392,6 +395,7 @@ func (f *FakeRuntime) CreateContainer(ctx context.Context, podSandboxID string, 
 			Annotations: maps.Clone(config.GetAnnotations()),
 			LogPath:     config.GetLogPath(),
 			Mounts:      mounts,
+			Resources:   fakeResources(config.GetLinux().GetResources()),
 		},
 	}
 	return id, nil
@@ -509,6 +513,76 @@ func (f *FakeRuntime) ContainerStatus(ctx context.Context, containerID string, v
 		return nil, fmt.Errorf("cri: ContainerStatus: %w", notFound("container", containerID))
 	}
 	return &runtimeapi.ContainerStatusResponse{Status: proto.Clone(c.status).(*runtimeapi.ContainerStatus)}, nil
+}
+
+// fakeResources is what a runtime reports of a container's cgroup values.
+func fakeResources(r *runtimeapi.LinuxContainerResources) *runtimeapi.ContainerResources {
+	if r == nil {
+		return nil
+	}
+	return &runtimeapi.ContainerResources{Linux: proto.Clone(r).(*runtimeapi.LinuxContainerResources)}
+}
+
+// UpdateContainerResources applies resources to a created or running
+// container, as containerd does: zero values leave the old ones.
+func (f *FakeRuntime) UpdateContainerResources(ctx context.Context, containerID string, resources *runtimeapi.LinuxContainerResources) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin(ctx, "UpdateContainerResources"); err != nil {
+		return err
+	}
+	c, ok := f.containers[containerID]
+	if !ok {
+		return fmt.Errorf("cri: UpdateContainerResources: %w", notFound("container", containerID))
+	}
+	if c.c.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+		return fmt.Errorf("cri: UpdateContainerResources %s: %w", containerID, status.Error(codes.FailedPrecondition, "container is not running"))
+	}
+	if c.config.Linux == nil {
+		c.config.Linux = &runtimeapi.LinuxContainerConfig{}
+	}
+	cur := c.config.Linux.Resources
+	if cur == nil {
+		cur = &runtimeapi.LinuxContainerResources{}
+		c.config.Linux.Resources = cur
+	}
+	if v := resources.GetCpuShares(); v != 0 {
+		cur.CpuShares = v
+	}
+	if v := resources.GetCpuPeriod(); v != 0 {
+		cur.CpuPeriod = v
+	}
+	if v := resources.GetCpuQuota(); v != 0 {
+		cur.CpuQuota = v
+	}
+	if v := resources.GetMemoryLimitInBytes(); v != 0 {
+		cur.MemoryLimitInBytes = v
+	}
+	c.status.Resources = fakeResources(cur)
+	return nil
+}
+
+// ListContainerStats reports MemoryUsage of the containers filter selects.
+func (f *FakeRuntime) ListContainerStats(ctx context.Context, filter *runtimeapi.ContainerStatsFilter) ([]*runtimeapi.ContainerStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin(ctx, "ListContainerStats"); err != nil {
+		return nil, err
+	}
+	var out []*runtimeapi.ContainerStats
+	for id, c := range f.containers {
+		if filter != nil && filter.Id != "" && filter.Id != id {
+			continue
+		}
+		if c.c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			continue
+		}
+		out = append(out, &runtimeapi.ContainerStats{
+			Attributes: &runtimeapi.ContainerAttributes{Id: id, Metadata: proto.Clone(c.c.Metadata).(*runtimeapi.ContainerMetadata)},
+			Memory:     &runtimeapi.MemoryUsage{Timestamp: f.now(), UsageBytes: &runtimeapi.UInt64Value{Value: f.MemoryUsage[id]}},
+		})
+	}
+	return out, nil
 }
 
 func (f *FakeRuntime) ExecSync(ctx context.Context, containerID string, cmd []string, timeout time.Duration) (*runtimeapi.ExecSyncResponse, error) {

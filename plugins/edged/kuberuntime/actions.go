@@ -32,14 +32,33 @@ type podActions struct {
 	// KeepKilled: killed containers to stop but not remove (probe failures),
 	// so their terminated state stays as lastState.
 	KeepKilled map[string]bool
+	// ContainersToUpdate: running containers resized in place.
+	ContainersToUpdate []resizeTarget
 }
 
-// HashContainer is the spec hash written on a container; a change restarts it.
+// HashContainer is the spec hash written on a container; a change restarts
+// it. Resources are left out, as the kubelet does: a resize is applied in
+// place (or restarts the container only by its resizePolicy).
 func HashContainer(c *v1.Container) string {
+	cc := *c
+	cc.Resources = v1.ResourceRequirements{}
+	return hashOf(&cc)
+}
+
+// legacyHash is the hash edged wrote before resources were left out: a
+// container created by an older edged is adopted, not restarted.
+func legacyHash(c *v1.Container) string { return hashOf(c) }
+
+func hashOf(c *v1.Container) string {
 	b, _ := json.Marshal(c)
 	h := fnv.New32a()
 	h.Write(b)
 	return fmt.Sprintf("%x", h.Sum32())
+}
+
+// specChanged reports whether a container's hash is not its spec's.
+func specChanged(cs *container.ContainerStatus, c *v1.Container) bool {
+	return cs.Hash != "" && cs.Hash != HashContainer(c) && cs.Hash != legacyHash(c)
 }
 
 // sandboxChanged says whether pod needs a new sandbox, the attempt of it, and
@@ -196,7 +215,7 @@ func computePodActionsProbed(pod *v1.Pod, ps *container.PodStatus, probes Probes
 			}
 			continue
 		}
-		if cs.Hash != "" && cs.Hash != HashContainer(c) {
+		if specChanged(cs, c) {
 			a.ContainersToKill[cs.Id] = fmt.Sprintf("container %s definition changed", c.Name)
 			a.ContainersToStart = append(a.ContainersToStart, i)
 			continue
@@ -221,7 +240,7 @@ func computePodActionsProbed(pod *v1.Pod, ps *container.PodStatus, probes Probes
 		switch {
 		case cs == nil || !cs.Running():
 			a.SidecarsToStart = append(a.SidecarsToStart, i)
-		case cs.Hash != "" && cs.Hash != HashContainer(c):
+		case specChanged(cs, c):
 			a.ContainersToKill[cs.Id] = fmt.Sprintf("container %s definition changed", c.Name)
 			a.SidecarsToStart = append(a.SidecarsToStart, i)
 		default:

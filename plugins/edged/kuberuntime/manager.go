@@ -89,6 +89,11 @@ type Manager struct {
 	// pidTargets: "<uid>/<ephemeral container>" → the container ID whose
 	// process namespace it joins.
 	pidTargets map[string]string
+	// applied: per pod, the resources applied by in-place resizes by
+	// container ID (see resize.go).
+	applied map[types.UID]map[string]v1.ResourceRequirements
+	// resizeErr: per pod, why applying its resize failed last.
+	resizeErr map[types.UID]string
 
 	// Probes, when set, names running containers a probe wants killed and
 	// says which passed their startup probe.
@@ -140,8 +145,14 @@ func New(rt cri.Runtime, clk clock.Clock, log hclog.Logger, cfg Config) *Manager
 }
 
 // GetPodStatus reads the pod's runtime status.
+// Each container's Resources are what was applied to it.
 func (m *Manager) GetPodStatus(ctx context.Context, uid types.UID, name, namespace string) (*container.PodStatus, error) {
-	return container.GetPodStatus(ctx, m.rt, uid, name, namespace)
+	ps, err := container.GetPodStatus(ctx, m.rt, uid, name, namespace)
+	if err != nil {
+		return nil, err
+	}
+	m.fillApplied(ps)
+	return ps, nil
 }
 
 // Reasons returns the waiting reasons of the pod's containers.
@@ -172,6 +183,8 @@ func (m *Manager) setReason(uid types.UID, name string, r *Reason) {
 func (m *Manager) Forget(uid types.UID) {
 	m.mu.Lock()
 	delete(m.reasons, uid)
+	delete(m.applied, uid)
+	delete(m.resizeErr, uid)
 	m.mu.Unlock()
 	m.backOff.GC()
 }
@@ -191,6 +204,7 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 	var res SyncResult
 	// Step 1: compute what changed.
 	a := computePodActionsProbed(pod, ps, m.Probes)
+	m.planResize(pod, ps, &a)
 	res.InitFailed = a.InitFailed
 
 	// Volumes are prepared (configMaps and secrets refreshed) on every sync;
@@ -233,6 +247,19 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 			}
 			res.Killed = append(res.Killed, id)
 		}
+	}
+	// Resize running containers in place; a failure is retried on the
+	// next sync (the pod stays PodResizeInProgress).
+	var resizeErrs []error
+	for _, t := range a.ContainersToUpdate {
+		if err := m.resizeContainer(ctx, pod, ps, t); err != nil {
+			resizeErrs = append(resizeErrs, err)
+		}
+	}
+	if err := errors.Join(resizeErrs...); err != nil {
+		m.setResizeError(pod.UID, err.Error())
+	} else {
+		m.setResizeError(pod.UID, "")
 	}
 
 	// Step 4: a new sandbox.
@@ -312,7 +339,7 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 		}
 		res.Started = append(res.Started, c.Name)
 	}
-	return res, errors.Join(errs...)
+	return res, errors.Join(append(errs, resizeErrs...)...)
 }
 
 // targets remembers that an ephemeral container shares the process namespace
@@ -741,6 +768,7 @@ func (m *Manager) containerConfig(ctx context.Context, pod *v1.Pod, c *v1.Contai
 			container.AnnotationContainerHash: HashContainer(c),
 			container.AnnotationRestartCount:  strconv.Itoa(restartCount),
 			container.AnnotationGracePeriod:   strconv.FormatInt(gracePeriod(pod, nil), 10),
+			container.AnnotationResources:     resourcesAnnotation(c),
 		},
 		LogPath:   filepath.Join(c.Name, strconv.Itoa(restartCount)+".log"),
 		Stdin:     c.Stdin,

@@ -61,6 +61,7 @@ func containerStatuses(pod *v1.Pod, specs []v1.Container, ps *container.PodStatu
 		if st.ImageID == "" {
 			st.ImageID = cur.GetImage().GetImage()
 		}
+		containerResources(&st, &c, cur)
 		started := false
 		switch {
 		case cur.Running():
@@ -189,7 +190,9 @@ func ComputeWith(pod *v1.Pod, ps *container.PodStatus, reasons map[string]Reason
 		}
 		st.EphemeralContainerStatuses = containerStatuses(pod, specs, ps, reasons)
 		for i := range st.EphemeralContainerStatuses {
-			st.EphemeralContainerStatuses[i].Ready = false // never ready: they are not part of the service
+			s := &st.EphemeralContainerStatuses[i]
+			s.Ready = false                              // never ready: they are not part of the service
+			s.Resources, s.AllocatedResources = nil, nil // they have none
 		}
 	}
 	// A regular init container is ready once it succeeded; a sidecar, as an
@@ -339,6 +342,13 @@ func (m *Manager) Get(uid types.UID) (v1.PodStatus, bool) {
 // they carry a replace directive: a pod whose sandbox was recreated gets its
 // new IP instead of the old and new side by side (which the API refuses).
 func Patch(uid types.UID, st v1.PodStatus) ([]byte, error) {
+	return patchFrom(uid, st, nil)
+}
+
+// patchFrom is Patch after prev, the status sent before: a resize
+// condition prev had and st has not (the resize ended) carries a delete
+// directive, since conditions merge by type and would otherwise stay.
+func patchFrom(uid types.UID, st v1.PodStatus, prev *v1.PodStatus) ([]byte, error) {
 	raw, err := json.Marshal(st)
 	if err != nil {
 		return nil, fmt.Errorf("pod status: %w", err)
@@ -350,6 +360,26 @@ func Patch(uid types.UID, st v1.PodStatus) ([]byte, error) {
 	for _, list := range []string{"podIPs", "hostIPs"} {
 		if ips, ok := status[list].([]any); ok {
 			status[list] = append(ips, map[string]any{"$patch": "replace"})
+		}
+	}
+	if prev != nil {
+		conds, _ := status["conditions"].([]any)
+		for _, o := range prev.Conditions {
+			if o.Type != v1.PodResizePending && o.Type != v1.PodResizeInProgress {
+				continue
+			}
+			gone := true
+			for _, c := range st.Conditions {
+				if c.Type == o.Type {
+					gone = false
+				}
+			}
+			if gone {
+				conds = append(conds, map[string]any{"type": string(o.Type), "$patch": "delete"})
+			}
+		}
+		if len(conds) > 0 {
+			status["conditions"] = conds
 		}
 	}
 	return json.Marshal(map[string]any{"metadata": map[string]any{"uid": uid}, "status": status})
@@ -365,7 +395,11 @@ func (m *Manager) Set(ctx context.Context, pod *v1.Pod, st v1.PodStatus) (bool, 
 	if ok && !resend && equality.Semantic.DeepEqual(old, st) {
 		return false, nil
 	}
-	body, err := Patch(pod.UID, st)
+	var prev *v1.PodStatus
+	if ok {
+		prev = &old
+	}
+	body, err := patchFrom(pod.UID, st, prev)
 	if err != nil {
 		return false, err
 	}
