@@ -303,25 +303,20 @@ func (m *Manager) SyncPod(ctx context.Context, pod *v1.Pod, ps *container.PodSta
 
 	// Step 6: the sidecars that stopped, then the app containers.
 	var errs []error
-	for _, i := range a.SidecarsToStart {
-		c := &pod.Spec.InitContainers[i]
+	start := func(c *v1.Container) {
 		d, err := m.startContainer(ctx, pod, ps, sandboxID, sbConfig, c, podIP, vols, volErr)
 		if err != nil {
 			res.BackOff = max(res.BackOff, d)
 			errs = append(errs, err)
-			continue
+			return
 		}
 		res.Started = append(res.Started, c.Name)
 	}
+	for _, i := range a.SidecarsToStart {
+		start(&pod.Spec.InitContainers[i])
+	}
 	for _, i := range a.ContainersToStart {
-		c := &pod.Spec.Containers[i]
-		d, err := m.startContainer(ctx, pod, ps, sandboxID, sbConfig, c, podIP, vols, volErr)
-		if err != nil {
-			res.BackOff = max(res.BackOff, d)
-			errs = append(errs, err)
-			continue
-		}
-		res.Started = append(res.Started, c.Name)
+		start(&pod.Spec.Containers[i])
 	}
 
 	// Step 7: ephemeral containers (debug containers added to a running pod).
