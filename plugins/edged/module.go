@@ -477,7 +477,7 @@ func (e *Edged) run(ctx context.Context) {
 	e.wg.Add(2)
 	if e.cfg.RegisterNode {
 		r := node.New(node.Config{Name: e.host.NodeName(), Labels: e.cfg.NodeLabels, Port: e.httpPort(),
-			Frequency: time.Duration(e.cfg.NodeStatusUpdateFrequency), Source: Name}, e.host, e.rt, e.clock, e.log.Named("node"))
+			Frequency: time.Duration(e.cfg.NodeStatusUpdateFrequency), Source: Name, StorageDir: e.host.DataDir()}, e.host, e.rt, e.clock, e.log.Named("node"))
 		e.wg.Add(1)
 		go func() { defer e.wg.Done(); r.Run(ctx) }()
 	}

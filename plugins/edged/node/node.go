@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 	coordv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -56,6 +57,9 @@ type Config struct {
 	Source    string        // message source (module name)
 	// ProcRoot and EtcRoot default to /proc and /etc (tests point them elsewhere).
 	ProcRoot, EtcRoot string
+	// StorageDir is on the file system whose size is the node's
+	// ephemeral-storage (edged's data directory); none reported when empty.
+	StorageDir string
 }
 
 // Reporter registers the node and reports its status and lease.
@@ -155,6 +159,16 @@ func (r *Reporter) Status(ctx context.Context) (*v1.NodeStatus, error) {
 		v1.ResourceCPU:    *resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI),
 		v1.ResourceMemory: *resource.NewQuantity(mem, resource.BinarySI),
 		v1.ResourcePods:   *resource.NewQuantity(MaxPods, resource.DecimalSI),
+	}
+	// Pods that request ephemeral-storage are only scheduled to nodes
+	// that report it.
+	if r.cfg.StorageDir != "" {
+		var fs unix.Statfs_t
+		if err := unix.Statfs(r.cfg.StorageDir, &fs); err == nil {
+			res[v1.ResourceEphemeralStorage] = *resource.NewQuantity(int64(fs.Blocks)*fs.Bsize, resource.BinarySI)
+		} else {
+			r.log.Warn("ephemeral-storage capacity", "dir", r.cfg.StorageDir, "error", err)
+		}
 	}
 	info := v1.NodeSystemInfo{
 		MachineID:       r.readTrim(filepath.Join(r.cfg.EtcRoot, "machine-id")),

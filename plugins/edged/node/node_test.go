@@ -71,7 +71,7 @@ func TestRegisterStatusLease(t *testing.T) {
 	proc, etc := roots(t)
 	clk := clocktesting.NewFakeClock(time.Date(2024, 8, 6, 12, 0, 0, 0, time.UTC))
 	h := &fakeHost{}
-	r := New(Config{Name: "edge-1", Labels: map[string]string{"zone": "a"}, Port: 10350, ProcRoot: proc, EtcRoot: etc},
+	r := New(Config{Name: "edge-1", Labels: map[string]string{"zone": "a"}, Port: 10350, ProcRoot: proc, EtcRoot: etc, StorageDir: t.TempDir()},
 		h, cri.NewFakeRuntime(), clk, nil)
 	ctx := context.Background()
 	if err := r.Register(ctx); err != nil {
@@ -90,7 +90,7 @@ func TestRegisterStatusLease(t *testing.T) {
 	}
 	st := n.Status
 	if st.Capacity.Memory().Value() != 8048576*1024 || st.Capacity.Pods().Value() != 110 || st.Capacity.Cpu().Value() < 1 ||
-		st.Allocatable.Pods().Value() != 110 {
+		st.Allocatable.Pods().Value() != 110 || st.Capacity.StorageEphemeral().Value() <= 0 || st.Allocatable.StorageEphemeral().Value() <= 0 {
 		t.Fatalf("capacity %v allocatable %v", st.Capacity, st.Allocatable)
 	}
 	if st.NodeInfo.ContainerRuntimeVersion != "fake://0.0.0" || st.NodeInfo.KernelVersion != "6.1.0-test" ||
