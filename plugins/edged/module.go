@@ -617,10 +617,12 @@ func (e *Edged) loadPods(ctx context.Context) {
 	}
 }
 
-func (e *Edged) queryPods(ctx context.Context) ([]*v1.Pod, error) {
-	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+// queryList asks metamanager for a list (resource "<ns>/<kind>") and returns
+// its items' JSON; metamanager may store each item as a JSON string.
+func (e *Edged) queryList(ctx context.Context, group, resource string, timeout time.Duration) ([]json.RawMessage, error) {
+	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	msg := sdk.NewMessage("").BuildRouter(Name, sdk.GroupEdged, "default/pod", sdk.OpQuery)
+	msg := sdk.NewMessage("").BuildRouter(Name, group, resource, sdk.OpQuery)
 	resp, err := e.host.SendSync(qctx, metaManager, msg)
 	if err != nil {
 		return nil, err
@@ -632,12 +634,22 @@ func (e *Edged) queryPods(ctx context.Context) ([]*v1.Pod, error) {
 	if err := resp.DecodeContent(&items); err != nil {
 		return nil, err
 	}
-	var out []*v1.Pod
-	for _, raw := range items {
+	for i, raw := range items {
 		var s string
 		if json.Unmarshal(raw, &s) == nil {
-			raw = json.RawMessage(s)
+			items[i] = json.RawMessage(s)
 		}
+	}
+	return items, nil
+}
+
+func (e *Edged) queryPods(ctx context.Context) ([]*v1.Pod, error) {
+	items, err := e.queryList(ctx, sdk.GroupEdged, "default/pod", 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	var out []*v1.Pod
+	for _, raw := range items {
 		p, err := decodePod(raw)
 		if err != nil {
 			var invalid *errInvalidPod
@@ -737,26 +749,12 @@ func (e *Edged) listServices(ctx context.Context, namespace string) ([]*v1.Servi
 }
 
 func (e *Edged) queryServices(ctx context.Context, namespace string) ([]*v1.Service, error) {
-	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	msg := sdk.NewMessage("").BuildRouter(Name, sdk.GroupMeta, namespace+"/service", sdk.OpQuery)
-	resp, err := e.host.SendSync(qctx, metaManager, msg)
+	items, err := e.queryList(ctx, sdk.GroupMeta, namespace+"/service", 2*time.Second)
 	if err != nil {
-		return nil, err
-	}
-	if resp.Router.Operation == sdk.OpError {
-		return nil, fmt.Errorf("metamanager: %s", resp.ContentString())
-	}
-	var items []json.RawMessage
-	if err := resp.DecodeContent(&items); err != nil {
 		return nil, err
 	}
 	var out []*v1.Service
 	for _, raw := range items {
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			raw = json.RawMessage(s)
-		}
 		svc := &v1.Service{}
 		if err := json.Unmarshal(raw, svc); err != nil {
 			continue
